@@ -1,0 +1,176 @@
+//! Authenticates webhook callbacks against a channel's argon2id hashes.
+//!
+//! Two caches keep argon2 off the steady stream of callbacks:
+//! - channel credentials (enabled flag and hashes) are re-read from the
+//!   database after `auth.credential_ttl`, so a change made on any instance
+//!   takes effect everywhere within that time;
+//! - successful verifications are remembered under the channel and an HMAC
+//!   of the presented password (per-process random key, so the cache never
+//!   holds anything that could be attacked offline). An entry counts only
+//!   while the hash it matched is still one of the channel's valid hashes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
+use sha2::Sha256;
+use sqlx::PgPool;
+use tokio::sync::Semaphore;
+
+use super::password;
+use crate::db;
+use crate::domain::ChannelId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No, wrong or stale password, unknown or disabled channel: callers must
+    /// not tell these apart.
+    #[error("authentication failed")]
+    Denied,
+    #[error("reading the channel's credentials failed")]
+    Database(#[from] sqlx::Error),
+}
+
+#[derive(Clone)]
+struct Snapshot {
+    fetched_at: Instant,
+    enabled: bool,
+    current: Arc<str>,
+    previous: Option<(Arc<str>, DateTime<Utc>)>,
+}
+
+impl Snapshot {
+    fn valid_hashes(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Arc<str>> {
+        let previous = self.previous.as_ref().filter(|(_, until)| *until > now).map(|(h, _)| h);
+        std::iter::once(&self.current).chain(previous)
+    }
+}
+
+type Fingerprint = [u8; 32];
+
+pub struct Credentials {
+    pool: PgPool,
+    ttl: Duration,
+    hmac_key: [u8; 32],
+    /// Only channels that exist are cached, so the map is bounded by the
+    /// channels table, whatever ids callers make up.
+    channels: RwLock<HashMap<String, Snapshot>>,
+    /// Bounded by channels x valid passwords: only successes are stored.
+    verified: RwLock<HashMap<(String, Fingerprint), Arc<str>>>,
+    permits: Semaphore,
+    /// A hash of a random password with the production parameters, so that
+    /// an unknown channel costs the same as a wrong password.
+    dummy_hash: Arc<str>,
+    verifications: AtomicU64,
+}
+
+impl Credentials {
+    pub async fn new(pool: PgPool, ttl: Duration, max_concurrent: usize) -> Credentials {
+        let mut hmac_key = [0u8; 32];
+        getrandom::getrandom(&mut hmac_key).expect("the OS random source works");
+        let mut dummy = [0u8; 32];
+        getrandom::getrandom(&mut dummy).expect("the OS random source works");
+        let dummy = SecretString::from(format!("{dummy:?}"));
+        let dummy_hash = tokio::task::spawn_blocking(move || password::hash(&dummy))
+            .await
+            .expect("hashing does not panic");
+        Credentials {
+            pool,
+            ttl,
+            hmac_key,
+            channels: RwLock::default(),
+            verified: RwLock::default(),
+            permits: Semaphore::new(max_concurrent),
+            dummy_hash: dummy_hash.into(),
+            verifications: AtomicU64::new(0),
+        }
+    }
+
+    /// How many argon2 verifications this process has run.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
+    /// Succeeds when `presented` is a valid password of an enabled channel.
+    /// Every failure costs one argon2 verification, so that timing does not
+    /// tell which check failed.
+    pub async fn authenticate(
+        &self,
+        channel: &ChannelId,
+        presented: Option<&[u8]>,
+    ) -> Result<(), AuthError> {
+        let snapshot = self.snapshot(channel).await?;
+        let (Some(presented), Some(snapshot)) = (presented, snapshot.filter(|s| s.enabled)) else {
+            return Err(self.reject(presented).await);
+        };
+        let now = Utc::now();
+        let key = (channel.as_str().to_owned(), self.fingerprint(channel, presented));
+        let remembered = self.verified.read().expect("lock not poisoned").get(&key).cloned();
+        if let Some(hash) = remembered {
+            if snapshot.valid_hashes(now).any(|h| *h == hash) {
+                return Ok(());
+            }
+            self.verified.write().expect("lock not poisoned").remove(&key);
+        }
+        for hash in snapshot.valid_hashes(now) {
+            if self.verify(hash.clone(), presented).await {
+                self.verified.write().expect("lock not poisoned").insert(key, hash.clone());
+                return Ok(());
+            }
+        }
+        Err(AuthError::Denied)
+    }
+
+    /// Fails the way a wrong password does, for a channel id that cannot exist.
+    pub async fn reject(&self, presented: Option<&[u8]>) -> AuthError {
+        self.verify(self.dummy_hash.clone(), presented.unwrap_or_default()).await;
+        AuthError::Denied
+    }
+
+    fn fingerprint(&self, channel: &ChannelId, presented: &[u8]) -> Fingerprint {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.hmac_key).expect("any key length");
+        mac.update(channel.as_str().as_bytes());
+        mac.update(&[0]);
+        mac.update(presented);
+        mac.finalize().into_bytes().into()
+    }
+
+    async fn snapshot(&self, channel: &ChannelId) -> Result<Option<Snapshot>, sqlx::Error> {
+        let cached = self.channels.read().expect("lock not poisoned").get(channel.as_str()).cloned();
+        if let Some(s) = cached.filter(|s| s.fetched_at.elapsed() < self.ttl) {
+            return Ok(Some(s));
+        }
+        let fetched_at = Instant::now();
+        let Some(row) = db::channels::credentials(&self.pool, channel.as_str()).await? else {
+            self.channels.write().expect("lock not poisoned").remove(channel.as_str());
+            return Ok(None);
+        };
+        let previous = row.previous_password_hash.zip(row.previous_password_expires_at);
+        let snapshot = Snapshot {
+            fetched_at,
+            enabled: row.enabled,
+            current: row.password_hash.into(),
+            previous: previous.map(|(h, until)| (h.into(), until)),
+        };
+        self.channels
+            .write()
+            .expect("lock not poisoned")
+            .insert(channel.as_str().to_owned(), snapshot.clone());
+        Ok(Some(snapshot))
+    }
+
+    /// argon2 on the blocking pool, at most `max_concurrent` at once: a flood
+    /// of wrong passwords queues here instead of occupying the async workers.
+    async fn verify(&self, hash: Arc<str>, presented: &[u8]) -> bool {
+        let presented = SecretSlice::from(presented.to_vec());
+        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || password::verify(&hash, presented.expose_secret()))
+            .await
+            .unwrap_or(false)
+    }
+}

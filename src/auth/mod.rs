@@ -1,0 +1,6 @@
+//! Webhook credentials: argon2id hashing and the verifier with its cache.
+
+mod credentials;
+pub mod password;
+
+pub use credentials::{AuthError, Credentials};

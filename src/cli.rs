@@ -1,0 +1,81 @@
+//! Command-line definitions.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::domain::ChannelId;
+
+#[derive(Debug, Parser)]
+#[command(name = "koostatus", version, about = "KooMessage WhatsApp delivery reports, kept in PostgreSQL")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Config file [default: ./config.toml when present]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// PostgreSQL URL; overrides DATABASE_URL and the config file
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080]
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Apply pending database migrations
+    Migrate,
+    /// Manage KooMessage channels and their webhook passwords
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelCommand {
+    /// Create a channel; the webhook password is read from standard input
+    Add {
+        id: ChannelId,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Read the password from the first line of standard input
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Replace a channel's webhook password, read from standard input
+    SetPassword {
+        id: ChannelId,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Keep accepting the old password for this long, e.g. 24h
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        keep_old_for: Option<Duration>,
+    },
+    /// List channels
+    List,
+    /// Refuse every callback of a channel (401)
+    Disable { id: ChannelId },
+    /// Accept callbacks of a channel again
+    Enable { id: ChannelId },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

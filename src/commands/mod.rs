@@ -1,0 +1,16 @@
+//! One file per subcommand.
+
+pub mod channel;
+pub mod migrate;
+pub mod serve;
+
+use crate::cli::Command;
+use crate::config::Config;
+
+pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { .. } => serve::run(config).await,
+        Command::Migrate => migrate::run(config).await,
+        Command::Channel(command) => channel::run(command, config).await,
+    }
+}

@@ -1,0 +1,288 @@
+//! Settings: built-in defaults < config file < environment < command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP service binds.
+    pub listen: SocketAddr,
+    pub database: DatabaseConfig,
+    pub webhook: WebhookConfig,
+    pub auth: AuthConfig,
+    pub server: ServerConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: SecretString,
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    pub auto_migrate: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub max_body_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// 0 means one per CPU core.
+    pub max_concurrent_verifications: usize,
+    #[serde(with = "humantime_serde")]
+    pub credential_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub workers: usize,
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    #[serde(with = "humantime_serde")]
+    pub client_request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database: DatabaseConfig::default(),
+            webhook: WebhookConfig::default(),
+            auth: AuthConfig::default(),
+            server: ServerConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: SecretString::from("postgres://postgres@127.0.0.1:5432/koostatus"),
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+            auto_migrate: true,
+        }
+    }
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig { max_body_bytes: 16 * 1024, retry_after: Duration::from_secs(1) }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            max_concurrent_verifications: 0,
+            credential_ttl: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            workers: 0,
+            max_connections: 10_000,
+            keep_alive: Duration::from_secs(75),
+            client_request_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Human, filter: "info".into() }
+    }
+}
+
+/// What the command line says, which wins over every other source.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl AuthConfig {
+    pub fn verification_permits(&self) -> usize {
+        match self.max_concurrent_verifications {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            n => n,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        match &overrides.config_file {
+            Some(path) if !path.is_file() => {
+                return Err(ConfigError(format!(
+                    "The config file {} does not exist or is not a file.",
+                    path.display()
+                )));
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new("config.toml").is_file() => {
+                figment = figment.merge(Toml::file_exact("config.toml"))
+            }
+            None => {}
+        }
+        figment = figment
+            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
+            .merge(Env::prefixed("KOOSTATUS_").split("__"));
+        if let Some(url) = &overrides.database_url {
+            figment = figment.merge(Serialized::default("database.url", url));
+        }
+        if let Some(listen) = &overrides.listen {
+            figment = figment.merge(Serialized::default("listen", listen));
+        }
+        let config: Config = figment.extract().map_err(describe)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |setting: &str, why: &str| Err(ConfigError(format!("Bad setting `{setting}`: {why}.")));
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections", "must be at least 1");
+        }
+        for (name, d) in [
+            ("database.connect_timeout", self.database.connect_timeout),
+            ("database.acquire_timeout", self.database.acquire_timeout),
+            ("database.statement_timeout", self.database.statement_timeout),
+            ("server.client_request_timeout", self.server.client_request_timeout),
+        ] {
+            if d.is_zero() {
+                return bad(name, "must be longer than 0s");
+            }
+        }
+        if self.webhook.max_body_bytes < 256 {
+            return bad("webhook.max_body_bytes", "must be at least 256 bytes");
+        }
+        // The contract promises that a changed password takes effect within 5 s.
+        if self.auth.credential_ttl > Duration::from_secs(5) {
+            return bad("auth.credential_ttl", "must be at most 5s");
+        }
+        if self.server.max_connections == 0 {
+            return bad("server.max_connections", "must be at least 1");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return bad("log.filter", &e.to_string());
+        }
+        Ok(())
+    }
+}
+
+fn describe(errors: figment::Error) -> ConfigError {
+    let sentences: Vec<String> = errors
+        .into_iter()
+        .map(|e| {
+            let mut path = e.path.join(".");
+            if let figment::error::Kind::UnknownField(field, _) = &e.kind {
+                path = if path.is_empty() { field.clone() } else { format!("{path}.{field}") };
+            }
+            let source = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
+            format!("Bad setting `{path}`{source}: {}.", e.kind)
+        })
+        .collect();
+    ConfigError(sentences.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_config_file_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let from_file: Config = Figment::new().merge(Toml::file_exact(path)).extract().unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{:?}", Config::default()));
+    }
+
+    #[test]
+    fn a_bad_setting_is_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[database]\nmax_connections = \"many\"\n")?;
+            let o = Overrides { config_file: Some("c.toml".into()), ..Default::default() };
+            let err = Config::load(&o).unwrap_err().to_string();
+            assert!(err.contains("`database.max_connections`"), "{err}");
+            jail.set_env("KOOSTATUS_AUTH__CREDENTIAL_TTL", "1h");
+            jail.create_file("c.toml", "")?;
+            let err = Config::load(&o).unwrap_err().to_string();
+            assert!(err.contains("`auth.credential_ttl`"), "{err}");
+            jail.create_file("c.toml", "[webhook]\nmax_body = 3\n")?;
+            let err = Config::load(&o).unwrap_err().to_string();
+            assert!(err.contains("`webhook.max_body`"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn precedence_is_file_then_env_then_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "listen = \"127.0.0.1:1\"\n[webhook]\nmax_body_bytes = 1000\n")?;
+            let mut o = Overrides { config_file: Some("c.toml".into()), ..Default::default() };
+            let c = Config::load(&o).unwrap();
+            assert_eq!(c.listen.port(), 1);
+            assert_eq!(c.webhook.max_body_bytes, 1000);
+            jail.set_env("KOOSTATUS_LISTEN", "127.0.0.1:2");
+            jail.set_env("DATABASE_URL", "postgres://h/d1");
+            assert_eq!(Config::load(&o).unwrap().listen.port(), 2);
+            o.listen = Some("127.0.0.1:3".parse().unwrap());
+            o.database_url = Some("postgres://h/d2".into());
+            let c = Config::load(&o).unwrap();
+            assert_eq!(c.listen.port(), 3);
+            use secrecy::ExposeSecret;
+            assert_eq!(c.database.url.expose_secret(), "postgres://h/d2");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,125 @@
+//! Schema management: creating the database and applying the refinery
+//! migrations of `migrations/`. refinery has no sqlx driver, so this runs
+//! over tokio-postgres.
+
+use std::str::FromStr;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+
+use crate::config::DatabaseConfig;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Held while migrating so that instances starting together do not apply the
+/// same migration twice.
+const MIGRATION_LOCK: i64 = 0x6b6f_6f73_7461_7475;
+
+/// The version of the newest migration built into this binary.
+pub fn latest_version() -> i64 {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| i64::from(m.version()))
+        .max()
+        .unwrap_or(0)
+}
+
+pub struct Applied {
+    pub version: i64,
+    pub name: String,
+}
+
+/// Applies pending migrations and returns those it applied, oldest first.
+pub async fn run(cfg: &DatabaseConfig) -> anyhow::Result<Vec<Applied>> {
+    let (mut client, describe) = connect(cfg, None).await?;
+    client
+        .execute("select pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .with_context(|| format!("Cannot lock {describe} for migrating."))?;
+    let report = embedded::migrations::runner()
+        .run_async(&mut client)
+        .await
+        .with_context(|| format!("Migrating {describe} failed."))?;
+    Ok(report
+        .applied_migrations()
+        .iter()
+        .map(|m| Applied { version: i64::from(m.version()), name: m.name().to_owned() })
+        .collect())
+}
+
+/// Creates the configured database when it does not exist yet; returns
+/// whether it did.
+pub async fn create_database_if_missing(cfg: &DatabaseConfig) -> anyhow::Result<bool> {
+    let name = super::connect_options(cfg)?.get_database().unwrap_or("postgres").to_owned();
+    let (client, describe) = connect(cfg, Some("postgres")).await?;
+    let exists = client
+        .query_opt("select 1 from pg_database where datname = $1", &[&name])
+        .await
+        .with_context(|| format!("Cannot read the list of databases of {describe}."))?
+        .is_some();
+    if exists {
+        return Ok(false);
+    }
+    // CREATE DATABASE takes no parameters; the name is quoted as an identifier.
+    match client.batch_execute(&format!("create database {}", quote_ident(&name))).await {
+        Ok(()) => Ok(true),
+        // Another instance created it in the meantime.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("Cannot create database `{name}` through {describe}.")),
+    }
+}
+
+/// The schema version recorded by refinery, for `/readyz`.
+pub async fn schema_version(db: impl sqlx::PgExecutor<'_>) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar!(r#"select max(version)::int8 as "v" from refinery_schema_history"#)
+        .fetch_one(db)
+        .await
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+async fn connect(
+    cfg: &DatabaseConfig,
+    database: Option<&str>,
+) -> anyhow::Result<(tokio_postgres::Client, String)> {
+    let mut opts = super::connect_options(cfg)?;
+    if let Some(db) = database {
+        opts = opts.database(db);
+    }
+    let describe = super::describe(&opts);
+    let mut pg = tokio_postgres::Config::from_str(cfg.url.expose_secret())
+        .map_err(|_| anyhow::anyhow!("Bad setting `database.url`: it is not a valid PostgreSQL URL."))?;
+    if let Some(db) = database {
+        pg.dbname(db);
+    }
+    pg.connect_timeout(cfg.connect_timeout);
+    pg.application_name("koostatus-migrate");
+    let attempt = pg.connect(tokio_postgres::NoTls);
+    let (client, connection) = match tokio::time::timeout(cfg.connect_timeout, attempt).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => anyhow::bail!("Cannot connect to {describe}: {}.", brief(&e)),
+        Err(_) => anyhow::bail!(
+            "Cannot connect to {describe}: no answer within {}.",
+            humantime::format_duration(cfg.connect_timeout)
+        ),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "migration connection ended with an error");
+        }
+    });
+    Ok((client, describe))
+}
+
+fn brief(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_owned(),
+        None => std::error::Error::source(e).map_or_else(|| e.to_string(), |s| s.to_string()),
+    }
+}
+

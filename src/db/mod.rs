@@ -1,0 +1,103 @@
+//! Everything that talks SQL: connection set-up, migrations, and one file of
+//! queries per table group. Handlers and commands call these functions.
+
+pub mod channels;
+pub mod messages;
+pub mod migrations;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+
+use crate::config::DatabaseConfig;
+
+/// Where a database lives, for messages: host, port and name, never the
+/// password of the URL.
+pub fn describe(opts: &PgConnectOptions) -> String {
+    format!(
+        "database `{}` on {}:{}",
+        opts.get_database().unwrap_or("postgres"),
+        opts.get_host(),
+        opts.get_port()
+    )
+}
+
+pub fn connect_options(cfg: &DatabaseConfig) -> anyhow::Result<PgConnectOptions> {
+    // The parse error of sqlx can quote the URL; say only which setting is wrong.
+    let opts = PgConnectOptions::from_str(cfg.url.expose_secret()).map_err(|_| {
+        anyhow::anyhow!("Bad setting `database.url`: it is not a valid PostgreSQL URL.")
+    })?;
+    let statement_timeout = cfg.statement_timeout.as_millis().to_string();
+    Ok(opts
+        .options([("statement_timeout", statement_timeout.as_str())])
+        .application_name("koostatus"))
+}
+
+/// Connects once to prove the database answers, within `connect_timeout`,
+/// then returns a pool that reconnects by itself after an outage.
+pub async fn connect(cfg: &DatabaseConfig) -> anyhow::Result<PgPool> {
+    let opts = connect_options(cfg)?;
+    check_reachable(&opts, cfg.connect_timeout).await?;
+    Ok(pool(cfg, opts))
+}
+
+pub fn pool(cfg: &DatabaseConfig, opts: PgConnectOptions) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(cfg.max_connections)
+        .acquire_timeout(cfg.acquire_timeout)
+        .idle_timeout(Duration::from_secs(300))
+        .connect_lazy_with(opts)
+}
+
+pub async fn check_reachable(opts: &PgConnectOptions, timeout: Duration) -> anyhow::Result<()> {
+    let attempt = async {
+        let conn = PgConnection::connect_with(opts).await?;
+        conn.close().await
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(anyhow::anyhow!("Cannot connect to {}: {}.", describe(opts), brief(&e))),
+        Err(_) => Err(anyhow::anyhow!(
+            "Cannot connect to {}: no answer within {}.",
+            describe(opts),
+            humantime::format_duration(timeout)
+        )),
+    }
+}
+
+/// An error's text without anything that could carry a URL.
+fn brief(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether an error says the database is unreachable, overloaded or too slow,
+/// as opposed to a fault in the query: the first kind answers 503 so that the
+/// sender retries.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception, 53: insufficient resources,
+            // 57: operator intervention (statement timeout, shutdown),
+            // 40001/40P01: serialization failure, deadlock.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57")
+                || code == "40001"
+                || code == "40P01"
+        }),
+        _ => false,
+    }
+}

@@ -1,0 +1,95 @@
+//! The one error type of the HTTP interface: every failure becomes a status
+//! code and a body `{"error": "<code>", "message": "<sentence>"}`.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("The request body is larger than {limit} bytes.")]
+    PayloadTooLarge { limit: usize },
+    #[error("Authentication failed.")]
+    Unauthorized,
+    #[error("The Content-Type must be application/json.")]
+    UnsupportedMediaType,
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("Message `{message_id}` is already known with another sender or user_number; nothing was written.")]
+    Conflict { message_id: String },
+    #[error("No such route or resource.")]
+    NotFound,
+    #[error("This method is not allowed here.")]
+    MethodNotAllowed,
+    #[error("The database is unavailable; nothing was stored. Retry later.")]
+    Unavailable { retry_after_secs: u64, cause: String },
+    #[error("An internal error occurred; nothing was stored.")]
+    Internal(#[source] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest { code, message: message.into() }
+    }
+
+    /// Maps a database error: unavailability answers 503 so the sender
+    /// retries; anything else is a fault of ours.
+    pub fn from_db(e: sqlx::Error, retry_after_secs: u64) -> ApiError {
+        if crate::db::is_unavailable(&e) {
+            ApiError::Unavailable { retry_after_secs, cause: e.to_string() }
+        } else {
+            ApiError::Internal(e.into())
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::Conflict { .. } => "conflict",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            // The cause stays in the log; the client gets an opaque sentence.
+            ApiError::Internal(e) => tracing::error!(error = format!("{e:#}"), "internal error"),
+            ApiError::Unavailable { cause, .. } => tracing::warn!(error = cause, "database unavailable"),
+            _ => {}
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::Unavailable { retry_after_secs, .. } = self {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
+        }
+        response.json(ErrorBody { error: self.code(), message: self.to_string() })
+    }
+}

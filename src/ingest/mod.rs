@@ -1,0 +1,88 @@
+//! The KooMessage webhook: authenticates a delivery report, validates it and
+//! answers 200 only once it is committed.
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use chrono::Utc;
+
+use crate::auth::AuthError;
+use crate::db;
+use crate::domain::{ChannelId, Report};
+use crate::error::ApiError;
+use crate::startup::AppState;
+use crate::telemetry::Outcome;
+
+pub const ROUTE: &str = "/social/on/whatsapp/koomessage/report/{channel_id}";
+
+/// Checks run in the order of the contract: size, authentication, content
+/// type, body, state. Nothing of the body is read before authentication.
+pub async fn report(
+    req: HttpRequest,
+    channel_id: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let received_at = Utc::now();
+    let limits = &state.config.webhook;
+    let declared_len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared_len.is_some_and(|len| len > limits.max_body_bytes as u64) {
+        return Err(ApiError::PayloadTooLarge { limit: limits.max_body_bytes });
+    }
+
+    let password = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let auth = match ChannelId::parse(&channel_id) {
+        Ok(channel) => state.credentials.authenticate(&channel, password).await.map(|()| channel),
+        Err(_) => Err(state.credentials.reject(password).await),
+    };
+    let channel = auth.map_err(|e| match e {
+        AuthError::Denied => ApiError::Unauthorized,
+        AuthError::Database(e) => state.db_error(e),
+    })?;
+
+    if !is_json(&req) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let body = match payload.to_bytes_limited(limits.max_body_bytes).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return Err(ApiError::bad_request("unreadable_body", "The request body could not be read.")),
+        Err(_) => return Err(ApiError::PayloadTooLarge { limit: limits.max_body_bytes }),
+    };
+    let report = Report::from_json(&body).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+
+    // The statement timeout bounds a slow database; this bounds a connection
+    // that stopped answering altogether, so the sender is told to retry.
+    let deadline = state.config.database.acquire_timeout + state.config.database.statement_timeout;
+    let recorded = tokio::time::timeout(
+        deadline + Duration::from_millis(500),
+        db::messages::record_report(&state.pool, &channel, &report, received_at),
+    )
+    .await
+    .map_err(|_| state.unavailable("the database did not answer in time"))?
+    .map_err(|e| state.db_error(e))?
+    .ok_or(ApiError::Conflict { message_id: report.message_id })?;
+
+    let outcome = match (recorded.first_of_status, recorded.advanced) {
+        (false, _) => "duplicate",
+        (true, true) => "stored",
+        (true, false) => "late",
+    };
+    let mut response = HttpResponse::Ok().finish();
+    response.extensions_mut().insert(Outcome(outcome));
+    Ok(response)
+}
+
+/// `application/json` with any parameters, in any case; also `+json` types.
+fn is_json(req: &HttpRequest) -> bool {
+    match req.mime_type() {
+        Ok(Some(mime)) => {
+            mime.type_() == "application"
+                && (mime.subtype() == "json" || mime.suffix().is_some_and(|s| s == "json"))
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,13 @@
+//! koostatus: receives KooMessage WhatsApp delivery reports, keeps each
+//! message's status and history in PostgreSQL under monotonic rules.
+
+pub mod auth;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod ingest;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,134 @@
+//! Builds the application: shared state, routes and middleware, and the HTTP
+//! server bound to a listener.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use sqlx::PgPool;
+
+use crate::auth::Credentials;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::{db, ingest, telemetry};
+
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: PgPool,
+    pub credentials: Arc<Credentials>,
+}
+
+impl AppState {
+    pub async fn new(config: Config, pool: PgPool) -> AppState {
+        let credentials = Credentials::new(
+            pool.clone(),
+            config.auth.credential_ttl,
+            config.auth.verification_permits(),
+        )
+        .await;
+        AppState { config: Arc::new(config), pool, credentials: Arc::new(credentials) }
+    }
+
+    fn retry_after_secs(&self) -> u64 {
+        self.config.webhook.retry_after.as_secs_f64().ceil().max(1.0) as u64
+    }
+
+    pub fn db_error(&self, e: sqlx::Error) -> ApiError {
+        ApiError::from_db(e, self.retry_after_secs())
+    }
+
+    pub fn unavailable(&self, cause: &str) -> ApiError {
+        ApiError::Unavailable { retry_after_secs: self.retry_after_secs(), cause: cause.into() }
+    }
+}
+
+/// The routes, shared by the server and by tests that build an app in-process.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource(ingest::ROUTE)
+            .post(ingest::report)
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(web::resource("/healthz").get(healthz).default_service(web::to(method_not_allowed)))
+    .service(web::resource("/readyz").get(readyz).default_service(web::to(method_not_allowed)));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Ready when the database answers and its schema is this binary's latest.
+async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let version = db::migrations::schema_version(&state.pool).await.map_err(|e| state.db_error(e))?;
+    let latest = db::migrations::latest_version();
+    if version == Some(latest) {
+        Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "schema_version": latest})))
+    } else {
+        Err(state.unavailable(&format!(
+            "the schema is at version {version:?}, this binary needs {latest}; run `koostatus migrate`"
+        )))
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::NotFound)
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed)
+}
+
+pub struct Application {
+    server: Server,
+    port: u16,
+    pub state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Binds `config.listen` (port 0 picks a free port) and builds the server.
+    /// `handle_signals`: stop gracefully on SIGTERM / Ctrl-C (off in tests,
+    /// which run several servers in one process).
+    pub async fn build(config: Config, pool: PgPool, handle_signals: bool) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen)
+            .with_context(|| format!("Cannot listen on {} (setting `listen`).", config.listen))?;
+        let port = listener.local_addr()?.port();
+        let server_cfg = config.server.clone();
+        let state = web::Data::new(AppState::new(config, pool).await);
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .wrap(from_fn(telemetry::log_request))
+                .configure(routes)
+                .default_service(web::to(not_found))
+        })
+        .max_connections(server_cfg.max_connections)
+        .keep_alive(server_cfg.keep_alive)
+        .client_request_timeout(server_cfg.client_request_timeout)
+        .shutdown_timeout(server_cfg.shutdown_timeout.as_secs());
+        if server_cfg.workers > 0 {
+            server = server.workers(server_cfg.workers);
+        }
+        if !handle_signals {
+            server = server.disable_signals();
+        }
+        let server = server.listen(listener)?.run();
+        Ok(Application { server, port, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server gracefully, as SIGTERM does.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
