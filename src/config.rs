@@ -225,10 +225,7 @@ fn describe(errors: figment::Error) -> ConfigError {
     let sentences: Vec<String> = errors
         .into_iter()
         .map(|e| {
-            let mut path = e.path.join(".");
-            if let figment::error::Kind::UnknownField(field, _) = &e.kind {
-                path = if path.is_empty() { field.clone() } else { format!("{path}.{field}") };
-            }
+            let path = e.path.join(".");
             let source = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
             format!("Bad setting `{path}`{source}: {}.", e.kind)
         })

@@ -26,8 +26,12 @@ pub fn describe(opts: &PgConnectOptions) -> String {
 }
 
 pub fn connect_options(cfg: &DatabaseConfig) -> anyhow::Result<PgConnectOptions> {
+    let url = cfg.url.expose_secret();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        anyhow::bail!("Bad setting `database.url`: it must start with postgres:// or postgresql://.");
+    }
     // The parse error of sqlx can quote the URL; say only which setting is wrong.
-    let opts = PgConnectOptions::from_str(cfg.url.expose_secret()).map_err(|_| {
+    let opts = PgConnectOptions::from_str(url).map_err(|_| {
         anyhow::anyhow!("Bad setting `database.url`: it is not a valid PostgreSQL URL.")
     })?;
     let statement_timeout = cfg.statement_timeout.as_millis().to_string();

@@ -1,1 +1,8 @@
-fn main(){}
+//! HTTP and CLI tests against real PostgreSQL, each in its own database.
+
+mod cli;
+mod credentials;
+mod health;
+mod helpers;
+mod status_rules;
+mod webhook;

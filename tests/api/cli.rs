@@ -1,0 +1,191 @@
+//! The command line, run as the built binary against real databases.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{PASSWORD, empty_database, migrated_database};
+
+pub fn run_cli(db_url: &str, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_koostatus"))
+        .arg("--database-url")
+        .arg(db_url)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn migrate_applies_then_is_a_no_op() {
+    let db = empty_database().await;
+    let first = run_cli(&db.url(), &["migrate"], "");
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(text(&first.stdout), "Applied migration V1__init.\n");
+    let second = run_cli(&db.url(), &["migrate"], "");
+    assert!(second.status.success());
+    assert!(text(&second.stdout).starts_with("No pending migrations; the schema is at version 1."));
+}
+
+#[tokio::test]
+async fn channel_add_list_disable_enable_set_password() {
+    let db = migrated_database().await;
+    let url = db.url();
+    let out = run_cli(&url, &["channel", "add", "c-1", "--name", "Sales desk", "--password-stdin"], &format!("{PASSWORD}\r\n"));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "Created channel `c-1`.\n");
+
+    let list = text(&run_cli(&url, &["channel", "list"], "").stdout);
+    let lines: Vec<&str> = list.lines().collect();
+    assert!(lines[0].starts_with("ID   NAME        ENABLED  CREATED"), "{list}");
+    assert!(lines[1].starts_with("c-1  Sales desk  yes"), "{list}");
+
+    assert!(run_cli(&url, &["channel", "disable", "c-1"], "").status.success());
+    assert!(text(&run_cli(&url, &["channel", "list"], "").stdout).lines().nth(1).unwrap().contains(" no "));
+    assert!(run_cli(&url, &["channel", "enable", "c-1"], "").status.success());
+    assert!(text(&run_cli(&url, &["channel", "list"], "").stdout).lines().nth(1).unwrap().contains(" yes "));
+
+    let pool = db.pool().await;
+    let stored: String = sqlx::query_scalar("select password_hash from channels").fetch_one(&pool).await.unwrap();
+    assert!(stored.starts_with("$argon2id$"));
+    assert!(koostatus::auth::password::verify(&stored, PASSWORD.as_bytes()), "CRLF stripped");
+    let out = run_cli(&url, &["channel", "set-password", "c-1", "--password-stdin"], "second\n");
+    assert!(out.status.success(), "{out:?}");
+    let stored: String = sqlx::query_scalar("select password_hash from channels").fetch_one(&pool).await.unwrap();
+    assert!(koostatus::auth::password::verify(&stored, b"second"));
+}
+
+#[tokio::test]
+async fn mistakes_exit_1_with_a_sentence_and_usage_errors_exit_2() {
+    let db = migrated_database().await;
+    let url = db.url();
+    assert!(run_cli(&url, &["channel", "add", "c1", "--password-stdin"], "pw\n").status.success());
+    let failures: [(&[&str], &str, &str); 5] = [
+        (&["channel", "add", "c1", "--password-stdin"], "pw\n", "Channel `c1` already exists"),
+        (&["channel", "add", "c2", "--password-stdin"], "\n", "The password read from standard input is empty."),
+        (&["channel", "add", "c2", "--password-stdin"], "", "The password read from standard input is empty."),
+        (&["channel", "set-password", "nope", "--password-stdin"], "pw\n", "There is no channel `nope`."),
+        (&["channel", "disable", "nope"], "", "There is no channel `nope`."),
+    ];
+    for (args, stdin, expected) in failures {
+        let out = run_cli(&url, args, stdin);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    for args in [
+        &["channel", "add", "bad id", "--password-stdin"][..],
+        &["channel", "add", "c3"],
+        &["channel", "add", "c3", "--password", "pw"],
+        &["channel", "set-password", "c1", "--password-stdin", "--keep-old-for", "soon"],
+        &["frobnicate"],
+    ] {
+        assert_eq!(run_cli(&url, args, "pw\n").status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_database_fails_fast_naming_host_and_database_but_not_the_password() {
+    let started = Instant::now();
+    let out = run_cli("postgres://koo:topsecret@127.0.0.1:9/koodb", &["channel", "list"], "");
+    assert!(started.elapsed() < Duration::from_secs(6));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("`koodb` on 127.0.0.1:9"), "{err}");
+    assert!(!err.contains("topsecret") && !err.contains("panicked"), "{err}");
+
+    // A host that swallows packets: the connect timeout bounds the wait.
+    let started = Instant::now();
+    let out = run_cli("postgres://koo:topsecret@10.255.255.1:5432/koodb", &["migrate"], "");
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!text(&out.stderr).contains("topsecret"));
+
+    let out = run_cli("mysql://nope", &["channel", "list"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("`database.url`"), "{}", text(&out.stderr));
+}
+
+/// `serve` on a database that does not exist yet: it creates and migrates
+/// it, stores a callback, logs no secret, and exits 0 on SIGTERM.
+#[tokio::test]
+async fn serve_creates_the_database_and_stops_cleanly_on_sigterm() {
+    let db = crate::helpers::TestDatabase { name: format!("{}_fresh", empty_database().await.name) };
+    let log_path = std::env::temp_dir().join(format!("{}.log", db.name));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = Command::new(env!("CARGO_BIN_EXE_koostatus"))
+        .args(["--database-url", &db.url(), "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("KOOSTATUS_LOG__FILTER", "trace")
+        .env("KOOSTATUS_LOG__FORMAT", "json")
+        // A file, not a pipe: nobody reads a pipe until the end, and a full
+        // one would block the server's logging.
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = KillOnDrop(Some(server));
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while client.get(format!("{base}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+        assert!(started.elapsed() < Duration::from_secs(20), "serve did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = run_cli(&db.url(), &["channel", "add", "c1", "--password-stdin"], &format!("{PASSWORD}\n"));
+    assert!(out.status.success());
+    let response = client
+        .post(format!("{base}/social/on/whatsapp/koomessage/report/c1"))
+        .header("Authorization", PASSWORD)
+        .json(&crate::helpers::report("m1", "read"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let bad = client
+        .post(format!("{base}/social/on/whatsapp/koomessage/report/c1"))
+        .header("Authorization", "a-wrong-secret-guess")
+        .json(&crate::helpers::report("m1", "read"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    let stored: Option<String> = sqlx::query_scalar("select status::text from messages where message_id = 'm1'")
+        .fetch_optional(&db.pool().await)
+        .await
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some("read"));
+
+    let mut server = server.0.take().unwrap();
+    assert!(Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || server.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    std::fs::remove_file(&log_path).unwrap();
+    assert!(log.contains(r#""route":"/social/on/whatsapp/koomessage/report/{channel_id}""#), "{log}");
+    assert!(log.contains(r#""channel":"c1""#) && log.contains(r#""status":200"#) && log.contains("latency_ms"));
+    for secret in [PASSWORD, "a-wrong-secret-guess"] {
+        assert!(!log.contains(secret), "secret in the log");
+    }
+    assert!(!log.to_lowercase().contains("authorization"), "the header appears in the log");
+}
+
+/// A child process that a failing test must not leave running.
+pub struct KillOnDrop(pub Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

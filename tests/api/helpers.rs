@@ -1,0 +1,300 @@
+//! Test harness: every test gets its own database, cloned from a template
+//! migrated once, and a real HTTP server on a free port.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use koostatus::auth::password;
+use koostatus::config::Config;
+use koostatus::startup::Application;
+use secrecy::SecretString;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection, PgConnection};
+
+pub const SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432";
+
+fn admin_options() -> PgConnectOptions {
+    format!("{SERVER_URL}/postgres").parse().unwrap()
+}
+
+/// A template name that changes whenever a migration does, so a stale
+/// template from an older schema is never cloned.
+fn template_name() -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in files {
+        for b in f.file_name().unwrap().as_encoded_bytes().iter().chain(&std::fs::read(&f).unwrap()) {
+            hash = (hash ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    format!("koostatus_test_tmpl_{hash:016x}")
+}
+
+pub fn database_config(url: &str) -> koostatus::config::DatabaseConfig {
+    koostatus::config::DatabaseConfig { url: SecretString::from(url), ..Default::default() }
+}
+
+/// Creates an empty database owned by the test; dropped with the guard.
+pub async fn empty_database() -> TestDatabase {
+    let name = unique_name();
+    let mut admin = PgConnection::connect_with(&admin_options()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}"))).execute(&mut admin).await.unwrap();
+    TestDatabase { name }
+}
+
+/// Creates a database with the current schema, cloned from the template.
+pub async fn migrated_database() -> TestDatabase {
+    let template = template_name();
+    let mut admin = PgConnection::connect_with(&admin_options()).await.unwrap();
+    // Test binaries and threads race to build the template; one builds it.
+    sqlx::query("select pg_advisory_lock(7466)").execute(&mut admin).await.unwrap();
+    let exists: Option<i32> = sqlx::query_scalar("select 1 from pg_database where datname = $1")
+        .bind(&template)
+        .fetch_optional(&mut admin)
+        .await
+        .unwrap();
+    if exists.is_none() {
+        let building = format!("{template}_building");
+        sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists {building}"))).execute(&mut admin).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database {building}"))).execute(&mut admin).await.unwrap();
+        koostatus::db::migrations::run(&database_config(&format!("{SERVER_URL}/{building}")))
+            .await
+            .unwrap();
+        // Renaming only when complete means a half-built template is never used.
+        rename_when_idle(&mut admin, &building, &template).await;
+    }
+    sqlx::query("select pg_advisory_unlock(7466)").execute(&mut admin).await.unwrap();
+    let name = unique_name();
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name} template {template}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    TestDatabase { name }
+}
+
+async fn rename_when_idle(admin: &mut PgConnection, from: &str, to: &str) {
+    // The migration connection closes in the background; wait for it.
+    for _ in 0..100 {
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!("alter database {from} rename to {to}"))).execute(&mut *admin).await;
+        if r.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot rename the template database {from}");
+}
+
+fn unique_name() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("koostatus_test_{}_{}_{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+pub struct TestDatabase {
+    pub name: String,
+}
+
+impl TestDatabase {
+    pub fn url(&self) -> String {
+        format!("{SERVER_URL}/{}", self.name)
+    }
+
+    pub async fn pool(&self) -> PgPool {
+        PgPoolOptions::new().max_connections(4).connect(&self.url()).await.unwrap()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async context; a thread with its own runtime
+        // can block on the drop without stalling the test's runtime.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+                if let Ok(mut admin) = PgConnection::connect_with(&admin_options()).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists {name} with (force)")))
+                        .execute(&mut admin)
+                        .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    /// A pool of the test's own, for looking at the database.
+    pub pool: PgPool,
+    pub app: actix_web::web::Data<koostatus::startup::AppState>,
+    handle: actix_web::dev::ServerHandle,
+    pub db: TestDatabase,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Stop the server; the handle's future need not be awaited.
+        drop(self.handle.stop(false));
+    }
+}
+
+pub fn test_config(db_url: &str) -> Config {
+    let mut config = Config::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.database.url = SecretString::from(db_url);
+    config.server.workers = 2;
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        config.log.filter = filter;
+        koostatus::telemetry::init(&config.log);
+    }
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let db = migrated_database().await;
+    spawn_app_on(db, adjust).await
+}
+
+pub async fn spawn_app_on(db: TestDatabase, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config(&db.url());
+    adjust(&mut config);
+    let app_pool = koostatus::db::pool(
+        &config.database,
+        koostatus::db::connect_options(&config.database).unwrap(),
+    );
+    let application = Application::build(config, app_pool, false).await.unwrap();
+    let address = format!("http://127.0.0.1:{}", application.port());
+    let handle = application.handle();
+    let app = application.state.clone();
+    tokio::spawn(application.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        pool: db.pool().await,
+        app,
+        handle,
+        db,
+    }
+}
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub fn report(message_id: &str, status: &str) -> serde_json::Value {
+    serde_json::json!({
+        "message_id": message_id,
+        "sender": "86173xxxx4526",
+        "user_number": "86187xxxx5632",
+        "status": status,
+    })
+}
+
+/// One history row, as the tests look at it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct HistoryRow {
+    pub status: String,
+    pub receipt_count: i64,
+    pub advanced: bool,
+    pub extra: serde_json::Value,
+}
+
+impl TestApp {
+    pub async fn add_channel(&self, id: &str, password: &str) {
+        let hash = password::hash(&SecretString::from(password));
+        assert!(koostatus::db::channels::insert(&self.pool, id, "test", &hash).await.unwrap());
+    }
+
+    pub fn webhook_url(&self, channel: &str) -> String {
+        format!("{}/social/on/whatsapp/koomessage/report/{channel}", self.address)
+    }
+
+    pub async fn post_report(&self, channel: &str, password: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.webhook_url(channel))
+            .header("Authorization", password)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Current status of a message, None when unknown.
+    pub async fn status(&self, channel: &str, message_id: &str) -> Option<String> {
+        sqlx::query_scalar("select status::text from messages where channel_id = $1 and message_id = $2")
+            .bind(channel)
+            .bind(message_id)
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// History in rank order.
+    pub async fn history(&self, channel: &str, message_id: &str) -> Vec<HistoryRow> {
+        sqlx::query_as(
+            "select h.status::text as status, receipt_count, advanced, extra from message_history h
+             where channel_id = $1 and message_id = $2 order by h.status",
+        )
+        .bind(channel)
+        .bind(message_id)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) from {table}"))).fetch_one(&self.pool).await.unwrap()
+    }
+
+    /// Sends raw bytes on a new connection and returns everything answered
+    /// until the server closes it or goes quiet.
+    pub async fn raw(&self, request: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let port = self.address.rsplit(':').next().unwrap();
+        let mut stream = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    pub fn verifications(&self) -> u64 {
+        self.app.credentials.verifications()
+    }
+}
+
+/// Asserts an error answer: its status and the JSON body of SPEC §4.
+pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> String {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(
+        response.headers().get("content-type").map(|v| v.to_str().unwrap()),
+        Some("application/json")
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], code, "{body}");
+    let message = body["message"].as_str().expect("a message").to_owned();
+    assert!(message.ends_with('.') && message.len() > 10, "{message}");
+    message
+}
+
+/// Starts another instance of the service on the same database, as a second
+/// node behind a load balancer would be. Returns the base of its webhook URL.
+pub async fn spawn_second_instance(app: &TestApp) -> String {
+    let config = test_config(&app.db.url());
+    let pool = koostatus::db::pool(&config.database, koostatus::db::connect_options(&config.database).unwrap());
+    let application = Application::build(config, pool, false).await.unwrap();
+    let base = format!("http://127.0.0.1:{}/social/on/whatsapp/koomessage/report/", application.port());
+    tokio::spawn(application.run_until_stopped());
+    base
+}
