@@ -40,6 +40,30 @@ pub enum Command {
     /// Manage KooMessage channels and their webhook passwords
     #[command(subcommand)]
     Channel(ChannelCommand),
+    /// Manage API tokens of the read API
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it once; without --channel it reads every channel
+    Create {
+        #[arg(long, value_parser = token_name)]
+        name: String,
+        /// A channel the token may read; repeat for several
+        #[arg(long = "channel", value_name = "ID")]
+        channels: Vec<ChannelId>,
+    },
+    /// List tokens: name, scope, created, last used (never the secret)
+    List,
+    /// Revoke a token; requests with it get 401 within seconds
+    Revoke { name: String },
+}
+
+fn token_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_graphic());
+    ok.then(|| s.to_owned()).ok_or_else(|| "a token name is 1 to 64 printable ASCII characters without spaces".into())
 }
 
 #[derive(Debug, Subcommand)]

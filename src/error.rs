@@ -12,14 +12,16 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("Authentication failed.")]
     Unauthorized,
+    #[error("{0}")]
+    BadToken(&'static str),
     #[error("The Content-Type must be application/json.")]
     UnsupportedMediaType,
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
     #[error("Message `{message_id}` is already known with another sender or user_number; nothing was written.")]
     Conflict { message_id: String },
-    #[error("No such route or resource.")]
-    NotFound,
+    #[error("{0}")]
+    NotFound(String),
     #[error("This method is not allowed here.")]
     MethodNotAllowed,
     #[error("The database is unavailable; nothing was stored. Retry later.")]
@@ -52,11 +54,11 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
-            ApiError::Unauthorized => "unauthorized",
+            ApiError::Unauthorized | ApiError::BadToken(_) => "unauthorized",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::BadRequest { code, .. } => code,
             ApiError::Conflict { .. } => "conflict",
-            ApiError::NotFound => "not_found",
+            ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -68,11 +70,11 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::BadToken(_) => StatusCode::UNAUTHORIZED,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -89,6 +91,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if let ApiError::Unavailable { retry_after_secs, .. } = self {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
+        }
+        if let ApiError::BadToken(_) = self {
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
         response.json(ErrorBody { error: self.code(), message: self.to_string() })
     }

@@ -1,6 +1,7 @@
 //! koostatus: receives KooMessage WhatsApp delivery reports, keeps each
 //! message's status and history in PostgreSQL under monotonic rules.
 
+pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod commands;

@@ -13,12 +13,14 @@ use sqlx::PgPool;
 use crate::auth::Credentials;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::{db, ingest, telemetry};
+use crate::auth::tokens::Tokens;
+use crate::{api, db, ingest, telemetry};
 
 pub struct AppState {
     pub config: Arc<Config>,
     pub pool: PgPool,
     pub credentials: Arc<Credentials>,
+    pub tokens: Tokens,
 }
 
 impl AppState {
@@ -29,7 +31,8 @@ impl AppState {
             config.auth.verification_permits(),
         )
         .await;
-        AppState { config: Arc::new(config), pool, credentials: Arc::new(credentials) }
+        let tokens = Tokens::new(pool.clone(), config.auth.credential_ttl);
+        AppState { config: Arc::new(config), pool, credentials: Arc::new(credentials), tokens }
     }
 
     fn retry_after_secs(&self) -> u64 {
@@ -53,15 +56,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .service(web::resource("/healthz").get(healthz).default_service(web::to(method_not_allowed)))
-    .service(web::resource("/readyz").get(readyz).default_service(web::to(method_not_allowed)));
+    .service(web::resource("/readyz").get(readyz).default_service(web::to(method_not_allowed)))
+    .configure(api::routes);
 }
 
-async fn healthz() -> HttpResponse {
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process serves")))]
+pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
 /// Ready when the database answers and its schema is this binary's latest.
-async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "The database answers and the schema is current"),
+    (status = 503, description = "The database does not answer or the schema is behind", body = crate::api::model::ErrorBody),
+))]
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let version = db::migrations::schema_version(&state.pool).await.map_err(|e| state.db_error(e))?;
     let latest = db::migrations::latest_version();
     if version == Some(latest) {
@@ -74,7 +83,7 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 }
 
 async fn not_found() -> HttpResponse {
-    actix_web::ResponseError::error_response(&ApiError::NotFound)
+    actix_web::ResponseError::error_response(&ApiError::NotFound("No such route.".into()))
 }
 
 async fn method_not_allowed() -> HttpResponse {

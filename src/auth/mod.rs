@@ -2,5 +2,6 @@
 
 mod credentials;
 pub mod password;
+pub mod tokens;
 
 pub use credentials::{AuthError, Credentials};

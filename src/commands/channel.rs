@@ -66,12 +66,11 @@ async fn hash_stdin_password() -> anyhow::Result<String> {
     Ok(tokio::task::spawn_blocking(move || password::hash(&password)).await?)
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 fn print_table(rows: &[db::channels::ChannelRow]) {
-    let header = ["ID", "NAME", "ENABLED", "CREATED", "PASSWORD CHANGED"].map(String::from);
     let lines: Vec<[String; 5]> = rows
         .iter()
         .map(|r| {
@@ -84,13 +83,19 @@ fn print_table(rows: &[db::channels::ChannelRow]) {
             ]
         })
         .collect();
+    print_columns(["ID", "NAME", "ENABLED", "CREATED", "PASSWORD CHANGED"], &lines);
+}
+
+/// Prints rows as left-aligned columns under a header.
+pub(crate) fn print_columns<const N: usize>(header: [&str; N], lines: &[[String; N]]) {
+    let header = header.map(String::from);
     let mut widths = header.clone().map(|h| h.chars().count());
-    for line in &lines {
+    for line in lines {
         for (w, cell) in widths.iter_mut().zip(line) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    for line in std::iter::once(&header).chain(&lines) {
+    for line in std::iter::once(&header).chain(lines) {
         let cells: Vec<String> = line.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", cells.join("  ").trim_end());
     }

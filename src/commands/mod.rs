@@ -3,6 +3,7 @@
 pub mod channel;
 pub mod migrate;
 pub mod serve;
+pub mod token;
 
 use crate::cli::Command;
 use crate::config::Config;
@@ -12,5 +13,6 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Serve { .. } => serve::run(config).await,
         Command::Migrate => migrate::run(config).await,
         Command::Channel(command) => channel::run(command, config).await,
+        Command::Token(command) => token::run(command, config).await,
     }
 }

@@ -90,3 +90,10 @@ pub async fn credentials(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Opti
     .fetch_optional(db)
     .await
 }
+
+pub async fn exists(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<bool> {
+    let found = sqlx::query_scalar!(r#"select exists (select 1 from channels where id = $1) as "found!""#, id)
+        .fetch_one(db)
+        .await?;
+    Ok(found)
+}

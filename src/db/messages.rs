@@ -70,3 +70,163 @@ pub async fn record_report(
     .await?;
     Ok(row.map(|r| Recorded { first_of_status: r.first_of_status, advanced: r.advanced }))
 }
+
+/// A message as stored, without its history.
+#[derive(Debug, Clone)]
+pub struct MessageRow {
+    pub channel_id: String,
+    pub message_id: String,
+    pub sender: String,
+    pub user_number: String,
+    pub status: Status,
+    pub first_seen_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct HistoryRow {
+    pub status: Status,
+    pub first_received_at: DateTime<Utc>,
+    pub last_received_at: DateTime<Utc>,
+    pub receipt_count: i64,
+    pub advanced: bool,
+    pub extra: serde_json::Value,
+}
+
+/// One message with its history, oldest first, read in one statement so the
+/// two are consistent with each other.
+pub async fn find(
+    db: impl PgExecutor<'_>,
+    channel_id: &str,
+    message_id: &str,
+) -> sqlx::Result<Option<(MessageRow, Vec<HistoryRow>)>> {
+    let row = sqlx::query!(
+        r#"
+        select m.channel_id, m.message_id, m.sender, m.user_number,
+               m.status as "status: Status", m.first_seen_at, m.updated_at,
+               (select jsonb_agg(jsonb_build_object(
+                           'status', h.status, 'first_received_at', h.first_received_at,
+                           'last_received_at', h.last_received_at, 'receipt_count', h.receipt_count,
+                           'advanced', h.advanced, 'extra', h.extra)
+                       order by h.first_received_at, h.status)
+                from message_history h
+                where h.channel_id = m.channel_id and h.message_id = m.message_id) as "history!"
+        from messages m
+        where m.channel_id = $1 and m.message_id = $2
+        "#,
+        channel_id,
+        message_id
+    )
+    .fetch_optional(db)
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let history = serde_json::from_value(r.history).map_err(|e| sqlx::Error::Decode(e.into()))?;
+    let message = MessageRow {
+        channel_id: r.channel_id,
+        message_id: r.message_id,
+        sender: r.sender,
+        user_number: r.user_number,
+        status: r.status,
+        first_seen_at: r.first_seen_at,
+        updated_at: r.updated_at,
+    };
+    Ok(Some((message, history)))
+}
+
+/// The messages among `message_ids` that exist, in one query.
+pub async fn lookup(
+    db: impl PgExecutor<'_>,
+    channel_id: &str,
+    message_ids: &[String],
+) -> sqlx::Result<Vec<MessageRow>> {
+    sqlx::query_as!(
+        MessageRow,
+        r#"select channel_id, message_id, sender, user_number, status as "status: Status",
+                  first_seen_at, updated_at
+           from messages where channel_id = $1 and message_id = any($2)"#,
+        channel_id,
+        message_ids
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Where a page of a listing starts: after the row (updated_at, message_id)
+/// in newest-first order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Keyset {
+    pub updated_at: DateTime<Utc>,
+    pub message_id: String,
+}
+
+pub struct ListFilter {
+    pub status: Option<Status>,
+    pub user_number: Option<String>,
+    pub updated_after: Option<DateTime<Utc>>,
+    pub after: Option<Keyset>,
+    pub limit: i64,
+}
+
+/// A page of a channel's messages, newest change first.
+///
+/// The keyset condition is always present (the first page starts below
+/// +infinity) so that the row comparison is an index condition in every plan,
+/// generic or custom: a deep page costs what the first does. A user_number
+/// filter has its own statement so it can use its own index.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    channel_id: &str,
+    filter: &ListFilter,
+) -> sqlx::Result<Vec<MessageRow>> {
+    let (before_time, before_id) = match &filter.after {
+        Some(k) => (Some(k.updated_at), k.message_id.as_str()),
+        None => (None, ""),
+    };
+    match &filter.user_number {
+        None => {
+            sqlx::query_as!(
+                MessageRow,
+                r#"select channel_id, message_id, sender, user_number, status as "status: Status",
+                          first_seen_at, updated_at
+                   from messages
+                   where channel_id = $1
+                     and (updated_at, message_id) < (coalesce($2, 'infinity'::timestamptz), $3)
+                     and updated_at > coalesce($4, '-infinity'::timestamptz)
+                     and ($5::message_status is null or status = $5)
+                   order by updated_at desc, message_id desc
+                   limit $6"#,
+                channel_id,
+                before_time,
+                before_id,
+                filter.updated_after,
+                filter.status as Option<Status>,
+                filter.limit
+            )
+            .fetch_all(db)
+            .await
+        }
+        Some(user_number) => {
+            sqlx::query_as!(
+                MessageRow,
+                r#"select channel_id, message_id, sender, user_number, status as "status: Status",
+                          first_seen_at, updated_at
+                   from messages
+                   where channel_id = $1 and user_number = $7
+                     and (updated_at, message_id) < (coalesce($2, 'infinity'::timestamptz), $3)
+                     and updated_at > coalesce($4, '-infinity'::timestamptz)
+                     and ($5::message_status is null or status = $5)
+                   order by updated_at desc, message_id desc
+                   limit $6"#,
+                channel_id,
+                before_time,
+                before_id,
+                filter.updated_after,
+                filter.status as Option<Status>,
+                filter.limit,
+                user_number
+            )
+            .fetch_all(db)
+            .await
+        }
+    }
+}

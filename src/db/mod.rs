@@ -4,6 +4,7 @@
 pub mod channels;
 pub mod messages;
 pub mod migrations;
+pub mod tokens;
 
 use std::str::FromStr;
 use std::time::Duration;

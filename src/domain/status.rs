@@ -7,7 +7,18 @@ use serde::{Deserialize, Serialize};
 /// The PostgreSQL enum `message_status` is declared in the same order, so the
 /// database compares statuses exactly as `Ord` does here.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    utoipa::ToSchema,
 )]
 #[sqlx(type_name = "message_status", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]

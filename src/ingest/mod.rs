@@ -16,6 +16,23 @@ use crate::telemetry::Outcome;
 
 pub const ROUTE: &str = "/social/on/whatsapp/koomessage/report/{channel_id}";
 
+#[utoipa::path(
+    post,
+    path = "/social/on/whatsapp/koomessage/report/{channel_id}",
+    tag = "webhook",
+    security(("webhook_password" = [])),
+    params(("channel_id" = String, Path, description = "The KooMessage channel id")),
+    request_body(content = crate::api::model::ReportBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored and committed (also a duplicate or late report); empty body"),
+        (status = 400, description = "Not JSON, not an object, a field missing, empty, too long or not a string, or a bad status", body = crate::api::model::ErrorBody),
+        (status = 401, description = "No or wrong password, unknown or disabled channel", body = crate::api::model::ErrorBody),
+        (status = 409, description = "The message is known with another sender or user_number; nothing written", body = crate::api::model::ErrorBody),
+        (status = 413, description = "Body larger than webhook.max_body_bytes", body = crate::api::model::ErrorBody),
+        (status = 415, description = "Content-Type missing or not JSON", body = crate::api::model::ErrorBody),
+        (status = 503, description = "Database unavailable; retry after Retry-After seconds", body = crate::api::model::ErrorBody),
+    )
+)]
 /// Checks run in the order of the contract: size, authentication, content
 /// type, body, state. Nothing of the body is read before authentication.
 pub async fn report(

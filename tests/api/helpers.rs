@@ -298,3 +298,29 @@ pub async fn spawn_second_instance(app: &TestApp) -> String {
     tokio::spawn(application.run_until_stopped());
     base
 }
+
+impl TestApp {
+    /// Creates a read-API token; no channels means every channel.
+    pub async fn create_token(&self, name: &str, channels: &[&str]) -> String {
+        let (token, hash) = koostatus::auth::tokens::generate();
+        let channels: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
+        let scope = (!channels.is_empty()).then_some(channels.as_slice());
+        assert!(koostatus::db::tokens::insert(&self.pool, name, &hash, scope).await.unwrap());
+        token
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path}", self.address)).bearer_auth(token).send().await.unwrap()
+    }
+
+    pub async fn lookup(&self, channel: &str, token: &str, body: String) -> reqwest::Response {
+        self.client
+            .post(format!("{}/api/v1/channels/{channel}/messages/lookup", self.address))
+            .bearer_auth(token)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}

@@ -4,5 +4,6 @@ mod cli;
 mod credentials;
 mod health;
 mod helpers;
+mod read_api;
 mod status_rules;
 mod webhook;

@@ -1,0 +1,40 @@
+//! The caller of the read API: an extractor that turns
+//! `Authorization: Bearer <token>` into the token's scope.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+
+use crate::auth::tokens::Scope;
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+pub struct Caller(pub Scope);
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Caller, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned().expect("AppState is registered");
+        let token = bearer(req).map(str::to_owned);
+        Box::pin(async move {
+            let token = token.ok_or(ApiError::BadToken(
+                "A bearer token is required: `Authorization: Bearer <token>`.",
+            ))?;
+            match state.tokens.authenticate(&token).await {
+                Ok(Some(scope)) => Ok(Caller(scope)),
+                Ok(None) => Err(ApiError::BadToken("The bearer token is not valid.")),
+                Err(e) => Err(state.db_error(e)),
+            }
+        })
+    }
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}

@@ -1,0 +1,191 @@
+//! The JSON the read API answers with, separate from the database rows.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::db::messages::{HistoryRow, MessageRow};
+use crate::domain::Status;
+
+/// A message without its history.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "channel_id": "202105102694809992",
+    "message_id": "044852ee407b40ec88ea65adb73ff5c27",
+    "sender": "86173xxxx4526",
+    "user_number": "86187xxxx5632",
+    "status": "read",
+    "first_seen_at": "2026-11-23T10:15:02.125Z",
+    "updated_at": "2026-11-23T10:16:40.5Z"
+}))]
+pub struct Message {
+    pub channel_id: String,
+    pub message_id: String,
+    pub sender: String,
+    pub user_number: String,
+    pub status: Status,
+    pub first_seen_at: DateTime<Utc>,
+    /// When the current status last moved forward.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A message with its history, oldest entry first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "channel_id": "202105102694809992",
+    "message_id": "044852ee407b40ec88ea65adb73ff5c27",
+    "sender": "86173xxxx4526",
+    "user_number": "86187xxxx5632",
+    "status": "read",
+    "first_seen_at": "2026-11-23T10:15:02.125Z",
+    "updated_at": "2026-11-23T10:16:40.5Z",
+    "history": [
+        {"status": "delivered", "first_received_at": "2026-11-23T10:15:02.125Z",
+         "last_received_at": "2026-11-23T10:15:09.25Z", "receipt_count": 2, "advanced": true,
+         "extra": {}},
+        {"status": "read", "first_received_at": "2026-11-23T10:16:40.5Z",
+         "last_received_at": "2026-11-23T10:16:40.5Z", "receipt_count": 1, "advanced": true,
+         "extra": {"timestamp": "1700734600"}}
+    ]
+}))]
+pub struct MessageDetail {
+    pub channel_id: String,
+    pub message_id: String,
+    pub sender: String,
+    pub user_number: String,
+    pub status: Status,
+    pub first_seen_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub history: Vec<HistoryEntry>,
+}
+
+/// What became of one status of a message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryEntry {
+    pub status: Status,
+    pub first_received_at: DateTime<Utc>,
+    pub last_received_at: DateTime<Utc>,
+    pub receipt_count: i64,
+    /// Whether this status moved the current status forward when it first arrived.
+    pub advanced: bool,
+    /// Fields of the first report of this status beyond the four of the interface.
+    #[schema(value_type = Object)]
+    pub extra: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"message_ids": ["044852ee407b40ec88ea65adb73ff5c27", "unknown-id"]}))]
+pub struct LookupRequest {
+    /// 1 to 1000 message ids; duplicates are allowed.
+    pub message_ids: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "messages": [{
+        "channel_id": "202105102694809992",
+        "message_id": "044852ee407b40ec88ea65adb73ff5c27",
+        "sender": "86173xxxx4526",
+        "user_number": "86187xxxx5632",
+        "status": "read",
+        "first_seen_at": "2026-11-23T10:15:02.125Z",
+        "updated_at": "2026-11-23T10:16:40.5Z"
+    }],
+    "missing": ["unknown-id"]
+}))]
+pub struct LookupResponse {
+    /// Found messages, in the order of their first mention in the request.
+    pub messages: Vec<Message>,
+    /// Requested ids that are not known, in request order, each once.
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "messages": [{
+        "channel_id": "202105102694809992",
+        "message_id": "044852ee407b40ec88ea65adb73ff5c27",
+        "sender": "86173xxxx4526",
+        "user_number": "86187xxxx5632",
+        "status": "read",
+        "first_seen_at": "2026-11-23T10:15:02.125Z",
+        "updated_at": "2026-11-23T10:16:40.5Z"
+    }],
+    "next_cursor": "MTc2Mzg5MjYwMDUwMDAwMDowNDQ4NTJlZTQwN2I0MGVj"
+}))]
+pub struct MessagePage {
+    /// Newest change first.
+    pub messages: Vec<Message>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": "not_found", "message": "No message `x` on channel `202105102694809992`."}))]
+pub struct ErrorBody {
+    /// A snake_case code to match on.
+    pub error: String,
+    /// A sentence a person can act on.
+    pub message: String,
+}
+
+/// A delivery report as KooMessage sends it; other fields are kept.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "sender": "86173xxxx4526",
+    "user_number": "86187xxxx5632",
+    "message_id": "044852ee407b40ec88ea65adb73ff5c27",
+    "status": "read"
+}))]
+pub struct ReportBody {
+    #[schema(min_length = 1, max_length = 128)]
+    pub message_id: String,
+    #[schema(min_length = 1, max_length = 128)]
+    pub sender: String,
+    #[schema(min_length = 1, max_length = 128)]
+    pub user_number: String,
+    pub status: Status,
+}
+
+impl From<MessageRow> for Message {
+    fn from(m: MessageRow) -> Message {
+        Message {
+            channel_id: m.channel_id,
+            message_id: m.message_id,
+            sender: m.sender,
+            user_number: m.user_number,
+            status: m.status,
+            first_seen_at: m.first_seen_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+impl From<HistoryRow> for HistoryEntry {
+    fn from(h: HistoryRow) -> HistoryEntry {
+        HistoryEntry {
+            status: h.status,
+            first_received_at: h.first_received_at,
+            last_received_at: h.last_received_at,
+            receipt_count: h.receipt_count,
+            advanced: h.advanced,
+            extra: h.extra,
+        }
+    }
+}
+
+impl MessageDetail {
+    pub fn new(m: MessageRow, history: Vec<HistoryRow>) -> MessageDetail {
+        MessageDetail {
+            channel_id: m.channel_id,
+            message_id: m.message_id,
+            sender: m.sender,
+            user_number: m.user_number,
+            status: m.status,
+            first_seen_at: m.first_seen_at,
+            updated_at: m.updated_at,
+            history: history.into_iter().map(Into::into).collect(),
+        }
+    }
+}
