@@ -16,6 +16,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub database: DatabaseConfig,
     pub webhook: WebhookConfig,
+    pub ingest: IngestConfig,
     pub auth: AuthConfig,
     pub server: ServerConfig,
     pub log: LogConfig,
@@ -41,6 +42,21 @@ pub struct WebhookConfig {
     pub max_body_bytes: usize,
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Most reports written by one statement and transaction; 1 writes each
+    /// report in its own transaction.
+    pub batch_max: usize,
+    /// How long a batch waits for more reports once it has one.
+    #[serde(with = "humantime_serde")]
+    pub batch_wait: Duration,
+    /// Batches written at once, each on its own connection.
+    pub writers: usize,
+    /// Reports waiting for a writer at most; more requests wait to queue.
+    pub queue_capacity: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,6 +101,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database: DatabaseConfig::default(),
             webhook: WebhookConfig::default(),
+            ingest: IngestConfig::default(),
             auth: AuthConfig::default(),
             server: ServerConfig::default(),
             log: LogConfig::default(),
@@ -108,6 +125,12 @@ impl Default for DatabaseConfig {
 impl Default for WebhookConfig {
     fn default() -> Self {
         WebhookConfig { max_body_bytes: 16 * 1024, retry_after: Duration::from_secs(1) }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig { batch_max: 256, batch_wait: Duration::ZERO, writers: 4, queue_capacity: 8192 }
     }
 }
 
@@ -203,6 +226,21 @@ impl Config {
             if d.is_zero() {
                 return bad(name, "must be longer than 0s");
             }
+        }
+        if !(1..=10_000).contains(&self.ingest.batch_max) {
+            return bad("ingest.batch_max", "must be from 1 to 10000");
+        }
+        if self.ingest.writers == 0 || self.ingest.writers as u32 >= self.database.max_connections {
+            return bad(
+                "ingest.writers",
+                "must be at least 1 and below `database.max_connections`, which other requests need too",
+            );
+        }
+        if self.ingest.queue_capacity == 0 {
+            return bad("ingest.queue_capacity", "must be at least 1");
+        }
+        if self.ingest.batch_wait > Duration::from_secs(1) {
+            return bad("ingest.batch_wait", "must be at most 1s");
         }
         if self.webhook.max_body_bytes < 256 {
             return bad("webhook.max_body_bytes", "must be at least 256 bytes");

@@ -21,6 +21,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub credentials: Arc<Credentials>,
     pub tokens: Tokens,
+    pub writer: ingest::Writer,
 }
 
 impl AppState {
@@ -32,7 +33,8 @@ impl AppState {
         )
         .await;
         let tokens = Tokens::new(pool.clone(), config.auth.credential_ttl);
-        AppState { config: Arc::new(config), pool, credentials: Arc::new(credentials), tokens }
+        let writer = ingest::Writer::start(pool.clone(), &config.ingest);
+        AppState { config: Arc::new(config), pool, credentials: Arc::new(credentials), tokens, writer }
     }
 
     fn retry_after_secs(&self) -> u64 {

@@ -230,7 +230,7 @@ fn parse_list_params(p: ListParams) -> Result<ListFilter, ApiError> {
     Ok(ListFilter { status, user_number: p.user_number, updated_after, after, limit: limit + 1 })
 }
 
-fn encode_cursor(k: &Keyset) -> String {
+pub fn encode_cursor(k: &Keyset) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}:{}", k.updated_at.timestamp_micros(), k.message_id))
 }
 

@@ -8,11 +8,15 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use chrono::Utc;
 
 use crate::auth::AuthError;
-use crate::db;
+use crate::db::messages::Incoming;
 use crate::domain::{ChannelId, Report};
 use crate::error::ApiError;
 use crate::startup::AppState;
 use crate::telemetry::Outcome;
+
+mod writer;
+
+pub use writer::{WriteError, Writer};
 
 pub const ROUTE: &str = "/social/on/whatsapp/koomessage/report/{channel_id}";
 
@@ -74,14 +78,18 @@ pub async fn report(
     // The statement timeout bounds a slow database; this bounds a connection
     // that stopped answering altogether, so the sender is told to retry.
     let deadline = state.config.database.acquire_timeout + state.config.database.statement_timeout;
+    let message_id = report.message_id.clone();
     let recorded = tokio::time::timeout(
         deadline + Duration::from_millis(500),
-        db::messages::record_report(&state.pool, &channel, &report, received_at),
+        state.writer.write(Incoming { channel, report, received_at }),
     )
     .await
     .map_err(|_| state.unavailable("the database did not answer in time"))?
-    .map_err(|e| state.db_error(e))?
-    .ok_or(ApiError::Conflict { message_id: report.message_id })?;
+    .map_err(|e| match e {
+        WriteError::Unavailable(cause) => state.unavailable(&cause),
+        WriteError::Failed(e) => ApiError::Internal(e.into()),
+    })?
+    .ok_or(ApiError::Conflict { message_id })?;
 
     let outcome = match (recorded.first_of_status, recorded.advanced) {
         (false, _) => "duplicate",

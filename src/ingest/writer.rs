@@ -1,0 +1,156 @@
+//! Group commit: reports from concurrent requests are gathered into batches
+//! and written by one set-based statement per batch, so a burst costs one
+//! commit per batch instead of one per report. Every request is answered
+//! only after the transaction holding its report commits.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::config::IngestConfig;
+use crate::db;
+use crate::db::messages::{Incoming, Recorded};
+
+/// Why a report was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The database is unreachable, overloaded or too slow: retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault of ours.
+    #[error("writing the report failed")]
+    Failed(#[source] sqlx::Error),
+}
+
+type Reply = oneshot::Sender<Result<Option<Recorded>, WriteError>>;
+
+struct Job {
+    incoming: Incoming,
+    reply: Reply,
+}
+
+impl Job {
+    fn key(&self) -> (String, String) {
+        (self.incoming.channel.as_str().to_owned(), self.incoming.report.message_id.clone())
+    }
+}
+
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts `cfg.writers` tasks on the current runtime. They stop when the
+    /// last `Writer` is dropped, after writing what was queued.
+    pub fn start(pool: PgPool, cfg: &IngestConfig) -> Writer {
+        let (queue, receiver) = mpsc::channel(cfg.queue_capacity);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..cfg.writers {
+            tokio::spawn(write_batches(receiver.clone(), pool.clone(), cfg.batch_max, cfg.batch_wait));
+        }
+        Writer { queue }
+    }
+
+    /// Queues a report and waits until it is committed (`Some`) or refused
+    /// as a conflict (`None`).
+    pub async fn write(&self, incoming: Incoming) -> Result<Option<Recorded>, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || WriteError::Unavailable("the writer has stopped".into());
+        self.queue.send(Job { incoming, reply }).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// One writer: forms a batch while holding the queue, then writes it while
+/// the next writer forms the next batch, so commits overlap.
+async fn write_batches(
+    receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
+    pool: PgPool,
+    batch_max: usize,
+    batch_wait: Duration,
+) {
+    // Repeats of a message already in the batch wait for the next one: a
+    // statement may touch each row once, and they keep their arrival order.
+    let mut deferred: VecDeque<Job> = VecDeque::new();
+    loop {
+        let mut batch = Vec::new();
+        let mut keys = HashSet::new();
+        let mut add = |job: Job, batch: &mut Vec<Job>, later: &mut VecDeque<Job>| {
+            if batch.len() < batch_max && keys.insert(job.key()) {
+                batch.push(job);
+            } else {
+                later.push_back(job);
+            }
+        };
+        let mut still_deferred = VecDeque::new();
+        for job in deferred.drain(..) {
+            add(job, &mut batch, &mut still_deferred);
+        }
+        deferred = still_deferred;
+        // With deferred reports in hand, never wait for the queue: another
+        // writer may be holding it while waiting for new reports.
+        let queue = if batch.is_empty() { Some(receiver.lock().await) } else { receiver.try_lock().ok() };
+        if let Some(mut queue) = queue {
+            if batch.is_empty() {
+                match queue.recv().await {
+                    Some(job) => add(job, &mut batch, &mut deferred),
+                    None => return,
+                }
+            }
+            let deadline = Instant::now() + batch_wait;
+            while batch.len() < batch_max {
+                match queue.try_recv() {
+                    Ok(job) => add(job, &mut batch, &mut deferred),
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        match tokio::time::timeout_at(deadline, queue.recv()).await {
+                            Ok(Some(job)) => add(job, &mut batch, &mut deferred),
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                }
+            }
+        }
+        write_batch(&pool, batch).await;
+    }
+}
+
+async fn write_batch(pool: &PgPool, batch: Vec<Job>) {
+    let (incoming, replies): (Vec<Incoming>, Vec<Reply>) =
+        batch.into_iter().map(|j| (j.incoming, j.reply)).unzip();
+    match db::messages::record_reports(pool, &incoming).await {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok(result));
+            }
+        }
+        Err(e) if db::is_unavailable(&e) => {
+            for reply in replies {
+                let _ = reply.send(Err(WriteError::Unavailable(e.to_string())));
+            }
+        }
+        // Not the database's state but something in the batch: write each
+        // report alone so that one bad report fails only its own request.
+        Err(e) if incoming.len() > 1 => {
+            tracing::warn!(error = %e, size = incoming.len(), "batch failed; writing its reports one by one");
+            for (one, reply) in incoming.into_iter().zip(replies) {
+                let result = match db::messages::record_reports(pool, std::slice::from_ref(&one)).await {
+                    Ok(mut r) => Ok(r.pop().flatten()),
+                    Err(e) if db::is_unavailable(&e) => Err(WriteError::Unavailable(e.to_string())),
+                    Err(e) => Err(WriteError::Failed(e)),
+                };
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(Err(WriteError::Failed(e)));
+            }
+        }
+    }
+}
