@@ -62,6 +62,9 @@ pub struct Credentials {
     /// Bounded by channels x valid passwords: only successes are stored.
     verified: RwLock<HashMap<(String, Fingerprint), Arc<str>>>,
     permits: Semaphore,
+    /// One verification at a time per (channel, presented password): a burst
+    /// of callbacks with a new password pays argon2 once, not once each.
+    in_flight: std::sync::Mutex<HashMap<(String, Fingerprint), Arc<tokio::sync::Mutex<()>>>>,
     /// A hash of a random password with the production parameters, so that
     /// an unknown channel costs the same as a wrong password.
     dummy_hash: Arc<str>,
@@ -85,6 +88,7 @@ impl Credentials {
             channels: RwLock::default(),
             verified: RwLock::default(),
             permits: Semaphore::new(max_concurrent),
+            in_flight: std::sync::Mutex::default(),
             dummy_hash: dummy_hash.into(),
             verifications: AtomicU64::new(0),
         }
@@ -107,18 +111,51 @@ impl Credentials {
         let (Some(presented), Some(snapshot)) = (presented, snapshot.filter(|s| s.enabled)) else {
             return Err(self.reject(presented).await);
         };
-        let now = Utc::now();
         let key = (channel.as_str().to_owned(), self.fingerprint(channel, presented));
-        let remembered = self.verified.read().expect("lock not poisoned").get(&key).cloned();
-        if let Some(hash) = remembered {
-            if snapshot.valid_hashes(now).any(|h| *h == hash) {
-                return Ok(());
-            }
-            self.verified.write().expect("lock not poisoned").remove(&key);
+        if self.remembered(&key, &snapshot) {
+            return Ok(());
         }
-        for hash in snapshot.valid_hashes(now) {
+        let gate = self.in_flight.lock().expect("lock not poisoned").entry(key.clone()).or_default().clone();
+        let result = {
+            let _turn = gate.lock().await;
+            // Whoever held the gate before may have verified this password.
+            if self.remembered(&key, &snapshot) {
+                Ok(())
+            } else {
+                self.verify_against(&key, &snapshot, presented).await
+            }
+        };
+        let mut in_flight = self.in_flight.lock().expect("lock not poisoned");
+        // Only the map and this call hold it: nobody else is waiting.
+        if Arc::strong_count(&gate) == 2 {
+            in_flight.remove(&key);
+        }
+        result
+    }
+
+    /// Whether this password was verified before against a hash that is
+    /// still valid for the channel.
+    fn remembered(&self, key: &(String, Fingerprint), snapshot: &Snapshot) -> bool {
+        let hash = self.verified.read().expect("lock not poisoned").get(key).cloned();
+        match hash {
+            Some(hash) if snapshot.valid_hashes(Utc::now()).any(|h| *h == hash) => true,
+            Some(_) => {
+                self.verified.write().expect("lock not poisoned").remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    async fn verify_against(
+        &self,
+        key: &(String, Fingerprint),
+        snapshot: &Snapshot,
+        presented: &[u8],
+    ) -> Result<(), AuthError> {
+        for hash in snapshot.valid_hashes(Utc::now()) {
             if self.verify(hash.clone(), presented).await {
-                self.verified.write().expect("lock not poisoned").insert(key, hash.clone());
+                self.verified.write().expect("lock not poisoned").insert(key.clone(), hash.clone());
                 return Ok(());
             }
         }

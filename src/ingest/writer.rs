@@ -5,6 +5,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -42,6 +43,14 @@ impl Job {
 #[derive(Clone)]
 pub struct Writer {
     queue: mpsc::Sender<Job>,
+    stats: Arc<Stats>,
+}
+
+/// Counters of what the writers did, for benchmarks and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub batches: AtomicU64,
+    pub reports: AtomicU64,
 }
 
 impl Writer {
@@ -50,10 +59,17 @@ impl Writer {
     pub fn start(pool: PgPool, cfg: &IngestConfig) -> Writer {
         let (queue, receiver) = mpsc::channel(cfg.queue_capacity);
         let receiver = Arc::new(Mutex::new(receiver));
+        let stats = Arc::new(Stats::default());
         for _ in 0..cfg.writers {
-            tokio::spawn(write_batches(receiver.clone(), pool.clone(), cfg.batch_max, cfg.batch_wait));
+            let (receiver, pool, stats) = (receiver.clone(), pool.clone(), stats.clone());
+            tokio::spawn(write_batches(receiver, pool, stats, cfg.batch_max, cfg.batch_wait));
         }
-        Writer { queue }
+        Writer { queue, stats }
+    }
+
+    /// Batches and reports written so far.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.stats.batches.load(Ordering::Relaxed), self.stats.reports.load(Ordering::Relaxed))
     }
 
     /// Queues a report and waits until it is committed (`Some`) or refused
@@ -71,6 +87,7 @@ impl Writer {
 async fn write_batches(
     receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
     pool: PgPool,
+    stats: Arc<Stats>,
     batch_max: usize,
     batch_wait: Duration,
 ) {
@@ -116,6 +133,8 @@ async fn write_batches(
                 }
             }
         }
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.reports.fetch_add(batch.len() as u64, Ordering::Relaxed);
         write_batch(&pool, batch).await;
     }
 }

@@ -1,5 +1,6 @@
 //! HTTP and CLI tests against real PostgreSQL, each in its own database.
 
+mod batching;
 mod cli;
 mod credentials;
 mod health;
