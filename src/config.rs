@@ -130,7 +130,7 @@ impl Default for WebhookConfig {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { batch_max: 256, batch_wait: Duration::ZERO, writers: 4, queue_capacity: 8192 }
+        IngestConfig { batch_max: 256, batch_wait: Duration::ZERO, writers: 2, queue_capacity: 8192 }
     }
 }
 

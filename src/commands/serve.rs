@@ -17,7 +17,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let pool = db::connect(&config.database).await?;
     let app = Application::build(config, pool, true).await?;
     tracing::info!(port = app.port(), "listening");
+    let state = app.state.clone();
     app.run_until_stopped().await?;
-    tracing::info!("stopped");
+    let (batches, reports) = state.writer.stats();
+    tracing::info!(
+        argon2_verifications = state.credentials.verifications(),
+        batches,
+        reports,
+        "stopped"
+    );
     Ok(())
 }

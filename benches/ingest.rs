@@ -1,0 +1,356 @@
+//! Ingest benchmark: the release service under a burst of callbacks.
+//!
+//! Run: `cargo bench --bench ingest` (PostgreSQL at 127.0.0.1:5432).
+//! Options through the environment: BENCH_CONNECTIONS (64), BENCH_SECONDS (10).
+//!
+//! In one run it measures, at the same concurrency:
+//! 1. the service (`koostatus serve`, its own process) with group commit;
+//! 2. the service with `ingest.batch_max = 1` (one transaction per report),
+//!    with the default writers and with 15, so that it is not starved of
+//!    concurrent transactions;
+//! 3. the same batched SQL driven directly (the writer of `src/ingest`, no
+//!    HTTP, no authentication), as the ceiling the database allows.
+//!
+//! The load generator speaks HTTP/1.1 over keep-alive connections by hand,
+//! to leave the two cores to the service and PostgreSQL. After each service
+//! run it checks that every report answered 200 is in the database.
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use koostatus::config::Config;
+use koostatus::db::messages::Incoming;
+use koostatus::domain::{ChannelId, Report, Status};
+use secrecy::SecretString;
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+const DB: &str = "koostatus_bench_ingest";
+const CHANNEL: &str = "bench";
+const PASSWORD: &str = "bench-webhook-password";
+/// Message ids are drawn from this many, so some reports update a message.
+const ID_SPACE: u64 = 1_000_000;
+
+struct Run {
+    reports_per_s: f64,
+    latencies: Vec<Duration>,
+    acked: Vec<(String, Status)>,
+    errors: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let connections: usize = env("BENCH_CONNECTIONS", 64);
+    let seconds: u64 = env("BENCH_SECONDS", 10);
+    let duration = Duration::from_secs(seconds);
+    println!("{connections} keep-alive connections, {seconds} s per run, {} cores", num_cores());
+
+    let batched = service_run("service, group commit", &[], connections, duration).await?;
+    let single = service_run("service, batch_max = 1", &[("KOOSTATUS_INGEST__BATCH_MAX", "1")], connections, duration).await?;
+    // The same mode given as many concurrent transactions as the pool allows,
+    // so that it is limited by commits, not by too few writers.
+    let single_env = [("KOOSTATUS_INGEST__BATCH_MAX", "1"), ("KOOSTATUS_INGEST__WRITERS", "15")];
+    let single15 = service_run("service, batch_max = 1, 15 writers", &single_env, connections, duration).await?;
+    let direct = direct_run(connections, duration).await?;
+
+    println!("\n{:<28} {:>10} {:>8} {:>8} {:>8}", "run", "reports/s", "p50 ms", "p99 ms", "max ms");
+    for (name, r) in [
+        ("service, group commit", &batched.0),
+        ("service, batch_max = 1", &single.0),
+        ("  the same, 15 writers", &single15.0),
+        ("direct batched SQL", &direct),
+    ] {
+        println!(
+            "{name:<28} {:>10.0} {:>8.2} {:>8.2} {:>8.2}",
+            r.reports_per_s,
+            pct(&r.latencies, 0.50),
+            pct(&r.latencies, 0.99),
+            pct(&r.latencies, 1.0)
+        );
+    }
+    println!("\ngroup commit / batch_max = 1: {:.2}x", batched.0.reports_per_s / single.0.reports_per_s);
+    println!("group commit / batch_max = 1 with 15 writers: {:.2}x", batched.0.reports_per_s / single15.0.reports_per_s);
+    println!("group commit / direct batched SQL: {:.2}", batched.0.reports_per_s / direct.reports_per_s);
+    for (name, (run, stats)) in [("group commit", &batched), ("batch_max = 1", &single), ("batch_max = 1, 15 writers", &single15)] {
+        println!(
+            "{name}: peak RSS {:.1} MiB, argon2 verifications {}, batches {} (avg {:.1} reports), non-200 answers {}, acknowledged {} / missing {}",
+            stats.peak_rss_kib as f64 / 1024.0,
+            stats.verifications,
+            stats.batches,
+            stats.reports as f64 / stats.batches.max(1) as f64,
+            run.errors,
+            run.acked.len(),
+            stats.missing
+        );
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct ServerStats {
+    peak_rss_kib: u64,
+    verifications: u64,
+    batches: u64,
+    reports: u64,
+    missing: usize,
+}
+
+async fn fresh_database() -> anyhow::Result<()> {
+    let mut admin = PgConnection::connect(&format!("{SERVER}/postgres")).await?;
+    admin.execute(sqlx::AssertSqlSafe(format!("drop database if exists {DB} with (force)"))).await?;
+    Ok(())
+}
+
+async fn service_run(
+    name: &str,
+    env: &[(&str, &str)],
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<(Run, ServerStats)> {
+    fresh_database().await?;
+    let url = format!("{SERVER}/{DB}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let log_path = std::env::temp_dir().join(format!("koostatus-bench-{port}.log"));
+    let bin = env!("CARGO_BIN_EXE_koostatus");
+    let mut server = Command::new(bin)
+        .args(["--database-url", &url, "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("KOOSTATUS_LOG__FILTER", "warn,koostatus::commands=info")
+        .envs(env.iter().copied())
+        .stderr(std::fs::File::create(&log_path)?)
+        .spawn()?;
+    let outcome = async {
+        wait_ready(port).await?;
+        let mut add = Command::new(bin)
+            .args(["--database-url", &url, "channel", "add", CHANNEL, "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()?;
+        std::io::Write::write_all(&mut add.stdin.take().unwrap(), format!("{PASSWORD}\n").as_bytes())?;
+        anyhow::ensure!(add.wait()?.success(), "channel add failed");
+        println!("running: {name}");
+        let run = http_load(port, connections, duration).await?;
+        let peak_rss_kib = peak_rss(&server)?;
+        let mut stats = stop(&mut server, &log_path)?;
+        stats.peak_rss_kib = peak_rss_kib;
+        stats.missing = missing(&url, &run.acked).await?;
+        Ok((run, stats))
+    }
+    .await;
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_file(&log_path);
+    fresh_database().await?;
+    outcome
+}
+
+async fn wait_ready(port: u16) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await {
+            s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n").await?;
+            let mut buf = [0u8; 12];
+            if s.read_exact(&mut buf).await.is_ok() && &buf[9..12] == b"200" {
+                return Ok(());
+            }
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "the service did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// VmHWM: the most resident memory the process has had.
+fn peak_rss(server: &Child) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.id()))?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).ok_or_else(|| anyhow::anyhow!("no VmHWM"))?;
+    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
+}
+
+/// SIGTERM, then the counters the service logs when it stops.
+fn stop(server: &mut Child, log_path: &std::path::Path) -> anyhow::Result<ServerStats> {
+    Command::new("kill").args(["-TERM", &server.id().to_string()]).status()?;
+    anyhow::ensure!(server.wait()?.success(), "the service did not exit 0");
+    let log = std::fs::read_to_string(log_path)?;
+    let line = log.lines().find(|l| l.contains("stopped")).unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        line.split(&format!("{name}\u{1b}[0m\u{1b}[2m=\u{1b}[0m"))
+            .nth(1)
+            .or_else(|| line.split(&format!("{name}=")).nth(1))
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(ServerStats {
+        verifications: field("argon2_verifications"),
+        batches: field("batches"),
+        reports: field("reports"),
+        ..Default::default()
+    })
+}
+
+/// How many acknowledged (message, status) pairs the database lacks.
+async fn missing(url: &str, acked: &[(String, Status)]) -> anyhow::Result<usize> {
+    let mut conn = PgConnection::connect(url).await?;
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("select message_id, status::text from message_history").fetch_all(&mut conn).await?;
+    let stored: HashSet<(String, String)> = rows.into_iter().collect();
+    Ok(acked.iter().filter(|(id, s)| !stored.contains(&(id.clone(), s.as_str().to_owned()))).count())
+}
+
+async fn http_load(port: u16, connections: usize, duration: Duration) -> anyhow::Result<Run> {
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| tokio::spawn(http_client(port, deadline, c as u64 + 1)))
+        .collect();
+    let mut run = Run { reports_per_s: 0.0, latencies: Vec::new(), acked: Vec::new(), errors: 0 };
+    for t in tasks {
+        let (latencies, acked, errors) = t.await??;
+        run.latencies.extend(latencies);
+        run.acked.extend(acked);
+        run.errors += errors;
+    }
+    run.reports_per_s = run.acked.len() as f64 / started.elapsed().as_secs_f64();
+    run.latencies.sort();
+    Ok(run)
+}
+
+type ClientResult = (Vec<Duration>, Vec<(String, Status)>, usize);
+
+/// One keep-alive connection posting reports back to back.
+async fn http_client(port: u16, deadline: Instant, seed: u64) -> anyhow::Result<ClientResult> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.set_nodelay(true)?;
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let (mut latencies, mut acked, mut errors) = (Vec::new(), Vec::new(), 0);
+    let mut line = String::new();
+    while Instant::now() < deadline {
+        let (id, status) = rng.report();
+        let body = format!(
+            r#"{{"message_id":"{id}","sender":"86173xxxx4526","user_number":"86187xxxx5632","status":"{status}"}}"#
+        );
+        let request = format!(
+            "POST /social/on/whatsapp/koomessage/report/{CHANNEL} HTTP/1.1\r\nhost: bench\r\nauthorization: {PASSWORD}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let sent = Instant::now();
+        write.write_all(request.as_bytes()).await?;
+        line.clear();
+        read.read_line(&mut line).await?;
+        let code: u16 = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            read.read_line(&mut line).await?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse()?;
+            }
+        }
+        let mut skip = vec![0u8; length];
+        read.read_exact(&mut skip).await?;
+        latencies.push(sent.elapsed());
+        if code == 200 {
+            acked.push((id, status));
+        } else {
+            errors += 1;
+        }
+    }
+    Ok((latencies, acked, errors))
+}
+
+/// The same writer and SQL as the service, fed by as many tasks as the
+/// service had connections, without HTTP or authentication.
+async fn direct_run(connections: usize, duration: Duration) -> anyhow::Result<Run> {
+    fresh_database().await?;
+    let mut admin = PgConnection::connect(&format!("{SERVER}/postgres")).await?;
+    admin.execute(sqlx::AssertSqlSafe(format!("create database {DB}"))).await?;
+    // The same settings as the service gets: KOOSTATUS_INGEST__* apply to both.
+    let mut config = Config::load(&Default::default())?;
+    config.database.url = SecretString::from(format!("{SERVER}/{DB}"));
+    koostatus::db::migrations::run(&config.database).await?;
+    let pool = koostatus::db::connect(&config.database).await?;
+    koostatus::db::channels::insert(&pool, CHANNEL, "", "x").await?;
+    println!("running: direct batched SQL");
+    let writer = Arc::new(koostatus::ingest::Writer::start(pool.clone(), &config.ingest));
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..connections as u64)
+        .map(|c| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                let mut rng = Rng(c.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+                let channel = ChannelId::parse(CHANNEL).unwrap();
+                let (mut latencies, mut acked) = (Vec::new(), Vec::new());
+                while Instant::now() < deadline {
+                    let (id, status) = rng.report();
+                    let report = Report {
+                        message_id: id.clone(),
+                        sender: "86173xxxx4526".into(),
+                        user_number: "86187xxxx5632".into(),
+                        status,
+                        extra: Default::default(),
+                    };
+                    let sent = Instant::now();
+                    let incoming = Incoming { channel: channel.clone(), report, received_at: chrono::Utc::now() };
+                    if let Ok(Some(_)) = writer.write(incoming).await {
+                        acked.push((id, status));
+                    }
+                    latencies.push(sent.elapsed());
+                }
+                (latencies, acked)
+            })
+        })
+        .collect();
+    let mut run = Run { reports_per_s: 0.0, latencies: Vec::new(), acked: Vec::new(), errors: 0 };
+    for t in tasks {
+        let (latencies, acked) = t.await?;
+        run.latencies.extend(latencies);
+        run.acked.extend(acked);
+    }
+    run.reports_per_s = run.acked.len() as f64 / started.elapsed().as_secs_f64();
+    run.latencies.sort();
+    drop(writer);
+    pool.close().await;
+    fresh_database().await?;
+    Ok(run)
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn report(&mut self) -> (String, Status) {
+        let id = format!("msg-{}", self.next() % ID_SPACE);
+        (id, Status::ALL[(self.next() % 3) as usize])
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn num_cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+}
