@@ -99,9 +99,12 @@ struct ServerStats {
     missing: usize,
 }
 
+/// Drops the benchmark's database and checkpoints, so that every run starts
+/// alike: no run pays for the WAL of the one before.
 async fn fresh_database() -> anyhow::Result<()> {
     let mut admin = PgConnection::connect(&format!("{SERVER}/postgres")).await?;
     admin.execute(sqlx::AssertSqlSafe(format!("drop database if exists {DB} with (force)"))).await?;
+    admin.execute("checkpoint").await?;
     Ok(())
 }
 
