@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -100,11 +100,7 @@ pub async fn lookup(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let channel = readable(&state, &caller, &path).await?;
-    let body = match payload.to_bytes_limited(MAX_LOOKUP_BODY).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) => return Err(ApiError::bad_request("unreadable_body", "The request body could not be read.")),
-        Err(_) => return Err(ApiError::PayloadTooLarge { limit: MAX_LOOKUP_BODY }),
-    };
+    let body = crate::body::read_limited(payload, MAX_LOOKUP_BODY).await?;
     let request: LookupRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",

@@ -49,13 +49,8 @@ pub struct Message {
     ]
 }))]
 pub struct MessageDetail {
-    pub channel_id: String,
-    pub message_id: String,
-    pub sender: String,
-    pub user_number: String,
-    pub status: Status,
-    pub first_seen_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub message: Message,
     pub history: Vec<HistoryEntry>,
 }
 
@@ -177,15 +172,6 @@ impl From<HistoryRow> for HistoryEntry {
 
 impl MessageDetail {
     pub fn new(m: MessageRow, history: Vec<HistoryRow>) -> MessageDetail {
-        MessageDetail {
-            channel_id: m.channel_id,
-            message_id: m.message_id,
-            sender: m.sender,
-            user_number: m.user_number,
-            status: m.status,
-            first_seen_at: m.first_seen_at,
-            updated_at: m.updated_at,
-            history: history.into_iter().map(Into::into).collect(),
-        }
+        MessageDetail { message: m.into(), history: history.into_iter().map(Into::into).collect() }
     }
 }

@@ -68,11 +68,7 @@ pub async fn report(
     if !is_json(&req) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let body = match payload.to_bytes_limited(limits.max_body_bytes).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) => return Err(ApiError::bad_request("unreadable_body", "The request body could not be read.")),
-        Err(_) => return Err(ApiError::PayloadTooLarge { limit: limits.max_body_bytes }),
-    };
+    let body = crate::body::read_limited(payload, limits.max_body_bytes).await?;
     let report = Report::from_json(&body).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
 
     // The statement timeout bounds a slow database; this bounds a connection
