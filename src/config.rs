@@ -78,6 +78,8 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde")]
     pub client_request_timeout: Duration,
     #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
 }
 
@@ -150,6 +152,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             keep_alive: Duration::from_secs(75),
             client_request_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
         }
     }
@@ -222,6 +225,7 @@ impl Config {
             ("database.acquire_timeout", self.database.acquire_timeout),
             ("database.statement_timeout", self.database.statement_timeout),
             ("server.client_request_timeout", self.server.client_request_timeout),
+            ("server.body_timeout", self.server.body_timeout),
         ] {
             if d.is_zero() {
                 return bad(name, "must be longer than 0s");

@@ -14,6 +14,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     BadToken(&'static str),
+    #[error("The request body did not arrive in time.")]
+    RequestTimeout,
     #[error("The Content-Type must be application/json.")]
     UnsupportedMediaType,
     #[error("{message}")]
@@ -55,6 +57,7 @@ impl ApiError {
         match self {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Unauthorized | ApiError::BadToken(_) => "unauthorized",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::BadRequest { code, .. } => code,
             ApiError::Conflict { .. } => "conflict",
@@ -71,6 +74,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized | ApiError::BadToken(_) => StatusCode::UNAUTHORIZED,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,

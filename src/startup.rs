@@ -112,6 +112,11 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                // A path that does not decode (invalid UTF-8 in %-escapes)
+                // names nothing that exists.
+                .app_data(web::PathConfig::default().error_handler(|_, _| {
+                    ApiError::NotFound("No such route or resource.".into()).into()
+                }))
                 .wrap(from_fn(telemetry::log_request))
                 .configure(routes)
                 .default_service(web::to(not_found))

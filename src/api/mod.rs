@@ -100,7 +100,7 @@ pub async fn lookup(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let channel = readable(&state, &caller, &path).await?;
-    let body = crate::body::read_limited(payload, MAX_LOOKUP_BODY).await?;
+    let body = crate::body::read_limited(payload, MAX_LOOKUP_BODY, state.config.server.body_timeout).await?;
     let request: LookupRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",

@@ -68,7 +68,7 @@ pub async fn report(
     if !is_json(&req) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let body = crate::body::read_limited(payload, limits.max_body_bytes).await?;
+    let body = crate::body::read_limited(payload, limits.max_body_bytes, state.config.server.body_timeout).await?;
     let report = Report::from_json(&body).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
 
     // The statement timeout bounds a slow database; this bounds a connection

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{PASSWORD, TestApp, assert_error, report, spawn_app_with};
+use crate::helpers::{PASSWORD, TestApp, report, spawn_app_with};
 
 const CH: &str = "ch";
 

@@ -3,8 +3,11 @@
 mod batching;
 mod cli;
 mod credentials;
+mod fuzz;
 mod health;
 mod helpers;
+mod outage;
 mod read_api;
+mod resilience;
 mod status_rules;
 mod webhook;

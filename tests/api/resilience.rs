@@ -1,0 +1,148 @@
+//! The service as a process: killed mid-stream it loses nothing it
+//! acknowledged; stopped with SIGTERM it finishes what is in flight.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::cli::{KillOnDrop, run_cli};
+use crate::helpers::{PASSWORD, TestDatabase, migrated_database, report};
+
+const CH: &str = "ch";
+
+fn start_server(db: &TestDatabase, port: u16) -> KillOnDrop {
+    let child = Command::new(env!("CARGO_BIN_EXE_koostatus"))
+        .args(["--database-url", &db.url(), "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("KOOSTATUS_LOG__FILTER", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    KillOnDrop(Some(child))
+}
+
+async fn wait_ready(port: u16) {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("http://127.0.0.1:{port}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+        assert!(started.elapsed() < Duration::from_secs(20), "not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Clients posting until `stop`; returns what was answered 200 and how many
+/// answers were neither 200 nor a broken connection.
+async fn load(port: u16, clients: usize, stop: Arc<AtomicBool>) -> (Vec<(String, String)>, usize) {
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let url = format!("http://127.0.0.1:{port}/social/on/whatsapp/koomessage/report/{CH}");
+                let (mut acked, mut bad) = (Vec::new(), 0);
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let (id, status) = (format!("c{c}-m{}", i % 40), ["failed", "delivered", "read"][i % 3]);
+                    let sent = client.post(&url).header("Authorization", PASSWORD).json(&report(&id, status)).send().await;
+                    match sent {
+                        Ok(r) if r.status() == 200 => acked.push((id, status.to_owned())),
+                        Ok(_) => bad += 1,
+                        // Refused or cut: not acknowledged, nothing promised.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+                (acked, bad)
+            })
+        })
+        .collect();
+    let (mut acked, mut bad) = (Vec::new(), 0);
+    for t in tasks {
+        let (a, b) = t.await.unwrap();
+        acked.extend(a);
+        bad += b;
+    }
+    (acked, bad)
+}
+
+/// Every acknowledged (message, status) has its history entry.
+async fn assert_all_stored(db: &TestDatabase, acked: &[(String, String)]) {
+    let rows: Vec<(String, String)> = sqlx::query_as("select message_id, status::text from message_history")
+        .fetch_all(&db.pool().await)
+        .await
+        .unwrap();
+    let stored: std::collections::HashSet<_> = rows.into_iter().collect();
+    let lost: Vec<_> = acked.iter().filter(|a| !stored.contains(*a)).collect();
+    assert!(lost.is_empty(), "{} of {} acknowledged reports lost: {:?}", lost.len(), acked.len(), &lost[..lost.len().min(5)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_loses_no_acknowledged_report() {
+    let db = migrated_database().await;
+    assert!(run_cli(&db.url(), &["channel", "add", CH, "--password-stdin"], &format!("{PASSWORD}\n")).status.success());
+    let port = free_port();
+    let mut server = start_server(&db, port);
+    wait_ready(port).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(load(port, 32, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.0.as_mut().unwrap().kill().unwrap(); // SIGKILL
+    server.0.as_mut().unwrap().wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (acked, bad) = load.await.unwrap();
+    assert!(acked.len() > 100, "only {} acknowledged before the kill", acked.len());
+    assert_eq!(bad, 0);
+    // Restarted on the same database, it serves again and nothing acknowledged is missing.
+    let _server = start_server(&db, port);
+    wait_ready(port).await;
+    assert_all_stored(&db, &acked).await;
+    println!("crash test: {} reports acknowledged before SIGKILL, 0 lost", acked.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_finishes_in_flight_requests_then_exits_0() {
+    let db = migrated_database().await;
+    assert!(run_cli(&db.url(), &["channel", "add", CH, "--password-stdin"], &format!("{PASSWORD}\n")).status.success());
+    let port = free_port();
+    let mut server = start_server(&db, port);
+    wait_ready(port).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/social/on/whatsapp/koomessage/report/{CH}");
+    let send = |id: &str, status: &str| client.post(&url).header("Authorization", PASSWORD).json(&report(id, status)).send();
+    assert_eq!(send("held", "delivered").await.unwrap().status(), 200);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(load(port, 16, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A request that is in flight when SIGTERM arrives: its write waits on a row lock.
+    let pool = db.pool().await;
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("select 1 from messages where message_id = 'held' for update").execute(&mut *blocker).await.unwrap();
+    let in_flight = tokio::spawn(send("held", "read"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = server.0.as_ref().unwrap().id();
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    blocker.rollback().await.unwrap();
+
+    let answer = in_flight.await.unwrap().expect("the in-flight request is answered");
+    assert_eq!(answer.status(), 200);
+    let mut child = server.0.take().unwrap();
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let (acked, bad) = load.await.unwrap();
+    assert_eq!(bad, 0, "requests answered other than 200 during shutdown");
+    assert!(acked.len() > 50);
+    let mut all = acked;
+    all.push(("held".into(), "read".into()));
+    assert_all_stored(&db, &all).await;
+}
