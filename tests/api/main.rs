@@ -9,5 +9,6 @@ mod helpers;
 mod outage;
 mod read_api;
 mod resilience;
+mod secrets;
 mod status_rules;
 mod webhook;
