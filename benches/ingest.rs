@@ -8,6 +8,8 @@
 //! 2. the service with `ingest.batch_max = 1` (one transaction per report),
 //!    with the default writers and with 15, so that it is not starved of
 //!    concurrent transactions;
+//! 2b. the service with group commit beside a flood of wrong passwords
+//!    (BENCH_FLOOD_PER_S, 1,000 by default), for the rate valid callbacks keep;
 //! 3. the same batched SQL driven directly (the writer of `src/ingest`, no
 //!    HTTP, no authentication), as the ceiling the database allows.
 //!
@@ -36,6 +38,8 @@ const PASSWORD: &str = "bench-webhook-password";
 const ID_SPACE: u64 = 1_000_000;
 
 struct Run {
+    /// Wrong passwords sent per second, and answers other than 401 or 429.
+    flood: Option<(f64, usize)>,
     reports_per_s: f64,
     latencies: Vec<Duration>,
     acked: Vec<(String, Status)>,
@@ -49,17 +53,20 @@ async fn main() -> anyhow::Result<()> {
     let duration = Duration::from_secs(seconds);
     println!("{connections} keep-alive connections, {seconds} s per run, {} cores", num_cores());
 
-    let batched = service_run("service, group commit", &[], connections, duration).await?;
-    let single = service_run("service, batch_max = 1", &[("KOOSTATUS_INGEST__BATCH_MAX", "1")], connections, duration).await?;
+    let flood_per_s: u32 = env("BENCH_FLOOD_PER_S", 1000);
+    let batched = service_run("service, group commit", &[], connections, duration, 0).await?;
+    let flooded = service_run("service, group commit, flood", &[], connections, duration, flood_per_s).await?;
+    let single = service_run("service, batch_max = 1", &[("KOOSTATUS_INGEST__BATCH_MAX", "1")], connections, duration, 0).await?;
     // The same mode given as many concurrent transactions as the pool allows,
     // so that it is limited by commits, not by too few writers.
     let single_env = [("KOOSTATUS_INGEST__BATCH_MAX", "1"), ("KOOSTATUS_INGEST__WRITERS", "15")];
-    let single15 = service_run("service, batch_max = 1, 15 writers", &single_env, connections, duration).await?;
+    let single15 = service_run("service, batch_max = 1, 15 writers", &single_env, connections, duration, 0).await?;
     let direct = direct_run(connections, duration).await?;
 
     println!("\n{:<28} {:>10} {:>8} {:>8} {:>8}", "run", "reports/s", "p50 ms", "p99 ms", "max ms");
     for (name, r) in [
         ("service, group commit", &batched.0),
+        ("  the same, under a flood", &flooded.0),
         ("service, batch_max = 1", &single.0),
         ("  the same, 15 writers", &single15.0),
         ("direct batched SQL", &direct),
@@ -75,7 +82,18 @@ async fn main() -> anyhow::Result<()> {
     println!("\ngroup commit / batch_max = 1: {:.2}x", batched.0.reports_per_s / single.0.reports_per_s);
     println!("group commit / batch_max = 1 with 15 writers: {:.2}x", batched.0.reports_per_s / single15.0.reports_per_s);
     println!("group commit / direct batched SQL: {:.2}", batched.0.reports_per_s / direct.reports_per_s);
-    for (name, (run, stats)) in [("group commit", &batched), ("batch_max = 1", &single), ("batch_max = 1, 15 writers", &single15)] {
+    if let Some((rate, bad)) = flooded.0.flood {
+        println!(
+            "under a flood of {rate:.0} wrong passwords/s ({bad} answered other than 401/429): valid callbacks at {:.2} of their rate alone",
+            flooded.0.reports_per_s / batched.0.reports_per_s
+        );
+    }
+    for (name, (run, stats)) in [
+        ("group commit", &batched),
+        ("group commit, flood", &flooded),
+        ("batch_max = 1", &single),
+        ("batch_max = 1, 15 writers", &single15),
+    ] {
         println!(
             "{name}: peak RSS {:.1} MiB, argon2 verifications {}, batches {} (avg {:.1} reports), non-200 answers {}, acknowledged {} / missing {}",
             stats.peak_rss_kib as f64 / 1024.0,
@@ -113,6 +131,7 @@ async fn service_run(
     env: &[(&str, &str)],
     connections: usize,
     duration: Duration,
+    flood_per_s: u32,
 ) -> anyhow::Result<(Run, ServerStats)> {
     fresh_database().await?;
     let url = format!("{SERVER}/{DB}");
@@ -135,7 +154,12 @@ async fn service_run(
         std::io::Write::write_all(&mut add.stdin.take().unwrap(), format!("{PASSWORD}\n").as_bytes())?;
         anyhow::ensure!(add.wait()?.success(), "channel add failed");
         println!("running: {name}");
-        let run = http_load(port, connections, duration).await?;
+        let flood = (flood_per_s > 0).then(|| tokio::spawn(flood(port, flood_per_s, duration)));
+        let mut run = http_load(port, connections, duration).await?;
+        if let Some(flood) = flood {
+            let (sent, bad) = flood.await??;
+            run.flood = Some((sent as f64 / duration.as_secs_f64(), bad));
+        }
         let peak_rss_kib = peak_rss(&server)?;
         let mut stats = stop(&mut server, &log_path)?;
         stats.peak_rss_kib = peak_rss_kib;
@@ -168,6 +192,9 @@ async fn wait_ready(port: u16) -> anyhow::Result<()> {
 /// VmHWM: the most resident memory the process has had.
 fn peak_rss(server: &Child) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.id()))?;
+    if std::env::var("BENCH_DEBUG_RSS").is_ok() {
+        eprintln!("{}", status.lines().filter(|l| l.starts_with("Vm") || l.starts_with("Threads")).collect::<Vec<_>>().join(" | "));
+    }
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).ok_or_else(|| anyhow::anyhow!("no VmHWM"))?;
     Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
 }
@@ -209,7 +236,7 @@ async fn http_load(port: u16, connections: usize, duration: Duration) -> anyhow:
     let tasks: Vec<_> = (0..connections)
         .map(|c| tokio::spawn(http_client(port, deadline, c as u64 + 1)))
         .collect();
-    let mut run = Run { reports_per_s: 0.0, latencies: Vec::new(), acked: Vec::new(), errors: 0 };
+    let mut run = Run { flood: None, reports_per_s: 0.0, latencies: Vec::new(), acked: Vec::new(), errors: 0 };
     for t in tasks {
         let (latencies, acked, errors) = t.await??;
         run.latencies.extend(latencies);
@@ -269,6 +296,48 @@ async fn http_client(port: u16, deadline: Instant, seed: u64) -> anyhow::Result<
     Ok((latencies, acked, errors))
 }
 
+/// Wrong passwords at `per_s` requests a second from 8 paced connections
+/// (all from this host, so the per-client budget is spent at once). Returns
+/// how many were sent and how many got an answer other than 401 or 429.
+async fn flood(port: u16, per_s: u32, duration: Duration) -> anyhow::Result<(u64, usize)> {
+    let deadline = Instant::now() + duration;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(async move {
+                let body = r#"{"message_id":"x","sender":"s","user_number":"u","status":"read"}"#;
+                // A refused request's body is not read, so the service closes
+                // the connection: one connection per guess.
+                let request = format!(
+                    "POST /social/on/whatsapp/koomessage/report/{CHANNEL} HTTP/1.1\r\nhost: bench\r\nconnection: close\r\nauthorization: a-wrong-guess\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(8.0 / per_s as f64));
+                let (mut sent, mut bad) = (0u64, 0usize);
+                while Instant::now() < deadline {
+                    tick.tick().await;
+                    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+                    let _ = stream.write_all(request.as_bytes()).await;
+                    let mut answer = Vec::new();
+                    let _ = stream.read_to_end(&mut answer).await;
+                    let head = String::from_utf8_lossy(&answer[..answer.len().min(16)]).into_owned();
+                    if !(head.contains(" 401 ") || head.contains(" 429 ")) {
+                        bad += 1;
+                    }
+                    sent += 1;
+                }
+                anyhow::Ok((sent, bad))
+            })
+        })
+        .collect();
+    let (mut sent, mut bad) = (0, 0);
+    for t in tasks {
+        let (s, b) = t.await??;
+        sent += s;
+        bad += b;
+    }
+    Ok((sent, bad))
+}
+
 /// The same writer and SQL as the service, fed by as many tasks as the
 /// service had connections, without HTTP or authentication.
 async fn direct_run(connections: usize, duration: Duration) -> anyhow::Result<Run> {
@@ -312,7 +381,7 @@ async fn direct_run(connections: usize, duration: Duration) -> anyhow::Result<Ru
             })
         })
         .collect();
-    let mut run = Run { reports_per_s: 0.0, latencies: Vec::new(), acked: Vec::new(), errors: 0 };
+    let mut run = Run { flood: None, reports_per_s: 0.0, latencies: Vec::new(), acked: Vec::new(), errors: 0 };
     for t in tasks {
         let (latencies, acked) = t.await?;
         run.latencies.extend(latencies);

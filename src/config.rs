@@ -66,6 +66,13 @@ pub struct AuthConfig {
     pub max_concurrent_verifications: usize,
     #[serde(with = "humantime_serde")]
     pub credential_ttl: Duration,
+    /// Authentication attempts that need argon2, per client and per channel.
+    pub client_failures_per_minute: u32,
+    pub client_failure_burst: u32,
+    pub channel_failures_per_minute: u32,
+    pub channel_failure_burst: u32,
+    /// Peers whose X-Forwarded-For / X-Real-IP name the real client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,6 +148,11 @@ impl Default for AuthConfig {
         AuthConfig {
             max_concurrent_verifications: 0,
             credential_ttl: Duration::from_secs(2),
+            client_failures_per_minute: 60,
+            client_failure_burst: 20,
+            channel_failures_per_minute: 600,
+            channel_failure_burst: 100,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -252,6 +264,16 @@ impl Config {
         // The contract promises that a changed password takes effect within 5 s.
         if self.auth.credential_ttl > Duration::from_secs(5) {
             return bad("auth.credential_ttl", "must be at most 5s");
+        }
+        for (name, n) in [
+            ("auth.client_failures_per_minute", self.auth.client_failures_per_minute),
+            ("auth.client_failure_burst", self.auth.client_failure_burst),
+            ("auth.channel_failures_per_minute", self.auth.channel_failures_per_minute),
+            ("auth.channel_failure_burst", self.auth.channel_failure_burst),
+        ] {
+            if n == 0 {
+                return bad(name, "must be at least 1");
+            }
         }
         if self.server.max_connections == 0 {
             return bad("server.max_connections", "must be at least 1");

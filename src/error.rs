@@ -14,6 +14,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     BadToken(&'static str),
+    #[error("Too many failed authentications from this client or for this channel; retry after {retry_after_secs} s.")]
+    TooManyAttempts { retry_after_secs: u64 },
     #[error("The request body did not arrive in time.")]
     RequestTimeout,
     #[error("The Content-Type must be application/json.")]
@@ -57,6 +59,7 @@ impl ApiError {
         match self {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Unauthorized | ApiError::BadToken(_) => "unauthorized",
+            ApiError::TooManyAttempts { .. } => "too_many_attempts",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::BadRequest { code, .. } => code,
@@ -74,6 +77,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized | ApiError::BadToken(_) => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -93,7 +97,7 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());
-        if let ApiError::Unavailable { retry_after_secs, .. } = self {
+        if let ApiError::Unavailable { retry_after_secs, .. } | ApiError::TooManyAttempts { retry_after_secs } = self {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
         }
         if let ApiError::BadToken(_) = self {

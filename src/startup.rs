@@ -26,15 +26,19 @@ pub struct AppState {
 
 impl AppState {
     pub async fn new(config: Config, pool: PgPool) -> AppState {
-        let credentials = Credentials::new(
-            pool.clone(),
-            config.auth.credential_ttl,
-            config.auth.verification_permits(),
-        )
-        .await;
+        let credentials = Arc::new(Credentials::new(pool.clone(), &config.auth).await);
+        let forgetful = Arc::downgrade(&credentials);
+        tokio::spawn(async move {
+            let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every_minute.tick().await;
+                let Some(credentials) = forgetful.upgrade() else { break };
+                credentials.limiter().forget_idle();
+            }
+        });
         let tokens = Tokens::new(pool.clone(), config.auth.credential_ttl);
         let writer = ingest::Writer::start(pool.clone(), &config.ingest);
-        AppState { config: Arc::new(config), pool, credentials: Arc::new(credentials), tokens, writer }
+        AppState { config: Arc::new(config), pool, credentials, tokens, writer }
     }
 
     fn retry_after_secs(&self) -> u64 {

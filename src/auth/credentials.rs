@@ -19,9 +19,12 @@ use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use sha2::Sha256;
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
 
+use std::net::IpAddr;
+
+use super::limiter::Limiter;
 use super::password;
+use crate::config::AuthConfig;
 use crate::db;
 use crate::domain::ChannelId;
 
@@ -33,6 +36,9 @@ pub enum AuthError {
     Denied,
     #[error("reading the channel's credentials failed")]
     Database(#[from] sqlx::Error),
+    /// Too many attempts from this client or for this channel.
+    #[error("too many authentication attempts")]
+    Throttled { retry_after_secs: u64 },
 }
 
 #[derive(Clone)]
@@ -61,7 +67,10 @@ pub struct Credentials {
     channels: RwLock<HashMap<String, Snapshot>>,
     /// Bounded by channels x valid passwords: only successes are stored.
     verified: RwLock<HashMap<(String, Fingerprint), Arc<str>>>,
-    permits: Semaphore,
+    /// argon2 runs on these threads only, one verification each at a time:
+    /// the bound on concurrent checks, and on memory (each check takes
+    /// 19 MiB, which the allocator keeps per thread).
+    verifiers: std::sync::mpsc::Sender<VerifyJob>,
     /// One verification at a time per (channel, presented password): a burst
     /// of callbacks with a new password pays argon2 once, not once each.
     in_flight: std::sync::Mutex<HashMap<(String, Fingerprint), Arc<tokio::sync::Mutex<()>>>>,
@@ -69,10 +78,12 @@ pub struct Credentials {
     /// an unknown channel costs the same as a wrong password.
     dummy_hash: Arc<str>,
     verifications: AtomicU64,
+    limiter: Limiter,
 }
 
 impl Credentials {
-    pub async fn new(pool: PgPool, ttl: Duration, max_concurrent: usize) -> Credentials {
+    pub async fn new(pool: PgPool, cfg: &AuthConfig) -> Credentials {
+        let (ttl, max_concurrent) = (cfg.credential_ttl, cfg.verification_permits());
         let mut hmac_key = [0u8; 32];
         getrandom::getrandom(&mut hmac_key).expect("the OS random source works");
         let mut dummy = [0u8; 32];
@@ -87,10 +98,11 @@ impl Credentials {
             hmac_key,
             channels: RwLock::default(),
             verified: RwLock::default(),
-            permits: Semaphore::new(max_concurrent),
+            verifiers: start_verifiers(max_concurrent),
             in_flight: std::sync::Mutex::default(),
             dummy_hash: dummy_hash.into(),
             verifications: AtomicU64::new(0),
+            limiter: Limiter::new(cfg),
         }
     }
 
@@ -99,17 +111,23 @@ impl Credentials {
         self.verifications.load(Ordering::Relaxed)
     }
 
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
     /// Succeeds when `presented` is a valid password of an enabled channel.
     /// Every failure costs one argon2 verification, so that timing does not
-    /// tell which check failed.
+    /// tell which check failed; anything that would need argon2 first spends
+    /// the budget of `client` and of the channel.
     pub async fn authenticate(
         &self,
         channel: &ChannelId,
         presented: Option<&[u8]>,
+        client: Option<IpAddr>,
     ) -> Result<(), AuthError> {
         let snapshot = self.snapshot(channel).await?;
         let (Some(presented), Some(snapshot)) = (presented, snapshot.filter(|s| s.enabled)) else {
-            return Err(self.reject(presented).await);
+            return Err(self.reject(presented, client, channel.as_str()).await);
         };
         let key = (channel.as_str().to_owned(), self.fingerprint(channel, presented));
         if self.remembered(&key, &snapshot) {
@@ -121,6 +139,8 @@ impl Credentials {
             // Whoever held the gate before may have verified this password.
             if self.remembered(&key, &snapshot) {
                 Ok(())
+            } else if let Err(retry_after_secs) = self.limiter.attempt(client, channel.as_str()) {
+                Err(AuthError::Throttled { retry_after_secs })
             } else {
                 self.verify_against(&key, &snapshot, presented).await
             }
@@ -162,8 +182,12 @@ impl Credentials {
         Err(AuthError::Denied)
     }
 
-    /// Fails the way a wrong password does, for a channel id that cannot exist.
-    pub async fn reject(&self, presented: Option<&[u8]>) -> AuthError {
+    /// Fails the way a wrong password does, for a channel that does not
+    /// exist or is disabled, or a request without a password.
+    pub async fn reject(&self, presented: Option<&[u8]>, client: Option<IpAddr>, channel: &str) -> AuthError {
+        if let Err(retry_after_secs) = self.limiter.attempt(client, channel) {
+            return AuthError::Throttled { retry_after_secs };
+        }
         self.verify(self.dummy_hash.clone(), presented.unwrap_or_default()).await;
         AuthError::Denied
     }
@@ -200,14 +224,43 @@ impl Credentials {
         Ok(Some(snapshot))
     }
 
-    /// argon2 on the blocking pool, at most `max_concurrent` at once: a flood
-    /// of wrong passwords queues here instead of occupying the async workers.
+    /// argon2 on the verifier threads: a flood of wrong passwords queues
+    /// there instead of occupying the async workers.
     async fn verify(&self, hash: Arc<str>, presented: &[u8]) -> bool {
-        let presented = SecretSlice::from(presented.to_vec());
-        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = VerifyJob { hash, presented: SecretSlice::from(presented.to_vec()), reply };
         self.verifications.fetch_add(1, Ordering::Relaxed);
-        tokio::task::spawn_blocking(move || password::verify(&hash, presented.expose_secret()))
-            .await
-            .unwrap_or(false)
+        self.verifiers.send(job).is_ok() && answer.await.unwrap_or(false)
     }
+}
+
+struct VerifyJob {
+    hash: Arc<str>,
+    presented: SecretSlice<u8>,
+    reply: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// Threads that stop when the `Credentials` holding the sender is dropped.
+fn start_verifiers(count: usize) -> std::sync::mpsc::Sender<VerifyJob> {
+    let (sender, receiver) = std::sync::mpsc::channel::<VerifyJob>();
+    let receiver = Arc::new(std::sync::Mutex::new(receiver));
+    for i in 0..count {
+        let receiver = receiver.clone();
+        std::thread::Builder::new()
+            .name(format!("argon2-{i}"))
+            .spawn(move || {
+                let mut verifier = password::Verifier::default();
+                loop {
+                    let job = match receiver.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    let ok = verifier.verify(&job.hash, job.presented.expose_secret());
+                    let _ = job.reply.send(ok);
+                }
+            })
+            .expect("the OS starts a thread");
+    }
+    sender
 }

@@ -1,6 +1,7 @@
 //! Webhook credentials: argon2id hashing and the verifier with its cache.
 
 mod credentials;
+pub mod limiter;
 pub mod password;
 pub mod tokens;
 

@@ -31,6 +31,7 @@ pub const ROUTE: &str = "/social/on/whatsapp/koomessage/report/{channel_id}";
         (status = 200, description = "Stored and committed (also a duplicate or late report); empty body"),
         (status = 400, description = "Not JSON, not an object, a field missing, empty, too long or not a string, or a bad status", body = crate::api::model::ErrorBody),
         (status = 401, description = "No or wrong password, unknown or disabled channel", body = crate::api::model::ErrorBody),
+        (status = 429, description = "Too many failed authentications from this client or for this channel; see Retry-After", body = crate::api::model::ErrorBody),
         (status = 409, description = "The message is known with another sender or user_number; nothing written", body = crate::api::model::ErrorBody),
         (status = 413, description = "Body larger than webhook.max_body_bytes", body = crate::api::model::ErrorBody),
         (status = 415, description = "Content-Type missing or not JSON", body = crate::api::model::ErrorBody),
@@ -56,12 +57,15 @@ pub async fn report(
     }
 
     let password = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let client = state.credentials.limiter().client(&req);
     let auth = match ChannelId::parse(&channel_id) {
-        Ok(channel) => state.credentials.authenticate(&channel, password).await.map(|()| channel),
-        Err(_) => Err(state.credentials.reject(password).await),
+        Ok(channel) => state.credentials.authenticate(&channel, password, client).await.map(|()| channel),
+        // One budget for every malformed id, so made-up ids add no keys.
+        Err(_) => Err(state.credentials.reject(password, client, "").await),
     };
     let channel = auth.map_err(|e| match e {
         AuthError::Denied => ApiError::Unauthorized,
+        AuthError::Throttled { retry_after_secs } => ApiError::TooManyAttempts { retry_after_secs },
         AuthError::Database(e) => state.db_error(e),
     })?;
 
