@@ -15,6 +15,9 @@ fn start_server(db: &TestDatabase, port: u16) -> KillOnDrop {
     let child = Command::new(env!("CARGO_BIN_EXE_koostatus"))
         .args(["--database-url", &db.url(), "serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("KOOSTATUS_LOG__FILTER", "warn")
+        // A busy CI machine must not turn the deliberately held lock into a
+        // statement timeout.
+        .env("KOOSTATUS_DATABASE__STATEMENT_TIMEOUT", "30s")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -125,7 +128,21 @@ async fn sigterm_under_load_finishes_in_flight_requests_then_exits_0() {
     let mut blocker = pool.begin().await.unwrap();
     sqlx::query("select 1 from messages where message_id = 'held' for update").execute(&mut *blocker).await.unwrap();
     let in_flight = tokio::spawn(send("held", "read"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // In flight for sure: its batch waits on the lock inside PostgreSQL.
+    let waiting_since = Instant::now();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(waiting_since.elapsed() < Duration::from_secs(10), "the request never reached the database");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let pid = server.0.as_ref().unwrap().id();
     assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -133,7 +150,8 @@ async fn sigterm_under_load_finishes_in_flight_requests_then_exits_0() {
     blocker.rollback().await.unwrap();
 
     let answer = in_flight.await.unwrap().expect("the in-flight request is answered");
-    assert_eq!(answer.status(), 200);
+    let status = answer.status();
+    assert_eq!(status, 200, "{}", answer.text().await.unwrap());
     let mut child = server.0.take().unwrap();
     let started = Instant::now();
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
