@@ -43,6 +43,18 @@ pub enum Command {
     /// Manage API tokens of the read API
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Delete messages (and their history) whose status last changed before a cut-off
+    Prune {
+        /// Age of the last change, e.g. 90d
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        older_than: Duration,
+        /// Only count what would be deleted
+        #[arg(long)]
+        dry_run: bool,
+        /// Messages deleted per transaction
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        batch: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -19,6 +19,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub auth: AuthConfig,
     pub server: ServerConfig,
+    pub retention: RetentionConfig,
     pub log: LogConfig,
 }
 
@@ -92,6 +93,16 @@ pub struct ServerConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// `serve` prunes messages whose last change is older than this; 0 is off.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
     pub filter: String,
@@ -113,6 +124,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             auth: AuthConfig::default(),
             server: ServerConfig::default(),
+            retention: RetentionConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -167,6 +179,12 @@ impl Default for ServerConfig {
             body_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { max_age: Duration::ZERO, interval: Duration::from_secs(3600) }
     }
 }
 
@@ -274,6 +292,9 @@ impl Config {
             if n == 0 {
                 return bad(name, "must be at least 1");
             }
+        }
+        if !self.retention.max_age.is_zero() && self.retention.interval < Duration::from_secs(1) {
+            return bad("retention.interval", "must be at least 1s");
         }
         if self.server.max_connections == 0 {
             return bad("server.max_connections", "must be at least 1");

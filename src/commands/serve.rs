@@ -1,7 +1,7 @@
 //! `koostatus serve`: migrate when configured, then run the HTTP service
 //! until SIGTERM or Ctrl-C, finishing in-flight requests.
 
-use crate::config::Config;
+use crate::config::{Config, RetentionConfig};
 use crate::db;
 use crate::startup::Application;
 
@@ -15,6 +15,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let pool = db::connect(&config.database).await?;
+    if !config.retention.max_age.is_zero() {
+        tokio::spawn(prune_on_schedule(pool.clone(), config.retention.clone()));
+    }
     let app = Application::build(config, pool, true).await?;
     tracing::info!(port = app.port(), "listening");
     let state = app.state.clone();
@@ -27,4 +30,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "stopped"
     );
     Ok(())
+}
+
+async fn prune_on_schedule(pool: sqlx::PgPool, retention: RetentionConfig) {
+    let mut every = tokio::time::interval(retention.interval);
+    loop {
+        every.tick().await;
+        let progress = |line: String| tracing::debug!(line, "prune");
+        match super::prune::prune(&pool, retention.max_age, false, 1000, progress).await {
+            Ok(deleted) => tracing::info!(deleted, "pruned old messages"),
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "pruning failed; will retry"),
+        }
+    }
 }

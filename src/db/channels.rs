@@ -97,3 +97,7 @@ pub async fn exists(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<bool> {
         .await?;
     Ok(found)
 }
+
+pub async fn ids(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!("select id from channels order by id").fetch_all(db).await
+}

@@ -274,3 +274,44 @@ pub async fn list(
         }
     }
 }
+
+/// How many messages of a channel last changed before `cutoff`.
+pub async fn count_older(db: impl PgExecutor<'_>, channel_id: &str, cutoff: DateTime<Utc>) -> sqlx::Result<i64> {
+    let n = sqlx::query_scalar!(
+        r#"select count(*) as "n!" from messages where channel_id = $1 and updated_at < $2"#,
+        channel_id,
+        cutoff
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(n)
+}
+
+/// Deletes up to `limit` messages of a channel that last changed before
+/// `cutoff`, with their history (the foreign key cascades). Rows a callback
+/// is writing are skipped, not waited for, so pruning never holds up
+/// ingestion; the index on (channel_id, updated_at) finds the candidates.
+pub async fn delete_older(
+    db: impl PgExecutor<'_>,
+    channel_id: &str,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<u64> {
+    let deleted = sqlx::query!(
+        "with doomed as (
+             select channel_id, message_id from messages
+             where channel_id = $1 and updated_at < $2
+             order by updated_at
+             limit $3
+             for update skip locked
+         )
+         delete from messages m using doomed d
+         where m.channel_id = d.channel_id and m.message_id = d.message_id",
+        channel_id,
+        cutoff,
+        limit
+    )
+    .execute(db)
+    .await?;
+    Ok(deleted.rows_affected())
+}

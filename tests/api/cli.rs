@@ -190,3 +190,66 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+#[tokio::test]
+async fn prune_deletes_old_messages_and_their_history_in_batches() {
+    let app = crate::helpers::spawn_app().await;
+    app.add_channel("ch", PASSWORD).await;
+    for i in 0..25 {
+        let r = app.post_report("ch", PASSWORD, &crate::helpers::report(&format!("m{i}"), "read")).await;
+        assert_eq!(r.status(), 200);
+    }
+    // Age 20 of them: their last change was 100 days ago.
+    sqlx::query("update messages set updated_at = now() - interval '100 days' where message_id <> all($1)")
+        .bind(vec!["m0", "m1", "m2", "m3", "m4"])
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let url = app.db.url();
+    let dry = run_cli(&url, &["prune", "--older-than", "90d", "--dry-run"], "");
+    assert!(dry.status.success(), "{dry:?}");
+    assert!(text(&dry.stdout).ends_with("Would delete 20 messages last changed more than 90 days ago.\n"), "{}", text(&dry.stdout));
+    assert_eq!(app.count("messages").await, 25);
+    let out = run_cli(&url, &["prune", "--older-than", "90d", "--batch", "8"], "");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("channel ch: deleted 8 (total 8)") && stdout.contains("deleted 4 (total 20)"), "{stdout}");
+    assert_eq!(app.count("messages").await, 5);
+    assert_eq!(app.count("message_history").await, 5, "the history went with its messages");
+    assert_eq!(run_cli(&url, &["prune", "--older-than", "soon"], "").status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn serve_prunes_on_a_schedule_when_configured() {
+    let db = migrated_database().await;
+    let pool = db.pool().await;
+    let hash = koostatus::auth::password::hash(&secrecy::SecretString::from(PASSWORD));
+    koostatus::db::channels::insert(&pool, "ch", "", &hash).await.unwrap();
+    sqlx::query(
+        "insert into messages select 'ch', 'm' || i, 's', 'u', 'read', now() - interval '200 days',
+                now() - (case when i <= 3 then interval '200 days' else interval '1 day' end)
+         from generate_series(1, 5) i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _server = KillOnDrop(Some(
+        Command::new(env!("CARGO_BIN_EXE_koostatus"))
+            .args(["--database-url", &db.url(), "serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("KOOSTATUS_RETENTION__MAX_AGE", "90d")
+            .env("KOOSTATUS_RETENTION__INTERVAL", "1s")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let started = Instant::now();
+    loop {
+        let left: i64 = sqlx::query_scalar("select count(*) from messages").fetch_one(&pool).await.unwrap();
+        if left == 2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "{left} messages left");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
