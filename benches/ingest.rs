@@ -51,11 +51,21 @@ async fn main() -> anyhow::Result<()> {
     let connections: usize = env("BENCH_CONNECTIONS", 64);
     let seconds: u64 = env("BENCH_SECONDS", 10);
     let duration = Duration::from_secs(seconds);
-    println!("{connections} keep-alive connections, {seconds} s per run, {} cores", num_cores());
+    println!(
+        "{connections} keep-alive connections, {seconds} s per run, {} cores",
+        num_cores()
+    );
 
     let flood_per_s: u32 = env("BENCH_FLOOD_PER_S", 1000);
     let batched = service_run("service, group commit", &[], connections, duration, 0).await?;
-    let flooded = service_run("service, group commit, flood", &[], connections, duration, flood_per_s).await?;
+    let flooded = service_run(
+        "service, group commit, flood",
+        &[],
+        connections,
+        duration,
+        flood_per_s,
+    )
+    .await?;
     if let Some((rate, bad)) = flooded.0.flood {
         println!(
             "\nunder a flood of {rate:.0} wrong passwords/s ({bad} answered other than 401/429): valid callbacks at {:.2} of their rate alone ({:.0} vs {:.0} reports/s)",
@@ -64,19 +74,42 @@ async fn main() -> anyhow::Result<()> {
             batched.0.reports_per_s
         );
     }
-    let mut checked = vec![("group commit", &batched), ("group commit, flood", &flooded)];
+    let mut checked = vec![
+        ("group commit", &batched),
+        ("group commit, flood", &flooded),
+    ];
     // BENCH_ONLY=flood (what CI runs): the two runs above and their checks.
     let only_flood = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "flood");
     let (single, single15, direct);
     if !only_flood {
-        single = service_run("service, batch_max = 1", &[("KOOSTATUS_INGEST__BATCH_MAX", "1")], connections, duration, 0).await?;
+        single = service_run(
+            "service, batch_max = 1",
+            &[("KOOSTATUS_INGEST__BATCH_MAX", "1")],
+            connections,
+            duration,
+            0,
+        )
+        .await?;
         // The same mode given as many concurrent transactions as the pool allows,
         // so that it is limited by commits, not by too few writers.
-        let single_env = [("KOOSTATUS_INGEST__BATCH_MAX", "1"), ("KOOSTATUS_INGEST__WRITERS", "15")];
-        single15 = service_run("service, batch_max = 1, 15 writers", &single_env, connections, duration, 0).await?;
+        let single_env = [
+            ("KOOSTATUS_INGEST__BATCH_MAX", "1"),
+            ("KOOSTATUS_INGEST__WRITERS", "15"),
+        ];
+        single15 = service_run(
+            "service, batch_max = 1, 15 writers",
+            &single_env,
+            connections,
+            duration,
+            0,
+        )
+        .await?;
         direct = direct_run(connections, duration).await?;
 
-        println!("\n{:<28} {:>10} {:>8} {:>8} {:>8}", "run", "reports/s", "p50 ms", "p99 ms", "max ms");
+        println!(
+            "\n{:<28} {:>10} {:>8} {:>8} {:>8}",
+            "run", "reports/s", "p50 ms", "p99 ms", "max ms"
+        );
         for (name, r) in [
             ("service, group commit", &batched.0),
             ("  the same, under a flood", &flooded.0),
@@ -92,9 +125,18 @@ async fn main() -> anyhow::Result<()> {
                 pct(&r.latencies, 1.0)
             );
         }
-        println!("\ngroup commit / batch_max = 1: {:.2}x", batched.0.reports_per_s / single.0.reports_per_s);
-        println!("group commit / batch_max = 1 with 15 writers: {:.2}x", batched.0.reports_per_s / single15.0.reports_per_s);
-        println!("group commit / direct batched SQL: {:.2}", batched.0.reports_per_s / direct.reports_per_s);
+        println!(
+            "\ngroup commit / batch_max = 1: {:.2}x",
+            batched.0.reports_per_s / single.0.reports_per_s
+        );
+        println!(
+            "group commit / batch_max = 1 with 15 writers: {:.2}x",
+            batched.0.reports_per_s / single15.0.reports_per_s
+        );
+        println!(
+            "group commit / direct batched SQL: {:.2}",
+            batched.0.reports_per_s / direct.reports_per_s
+        );
         checked.push(("batch_max = 1", &single));
         checked.push(("batch_max = 1, 15 writers", &single15));
     }
@@ -113,9 +155,20 @@ async fn main() -> anyhow::Result<()> {
     // Correctness fails the run; speed is for people to read, as this
     // machine is shared and noisy.
     for (name, (run, stats)) in &checked {
-        anyhow::ensure!(stats.missing == 0, "{name}: {} acknowledged reports are missing", stats.missing);
-        anyhow::ensure!(run.errors == 0, "{name}: {} valid callbacks were not answered 200", run.errors);
-        anyhow::ensure!(run.flood.is_none_or(|(_, bad)| bad == 0), "{name}: a wrong password got neither 401 nor 429");
+        anyhow::ensure!(
+            stats.missing == 0,
+            "{name}: {} acknowledged reports are missing",
+            stats.missing
+        );
+        anyhow::ensure!(
+            run.errors == 0,
+            "{name}: {} valid callbacks were not answered 200",
+            run.errors
+        );
+        anyhow::ensure!(
+            run.flood.is_none_or(|(_, bad)| bad == 0),
+            "{name}: a wrong password got neither 401 nor 429"
+        );
     }
     Ok(())
 }
@@ -133,7 +186,11 @@ struct ServerStats {
 /// alike: no run pays for the WAL of the one before.
 async fn fresh_database() -> anyhow::Result<()> {
     let mut admin = PgConnection::connect(&format!("{SERVER}/postgres")).await?;
-    admin.execute(sqlx::AssertSqlSafe(format!("drop database if exists {DB} with (force)"))).await?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "drop database if exists {DB} with (force)"
+        )))
+        .await?;
     admin.execute("checkpoint").await?;
     Ok(())
 }
@@ -147,11 +204,19 @@ async fn service_run(
 ) -> anyhow::Result<(Run, ServerStats)> {
     fresh_database().await?;
     let url = format!("{SERVER}/{DB}");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let log_path = std::env::temp_dir().join(format!("koostatus-bench-{port}.log"));
     let bin = env!("CARGO_BIN_EXE_koostatus");
     let mut server = Command::new(bin)
-        .args(["--database-url", &url, "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--database-url",
+            &url,
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .env("KOOSTATUS_LOG__FILTER", "warn,koostatus::commands=info")
         .envs(env.iter().copied())
         .stderr(std::fs::File::create(&log_path)?)
@@ -159,11 +224,21 @@ async fn service_run(
     let outcome = async {
         wait_ready(port).await?;
         let mut add = Command::new(bin)
-            .args(["--database-url", &url, "channel", "add", CHANNEL, "--password-stdin"])
+            .args([
+                "--database-url",
+                &url,
+                "channel",
+                "add",
+                CHANNEL,
+                "--password-stdin",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()?;
-        std::io::Write::write_all(&mut add.stdin.take().unwrap(), format!("{PASSWORD}\n").as_bytes())?;
+        std::io::Write::write_all(
+            &mut add.stdin.take().unwrap(),
+            format!("{PASSWORD}\n").as_bytes(),
+        )?;
         anyhow::ensure!(add.wait()?.success(), "channel add failed");
         println!("running: {name}");
         let flood = (flood_per_s > 0).then(|| tokio::spawn(flood(port, flood_per_s, duration)));
@@ -190,13 +265,17 @@ async fn wait_ready(port: u16) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await {
-            s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n").await?;
+            s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await?;
             let mut buf = [0u8; 12];
             if s.read_exact(&mut buf).await.is_ok() && &buf[9..12] == b"200" {
                 return Ok(());
             }
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "the service did not become ready");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the service did not become ready"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -205,18 +284,33 @@ async fn wait_ready(port: u16) -> anyhow::Result<()> {
 fn peak_rss(server: &Child) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.id()))?;
     if std::env::var("BENCH_DEBUG_RSS").is_ok() {
-        eprintln!("{}", status.lines().filter(|l| l.starts_with("Vm") || l.starts_with("Threads")).collect::<Vec<_>>().join(" | "));
+        eprintln!(
+            "{}",
+            status
+                .lines()
+                .filter(|l| l.starts_with("Vm") || l.starts_with("Threads"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
     }
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).ok_or_else(|| anyhow::anyhow!("no VmHWM"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM"))?;
     Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
 }
 
 /// SIGTERM, then the counters the service logs when it stops.
 fn stop(server: &mut Child, log_path: &std::path::Path) -> anyhow::Result<ServerStats> {
-    Command::new("kill").args(["-TERM", &server.id().to_string()]).status()?;
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()?;
     anyhow::ensure!(server.wait()?.success(), "the service did not exit 0");
     let log = std::fs::read_to_string(log_path)?;
-    let line = log.lines().find(|l| l.contains("stopped")).unwrap_or_default();
+    let line = log
+        .lines()
+        .find(|l| l.contains("stopped"))
+        .unwrap_or_default();
     let field = |name: &str| -> u64 {
         line.split(&format!("{name}\u{1b}[0m\u{1b}[2m=\u{1b}[0m"))
             .nth(1)
@@ -237,9 +331,14 @@ fn stop(server: &mut Child, log_path: &std::path::Path) -> anyhow::Result<Server
 async fn missing(url: &str, acked: &[(String, Status)]) -> anyhow::Result<usize> {
     let mut conn = PgConnection::connect(url).await?;
     let rows: Vec<(String, String)> =
-        sqlx::query_as("select message_id, status::text from message_history").fetch_all(&mut conn).await?;
+        sqlx::query_as("select message_id, status::text from message_history")
+            .fetch_all(&mut conn)
+            .await?;
     let stored: HashSet<(String, String)> = rows.into_iter().collect();
-    Ok(acked.iter().filter(|(id, s)| !stored.contains(&(id.clone(), s.as_str().to_owned()))).count())
+    Ok(acked
+        .iter()
+        .filter(|(id, s)| !stored.contains(&(id.clone(), s.as_str().to_owned())))
+        .count())
 }
 
 async fn http_load(port: u16, connections: usize, duration: Duration) -> anyhow::Result<Run> {
@@ -248,7 +347,13 @@ async fn http_load(port: u16, connections: usize, duration: Duration) -> anyhow:
     let tasks: Vec<_> = (0..connections)
         .map(|c| tokio::spawn(http_client(port, deadline, c as u64 + 1)))
         .collect();
-    let mut run = Run { flood: None, reports_per_s: 0.0, latencies: Vec::new(), acked: Vec::new(), errors: 0 };
+    let mut run = Run {
+        flood: None,
+        reports_per_s: 0.0,
+        latencies: Vec::new(),
+        acked: Vec::new(),
+        errors: 0,
+    };
     for t in tasks {
         let (latencies, acked, errors) = t.await??;
         run.latencies.extend(latencies);
@@ -284,7 +389,11 @@ async fn http_client(port: u16, deadline: Instant, seed: u64) -> anyhow::Result<
         write.write_all(request.as_bytes()).await?;
         line.clear();
         read.read_line(&mut line).await?;
-        let code: u16 = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let code: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
         let mut length = 0usize;
         loop {
             line.clear();
@@ -355,7 +464,9 @@ async fn flood(port: u16, per_s: u32, duration: Duration) -> anyhow::Result<(u64
 async fn direct_run(connections: usize, duration: Duration) -> anyhow::Result<Run> {
     fresh_database().await?;
     let mut admin = PgConnection::connect(&format!("{SERVER}/postgres")).await?;
-    admin.execute(sqlx::AssertSqlSafe(format!("create database {DB}"))).await?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("create database {DB}")))
+        .await?;
     // The same settings as the service gets: KOOSTATUS_INGEST__* apply to both.
     let mut config = Config::load(&Default::default())?;
     config.database.url = SecretString::from(format!("{SERVER}/{DB}"));
@@ -363,7 +474,10 @@ async fn direct_run(connections: usize, duration: Duration) -> anyhow::Result<Ru
     let pool = koostatus::db::connect(&config.database).await?;
     koostatus::db::channels::insert(&pool, CHANNEL, "", "x").await?;
     println!("running: direct batched SQL");
-    let writer = Arc::new(koostatus::ingest::Writer::start(pool.clone(), &config.ingest));
+    let writer = Arc::new(koostatus::ingest::Writer::start(
+        pool.clone(),
+        &config.ingest,
+    ));
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let tasks: Vec<_> = (0..connections as u64)
@@ -383,7 +497,11 @@ async fn direct_run(connections: usize, duration: Duration) -> anyhow::Result<Ru
                         extra: Default::default(),
                     };
                     let sent = Instant::now();
-                    let incoming = Incoming { channel: channel.clone(), report, received_at: chrono::Utc::now() };
+                    let incoming = Incoming {
+                        channel: channel.clone(),
+                        report,
+                        received_at: chrono::Utc::now(),
+                    };
                     if let Ok(Some(_)) = writer.write(incoming).await {
                         acked.push((id, status));
                     }
@@ -393,7 +511,13 @@ async fn direct_run(connections: usize, duration: Duration) -> anyhow::Result<Ru
             })
         })
         .collect();
-    let mut run = Run { flood: None, reports_per_s: 0.0, latencies: Vec::new(), acked: Vec::new(), errors: 0 };
+    let mut run = Run {
+        flood: None,
+        reports_per_s: 0.0,
+        latencies: Vec::new(),
+        acked: Vec::new(),
+        errors: 0,
+    };
     for t in tasks {
         let (latencies, acked) = t.await?;
         run.latencies.extend(latencies);
@@ -432,9 +556,14 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 }
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn num_cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0)
 }

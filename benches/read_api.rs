@@ -21,11 +21,21 @@ const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut admin = PgConnection::connect(&format!("{SERVER}/postgres")).await?;
-    admin.execute(sqlx::AssertSqlSafe(format!("drop database if exists {DB} with (force)"))).await?;
-    admin.execute(sqlx::AssertSqlSafe(format!("create database {DB}"))).await?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "drop database if exists {DB} with (force)"
+        )))
+        .await?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("create database {DB}")))
+        .await?;
     let url = format!("{SERVER}/{DB}");
     let result = run(&url).await;
-    admin.execute(sqlx::AssertSqlSafe(format!("drop database if exists {DB} with (force)"))).await?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "drop database if exists {DB} with (force)"
+        )))
+        .await?;
     result
 }
 
@@ -37,7 +47,8 @@ async fn run(url: &str) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect(url).await?;
 
     let started = Instant::now();
-    conn.execute("insert into channels (id, password_hash) values ('bench', 'x')").await?;
+    conn.execute("insert into channels (id, password_hash) values ('bench', 'x')")
+        .await?;
     // Messages 1 s apart in updated_at; a third each failed, delivered, read.
     conn.execute(sqlx::AssertSqlSafe(format!(
         "insert into messages (channel_id, message_id, sender, user_number, status, first_seen_at, updated_at)
@@ -54,11 +65,20 @@ async fn run(url: &str) -> anyhow::Result<()> {
     )
     .await?;
     conn.execute("vacuum analyze").await?;
-    println!("filled {MESSAGES} messages and their history in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "filled {MESSAGES} messages and their history in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
-    let pool = koostatus::db::pool(&config.database, koostatus::db::connect_options(&config.database)?);
+    let pool = koostatus::db::pool(
+        &config.database,
+        koostatus::db::connect_options(&config.database)?,
+    );
     let app = Application::build(config, pool.clone(), false).await?;
-    let base = format!("http://127.0.0.1:{}/api/v1/channels/bench/messages", app.port());
+    let base = format!(
+        "http://127.0.0.1:{}/api/v1/channels/bench/messages",
+        app.port()
+    );
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
     let (token, hash) = koostatus::auth::tokens::generate();
@@ -72,7 +92,10 @@ async fn run(url: &str) -> anyhow::Result<()> {
     )
     .fetch_one(&mut conn)
     .await?;
-    let deep = koostatus::api::encode_cursor(&Keyset { updated_at: row.get(0), message_id: row.get(1) });
+    let deep = koostatus::api::encode_cursor(&Keyset {
+        updated_at: row.get(0),
+        message_id: row.get(1),
+    });
 
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let mut random_id = move || {
@@ -88,7 +111,9 @@ async fn run(url: &str) -> anyhow::Result<()> {
         async move { client.get(url).bearer_auth(token).send().await }
     })
     .await?;
-    let ids: Vec<Vec<String>> = (0..70).map(|_| (0..1000).map(|_| random_id()).collect()).collect();
+    let ids: Vec<Vec<String>> = (0..70)
+        .map(|_| (0..1000).map(|_| random_id()).collect())
+        .collect();
     let mut batches = ids.into_iter();
     let lookup = measure(60, || {
         let body = serde_json::json!({ "message_ids": batches.next().unwrap() });
@@ -102,12 +127,19 @@ async fn run(url: &str) -> anyhow::Result<()> {
     })
     .await?;
     let page5000 = measure(300, || {
-        let (client, token, url) = (client.clone(), token.clone(), format!("{base}?limit=100&cursor={deep}"));
+        let (client, token, url) = (
+            client.clone(),
+            token.clone(),
+            format!("{base}?limit=100&cursor={deep}"),
+        );
         async move { client.get(url).bearer_auth(token).send().await }
     })
     .await?;
 
-    println!("\n{:<34} {:>9} {:>9}", "request (1,000,000 messages)", "p50 ms", "p99 ms");
+    println!(
+        "\n{:<34} {:>9} {:>9}",
+        "request (1,000,000 messages)", "p50 ms", "p99 ms"
+    );
     for (name, t) in [
         ("GET one message with history", &get),
         ("POST lookup of 1000 ids", &lookup),
@@ -116,20 +148,42 @@ async fn run(url: &str) -> anyhow::Result<()> {
     ] {
         println!("{name:<34} {:>9.2} {:>9.2}", pct(t, 0.50), pct(t, 0.99));
     }
-    println!("page 5,000 / page 1, p50: {:.2}x", pct(&page5000, 0.5) / pct(&page1, 0.5));
+    println!(
+        "page 5,000 / page 1, p50: {:.2}x",
+        pct(&page5000, 0.5) / pct(&page1, 0.5)
+    );
 
     // The statements of src/db/messages.rs, explained with a generic plan,
     // the plan a prepared statement settles on after five executions.
-    conn.execute("set plan_cache_mode = force_generic_plan").await?;
+    conn.execute("set plan_cache_mode = force_generic_plan")
+        .await?;
     let plans = [
-        ("single message", "prepare q1(text, text) as select m.*, (select jsonb_agg(h.*) from message_history h where h.channel_id = m.channel_id and h.message_id = m.message_id) from messages m where m.channel_id = $1 and m.message_id = $2", "execute q1('bench', 'msg-42')"),
-        ("lookup", "prepare q2(text, text[]) as select * from messages where channel_id = $1 and message_id = any($2)", "execute q2('bench', array['msg-1','msg-2','msg-3'])"),
-        ("listing", "prepare q3(text, timestamptz, text, timestamptz, message_status, int8) as select * from messages where channel_id = $1 and (updated_at, message_id) < (coalesce($2, 'infinity'::timestamptz), $3) and updated_at > coalesce($4, '-infinity'::timestamptz) and ($5::message_status is null or status = $5) order by updated_at desc, message_id desc limit $6", "execute q3('bench', now(), 'x', null, null, 101)"),
-        ("listing by user_number", "prepare q4(text, timestamptz, text, timestamptz, message_status, int8, text) as select * from messages where channel_id = $1 and user_number = $7 and (updated_at, message_id) < (coalesce($2, 'infinity'::timestamptz), $3) and updated_at > coalesce($4, '-infinity'::timestamptz) and ($5::message_status is null or status = $5) order by updated_at desc, message_id desc limit $6", "execute q4('bench', null, '', null, null, 101, 'user-7')"),
+        (
+            "single message",
+            "prepare q1(text, text) as select m.*, (select jsonb_agg(h.*) from message_history h where h.channel_id = m.channel_id and h.message_id = m.message_id) from messages m where m.channel_id = $1 and m.message_id = $2",
+            "execute q1('bench', 'msg-42')",
+        ),
+        (
+            "lookup",
+            "prepare q2(text, text[]) as select * from messages where channel_id = $1 and message_id = any($2)",
+            "execute q2('bench', array['msg-1','msg-2','msg-3'])",
+        ),
+        (
+            "listing",
+            "prepare q3(text, timestamptz, text, timestamptz, message_status, int8) as select * from messages where channel_id = $1 and (updated_at, message_id) < (coalesce($2, 'infinity'::timestamptz), $3) and updated_at > coalesce($4, '-infinity'::timestamptz) and ($5::message_status is null or status = $5) order by updated_at desc, message_id desc limit $6",
+            "execute q3('bench', now(), 'x', null, null, 101)",
+        ),
+        (
+            "listing by user_number",
+            "prepare q4(text, timestamptz, text, timestamptz, message_status, int8, text) as select * from messages where channel_id = $1 and user_number = $7 and (updated_at, message_id) < (coalesce($2, 'infinity'::timestamptz), $3) and updated_at > coalesce($4, '-infinity'::timestamptz) and ($5::message_status is null or status = $5) order by updated_at desc, message_id desc limit $6",
+            "execute q4('bench', null, '', null, null, 101, 'user-7')",
+        ),
     ];
     for (name, prepare, execute) in plans {
         conn.execute(prepare).await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("explain {execute}"))).fetch_all(&mut conn).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("explain {execute}")))
+            .fetch_all(&mut conn)
+            .await?;
         println!("\nEXPLAIN {name}:");
         for r in rows {
             println!("  {}", r.get::<String, _>(0));

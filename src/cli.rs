@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::domain::ChannelId;
 
 #[derive(Debug, Parser)]
-#[command(name = "koostatus", version, about = "KooMessage WhatsApp delivery reports, kept in PostgreSQL")]
+#[command(
+    name = "koostatus",
+    version,
+    about = "KooMessage WhatsApp delivery reports, kept in PostgreSQL"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -75,7 +79,8 @@ pub enum TokenCommand {
 
 fn token_name(s: &str) -> Result<String, String> {
     let ok = !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_graphic());
-    ok.then(|| s.to_owned()).ok_or_else(|| "a token name is 1 to 64 printable ASCII characters without spaces".into())
+    ok.then(|| s.to_owned())
+        .ok_or_else(|| "a token name is 1 to 64 printable ASCII characters without spaces".into())
 }
 
 #[derive(Debug, Subcommand)]

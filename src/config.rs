@@ -145,13 +145,21 @@ impl Default for DatabaseConfig {
 
 impl Default for WebhookConfig {
     fn default() -> Self {
-        WebhookConfig { max_body_bytes: 16 * 1024, retry_after: Duration::from_secs(1) }
+        WebhookConfig {
+            max_body_bytes: 16 * 1024,
+            retry_after: Duration::from_secs(1),
+        }
     }
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { batch_max: 256, batch_wait: Duration::ZERO, writers: 2, queue_capacity: 8192 }
+        IngestConfig {
+            batch_max: 256,
+            batch_wait: Duration::ZERO,
+            writers: 2,
+            queue_capacity: 8192,
+        }
     }
 }
 
@@ -184,13 +192,19 @@ impl Default for ServerConfig {
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        RetentionConfig { max_age: Duration::ZERO, interval: Duration::from_secs(3600) }
+        RetentionConfig {
+            max_age: Duration::ZERO,
+            interval: Duration::from_secs(3600),
+        }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Human, filter: "info".into() }
+        LogConfig {
+            format: LogFormat::Human,
+            filter: "info".into(),
+        }
     }
 }
 
@@ -209,7 +223,9 @@ pub struct ConfigError(String);
 impl AuthConfig {
     pub fn verification_permits(&self) -> usize {
         match self.max_concurrent_verifications {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             n => n,
         }
     }
@@ -232,7 +248,11 @@ impl Config {
             None => {}
         }
         figment = figment
-            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            )
             .merge(Env::prefixed("KOOSTATUS_").split("__"));
         if let Some(url) = &overrides.database_url {
             figment = figment.merge(Serialized::default("database.url", url));
@@ -246,15 +266,22 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |setting: &str, why: &str| Err(ConfigError(format!("Bad setting `{setting}`: {why}.")));
+        let bad =
+            |setting: &str, why: &str| Err(ConfigError(format!("Bad setting `{setting}`: {why}.")));
         if self.database.max_connections == 0 {
             return bad("database.max_connections", "must be at least 1");
         }
         for (name, d) in [
             ("database.connect_timeout", self.database.connect_timeout),
             ("database.acquire_timeout", self.database.acquire_timeout),
-            ("database.statement_timeout", self.database.statement_timeout),
-            ("server.client_request_timeout", self.server.client_request_timeout),
+            (
+                "database.statement_timeout",
+                self.database.statement_timeout,
+            ),
+            (
+                "server.client_request_timeout",
+                self.server.client_request_timeout,
+            ),
             ("server.body_timeout", self.server.body_timeout),
         ] {
             if d.is_zero() {
@@ -284,10 +311,19 @@ impl Config {
             return bad("auth.credential_ttl", "must be at most 5s");
         }
         for (name, n) in [
-            ("auth.client_failures_per_minute", self.auth.client_failures_per_minute),
+            (
+                "auth.client_failures_per_minute",
+                self.auth.client_failures_per_minute,
+            ),
             ("auth.client_failure_burst", self.auth.client_failure_burst),
-            ("auth.channel_failures_per_minute", self.auth.channel_failures_per_minute),
-            ("auth.channel_failure_burst", self.auth.channel_failure_burst),
+            (
+                "auth.channel_failures_per_minute",
+                self.auth.channel_failures_per_minute,
+            ),
+            (
+                "auth.channel_failure_burst",
+                self.auth.channel_failure_burst,
+            ),
         ] {
             if n == 0 {
                 return bad(name, "must be at least 1");
@@ -311,7 +347,11 @@ fn describe(errors: figment::Error) -> ConfigError {
         .into_iter()
         .map(|e| {
             let path = e.path.join(".");
-            let source = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
             format!("Bad setting `{path}`{source}: {}.", e.kind)
         })
         .collect();
@@ -325,7 +365,10 @@ mod tests {
     #[test]
     fn the_committed_config_file_matches_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
-        let from_file: Config = Figment::new().merge(Toml::file_exact(path)).extract().unwrap();
+        let from_file: Config = Figment::new()
+            .merge(Toml::file_exact(path))
+            .extract()
+            .unwrap();
         assert_eq!(format!("{from_file:?}"), format!("{:?}", Config::default()));
     }
 
@@ -333,7 +376,10 @@ mod tests {
     fn a_bad_setting_is_named() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.toml", "[database]\nmax_connections = \"many\"\n")?;
-            let o = Overrides { config_file: Some("c.toml".into()), ..Default::default() };
+            let o = Overrides {
+                config_file: Some("c.toml".into()),
+                ..Default::default()
+            };
             let err = Config::load(&o).unwrap_err().to_string();
             assert!(err.contains("`database.max_connections`"), "{err}");
             jail.set_env("KOOSTATUS_AUTH__CREDENTIAL_TTL", "1h");
@@ -350,8 +396,14 @@ mod tests {
     #[test]
     fn precedence_is_file_then_env_then_flags() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("c.toml", "listen = \"127.0.0.1:1\"\n[webhook]\nmax_body_bytes = 1000\n")?;
-            let mut o = Overrides { config_file: Some("c.toml".into()), ..Default::default() };
+            jail.create_file(
+                "c.toml",
+                "listen = \"127.0.0.1:1\"\n[webhook]\nmax_body_bytes = 1000\n",
+            )?;
+            let mut o = Overrides {
+                config_file: Some("c.toml".into()),
+                ..Default::default()
+            };
             let c = Config::load(&o).unwrap();
             assert_eq!(c.listen.port(), 1);
             assert_eq!(c.webhook.max_body_bytes, 1000);

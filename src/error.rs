@@ -14,7 +14,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     BadToken(&'static str),
-    #[error("Too many failed authentications from this client or for this channel; retry after {retry_after_secs} s.")]
+    #[error(
+        "Too many failed authentications from this client or for this channel; retry after {retry_after_secs} s."
+    )]
     TooManyAttempts { retry_after_secs: u64 },
     #[error("The request body did not arrive in time.")]
     RequestTimeout,
@@ -22,14 +24,19 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
-    #[error("Message `{message_id}` is already known with another sender or user_number; nothing was written.")]
+    #[error(
+        "Message `{message_id}` is already known with another sender or user_number; nothing was written."
+    )]
     Conflict { message_id: String },
     #[error("{0}")]
     NotFound(String),
     #[error("This method is not allowed here.")]
     MethodNotAllowed,
     #[error("The database is unavailable; nothing was stored. Retry later.")]
-    Unavailable { retry_after_secs: u64, cause: String },
+    Unavailable {
+        retry_after_secs: u64,
+        cause: String,
+    },
     #[error("An internal error occurred; nothing was stored.")]
     Internal(#[source] anyhow::Error),
 }
@@ -42,14 +49,20 @@ struct ErrorBody<'a> {
 
 impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError::BadRequest { code, message: message.into() }
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
     }
 
     /// Maps a database error: unavailability answers 503 so the sender
     /// retries; anything else is a fault of ours.
     pub fn from_db(e: sqlx::Error, retry_after_secs: u64) -> ApiError {
         if crate::db::is_unavailable(&e) {
-            ApiError::Unavailable { retry_after_secs, cause: e.to_string() }
+            ApiError::Unavailable {
+                retry_after_secs,
+                cause: e.to_string(),
+            }
         } else {
             ApiError::Internal(e.into())
         }
@@ -93,16 +106,25 @@ impl ResponseError for ApiError {
         match self {
             // The cause stays in the log; the client gets an opaque sentence.
             ApiError::Internal(e) => tracing::error!(error = format!("{e:#}"), "internal error"),
-            ApiError::Unavailable { cause, .. } => tracing::warn!(error = cause, "database unavailable"),
+            ApiError::Unavailable { cause, .. } => {
+                tracing::warn!(error = cause, "database unavailable")
+            }
             _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());
-        if let ApiError::Unavailable { retry_after_secs, .. } | ApiError::TooManyAttempts { retry_after_secs } = self {
+        if let ApiError::Unavailable {
+            retry_after_secs, ..
+        }
+        | ApiError::TooManyAttempts { retry_after_secs } = self
+        {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
         }
         if let ApiError::BadToken(_) = self {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
-        response.json(ErrorBody { error: self.code(), message: self.to_string() })
+        response.json(ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+        })
     }
 }

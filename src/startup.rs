@@ -11,9 +11,9 @@ use anyhow::Context;
 use sqlx::PgPool;
 
 use crate::auth::Credentials;
+use crate::auth::tokens::Tokens;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::auth::tokens::Tokens;
 use crate::{api, db, ingest, telemetry};
 
 pub struct AppState {
@@ -32,17 +32,30 @@ impl AppState {
             let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
                 every_minute.tick().await;
-                let Some(credentials) = forgetful.upgrade() else { break };
+                let Some(credentials) = forgetful.upgrade() else {
+                    break;
+                };
                 credentials.limiter().forget_idle();
             }
         });
         let tokens = Tokens::new(pool.clone(), config.auth.credential_ttl);
         let writer = ingest::Writer::start(pool.clone(), &config.ingest);
-        AppState { config: Arc::new(config), pool, credentials, tokens, writer }
+        AppState {
+            config: Arc::new(config),
+            pool,
+            credentials,
+            tokens,
+            writer,
+        }
     }
 
     fn retry_after_secs(&self) -> u64 {
-        self.config.webhook.retry_after.as_secs_f64().ceil().max(1.0) as u64
+        self.config
+            .webhook
+            .retry_after
+            .as_secs_f64()
+            .ceil()
+            .max(1.0) as u64
     }
 
     pub fn db_error(&self, e: sqlx::Error) -> ApiError {
@@ -50,7 +63,10 @@ impl AppState {
     }
 
     pub fn unavailable(&self, cause: &str) -> ApiError {
-        ApiError::Unavailable { retry_after_secs: self.retry_after_secs(), cause: cause.into() }
+        ApiError::Unavailable {
+            retry_after_secs: self.retry_after_secs(),
+            cause: cause.into(),
+        }
     }
 }
 
@@ -61,8 +77,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .post(ingest::report)
             .default_service(web::to(method_not_allowed)),
     )
-    .service(web::resource("/healthz").get(healthz).default_service(web::to(method_not_allowed)))
-    .service(web::resource("/readyz").get(readyz).default_service(web::to(method_not_allowed)))
+    .service(
+        web::resource("/healthz")
+            .get(healthz)
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/readyz")
+            .get(readyz)
+            .default_service(web::to(method_not_allowed)),
+    )
     .configure(api::routes);
 }
 
@@ -77,10 +101,13 @@ pub async fn healthz() -> HttpResponse {
     (status = 503, description = "The database does not answer or the schema is behind", body = crate::api::model::ErrorBody),
 ))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let version = db::migrations::schema_version(&state.pool).await.map_err(|e| state.db_error(e))?;
+    let version = db::migrations::schema_version(&state.pool)
+        .await
+        .map_err(|e| state.db_error(e))?;
     let latest = db::migrations::latest_version();
     if version == Some(latest) {
-        Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "schema_version": latest})))
+        Ok(HttpResponse::Ok()
+            .json(serde_json::json!({"status": "ready", "schema_version": latest})))
     } else {
         Err(state.unavailable(&format!(
             "the schema is at version {version:?}, this binary needs {latest}; run `koostatus migrate`"
@@ -136,7 +163,11 @@ impl Application {
             server = server.disable_signals();
         }
         let server = server.listen(listener)?.run();
-        Ok(Application { server, port, state })
+        Ok(Application {
+            server,
+            port,
+            state,
+        })
     }
 
     pub fn port(&self) -> u16 {

@@ -13,7 +13,9 @@ use crate::config::{LogConfig, LogFormat};
 
 pub fn init(cfg: &LogConfig) {
     let filter = EnvFilter::try_new(&cfg.filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // try_init: tests initialise more than once per process.
     let _ = match cfg.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -29,9 +31,15 @@ pub async fn log_request(
     let method = req.method().clone();
     let response = next.call(req).await?;
     let request = response.request();
-    let route = request.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let route = request
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
     let channel = request.match_info().get("channel_id").unwrap_or("-");
-    let outcome = response.response().extensions().get::<Outcome>().map_or("-", |o| o.0);
+    let outcome = response
+        .response()
+        .extensions()
+        .get::<Outcome>()
+        .map_or("-", |o| o.0);
     tracing::info!(
         target: "koostatus::request",
         %method,

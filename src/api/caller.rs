@@ -18,7 +18,10 @@ impl FromRequest for Caller {
     type Future = Pin<Box<dyn Future<Output = Result<Caller, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned().expect("AppState is registered");
+        let state = req
+            .app_data::<web::Data<AppState>>()
+            .cloned()
+            .expect("AppState is registered");
         let token = bearer(req).map(str::to_owned);
         Box::pin(async move {
             let token = token.ok_or(ApiError::BadToken(

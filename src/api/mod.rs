@@ -11,8 +11,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::db::messages::{Keyset, ListFilter};
 use crate::db;
+use crate::db::messages::{Keyset, ListFilter};
 use crate::domain::{ChannelId, Status};
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -27,25 +27,42 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
-                ApiError::bad_request("invalid_query", format!("The query string is invalid: {e}.")).into()
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("The query string is invalid: {e}."),
+                )
+                .into()
             }))
             .route("/openapi.json", web::get().to(openapi::document))
             .route("/channels/{channel_id}/messages", web::get().to(list))
-            .route("/channels/{channel_id}/messages/lookup", web::post().to(lookup))
-            .route("/channels/{channel_id}/messages/{message_id}", web::get().to(get_message)),
+            .route(
+                "/channels/{channel_id}/messages/lookup",
+                web::post().to(lookup),
+            )
+            .route(
+                "/channels/{channel_id}/messages/{message_id}",
+                web::get().to(get_message),
+            ),
     );
 }
 
 /// The channel, when the caller may read it and it exists. Out of scope,
 /// malformed and unknown give the same 404, so a token cannot probe for
 /// channels outside its scope.
-async fn readable(state: &AppState, caller: &Caller, channel_id: &str) -> Result<ChannelId, ApiError> {
+async fn readable(
+    state: &AppState,
+    caller: &Caller,
+    channel_id: &str,
+) -> Result<ChannelId, ApiError> {
     let not_found = || ApiError::NotFound(format!("There is no channel `{channel_id}`."));
     let channel = ChannelId::parse(channel_id).map_err(|_| not_found())?;
     if !caller.0.allows(channel.as_str()) {
         return Err(not_found());
     }
-    if !db::channels::exists(&state.pool, channel.as_str()).await.map_err(|e| state.db_error(e))? {
+    if !db::channels::exists(&state.pool, channel.as_str())
+        .await
+        .map_err(|e| state.db_error(e))?
+    {
         return Err(not_found());
     }
     Ok(channel)
@@ -74,7 +91,9 @@ pub async fn get_message(
         .await
         .map_err(|e| state.db_error(e))?;
     let (message, history) = found.ok_or_else(|| {
-        ApiError::NotFound(format!("There is no message `{message_id}` on channel `{channel}`."))
+        ApiError::NotFound(format!(
+            "There is no message `{message_id}` on channel `{channel}`."
+        ))
     })?;
     Ok(HttpResponse::Ok().json(MessageDetail::new(message, history)))
 }
@@ -100,7 +119,9 @@ pub async fn lookup(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let channel = readable(&state, &caller, &path).await?;
-    let body = crate::body::read_limited(payload, MAX_LOOKUP_BODY, state.config.server.body_timeout).await?;
+    let body =
+        crate::body::read_limited(payload, MAX_LOOKUP_BODY, state.config.server.body_timeout)
+            .await?;
     let request: LookupRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
@@ -108,10 +129,17 @@ pub async fn lookup(
         )
     })?;
     let ids = unique_ids(request.message_ids)?;
-    let rows = db::messages::lookup(&state.pool, channel.as_str(), &ids).await.map_err(|e| state.db_error(e))?;
-    let mut found: std::collections::HashMap<String, Message> =
-        rows.into_iter().map(|m| (m.message_id.clone(), m.into())).collect();
-    let mut response = LookupResponse { messages: Vec::with_capacity(found.len()), missing: Vec::new() };
+    let rows = db::messages::lookup(&state.pool, channel.as_str(), &ids)
+        .await
+        .map_err(|e| state.db_error(e))?;
+    let mut found: std::collections::HashMap<String, Message> = rows
+        .into_iter()
+        .map(|m| (m.message_id.clone(), m.into()))
+        .collect();
+    let mut response = LookupResponse {
+        messages: Vec::with_capacity(found.len()),
+        missing: Vec::new(),
+    };
     for id in ids {
         match found.remove(&id) {
             Some(message) => response.messages.push(message),
@@ -126,7 +154,10 @@ fn unique_ids(ids: Vec<String>) -> Result<Vec<String>, ApiError> {
     if ids.is_empty() || ids.len() > MAX_LOOKUP_IDS {
         return Err(ApiError::bad_request(
             "invalid_message_ids",
-            format!("`message_ids` must hold 1 to {MAX_LOOKUP_IDS} ids; it holds {}.", ids.len()),
+            format!(
+                "`message_ids` must hold 1 to {MAX_LOOKUP_IDS} ids; it holds {}.",
+                ids.len()
+            ),
         ));
     }
     let mut seen = std::collections::HashSet::with_capacity(ids.len());
@@ -183,14 +214,22 @@ pub async fn list(
     let channel = readable(&state, &caller, &path).await?;
     let filter = parse_list_params(params.into_inner())?;
     let page_size = filter.limit as usize - 1;
-    let mut rows = db::messages::list(&state.pool, channel.as_str(), &filter).await.map_err(|e| state.db_error(e))?;
+    let mut rows = db::messages::list(&state.pool, channel.as_str(), &filter)
+        .await
+        .map_err(|e| state.db_error(e))?;
     // One row more than the page was asked for: it says whether a next page exists.
     let next_cursor = (rows.len() > page_size).then(|| {
         rows.truncate(page_size);
         let last = rows.last().expect("a full page is not empty");
-        encode_cursor(&Keyset { updated_at: last.updated_at, message_id: last.message_id.clone() })
+        encode_cursor(&Keyset {
+            updated_at: last.updated_at,
+            message_id: last.message_id.clone(),
+        })
     });
-    Ok(HttpResponse::Ok().json(MessagePage { messages: rows.into_iter().map(Into::into).collect(), next_cursor }))
+    Ok(HttpResponse::Ok().json(MessagePage {
+        messages: rows.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
 }
 
 fn parse_list_params(p: ListParams) -> Result<ListFilter, ApiError> {
@@ -198,48 +237,86 @@ fn parse_list_params(p: ListParams) -> Result<ListFilter, ApiError> {
         .status
         .map(|s| {
             Status::parse(&s).ok_or_else(|| {
-                ApiError::bad_request("invalid_status", "`status` must be one of `delivered`, `read` or `failed`.")
+                ApiError::bad_request(
+                    "invalid_status",
+                    "`status` must be one of `delivered`, `read` or `failed`.",
+                )
             })
         })
         .transpose()?;
-    let updated_after = p
-        .updated_after
-        .map(|t| {
-            DateTime::parse_from_rfc3339(&t).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+    let updated_after =
+        p.updated_after
+            .map(|t| {
+                DateTime::parse_from_rfc3339(&t).map(|t| t.with_timezone(&Utc)).map_err(|_| {
                 ApiError::bad_request(
                     "invalid_time",
                     "`updated_after` must be an RFC 3339 time such as 2026-11-23T10:00:00Z.",
                 )
             })
-        })
-        .transpose()?;
+            })
+            .transpose()?;
     let limit = match p.limit {
         None => 100,
-        Some(l) => l.parse::<i64>().ok().filter(|l| (1..=500).contains(l)).ok_or_else(|| {
-            ApiError::bad_request("invalid_limit", "`limit` must be a whole number from 1 to 500.")
-        })?,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=500).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_limit",
+                    "`limit` must be a whole number from 1 to 500.",
+                )
+            })?,
     };
     let after = p.cursor.map(|c| decode_cursor(&c)).transpose()?;
-    if p.user_number.as_ref().is_some_and(|u| u.is_empty() || u.contains('\0')) {
-        return Err(ApiError::bad_request("invalid_user_number", "`user_number` must not be empty."));
+    if p.user_number
+        .as_ref()
+        .is_some_and(|u| u.is_empty() || u.contains('\0'))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_user_number",
+            "`user_number` must not be empty.",
+        ));
     }
-    Ok(ListFilter { status, user_number: p.user_number, updated_after, after, limit: limit + 1 })
+    Ok(ListFilter {
+        status,
+        user_number: p.user_number,
+        updated_after,
+        after,
+        limit: limit + 1,
+    })
 }
 
 pub fn encode_cursor(k: &Keyset) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{}", k.updated_at.timestamp_micros(), k.message_id))
+    URL_SAFE_NO_PAD.encode(format!(
+        "{}:{}",
+        k.updated_at.timestamp_micros(),
+        k.message_id
+    ))
 }
 
 fn decode_cursor(cursor: &str) -> Result<Keyset, ApiError> {
-    let bad = || ApiError::bad_request("invalid_cursor", "`cursor` must be a `next_cursor` this API returned.");
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_cursor",
+            "`cursor` must be a `next_cursor` this API returned.",
+        )
+    };
     let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let raw = String::from_utf8(raw).map_err(|_| bad())?;
     let (micros, message_id) = raw.split_once(':').ok_or_else(bad)?;
-    let updated_at = micros.parse().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(bad)?;
+    let updated_at = micros
+        .parse()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(bad)?;
     if message_id.is_empty() || message_id.contains('\0') {
         return Err(bad());
     }
-    Ok(Keyset { updated_at, message_id: message_id.to_owned() })
+    Ok(Keyset {
+        updated_at,
+        message_id: message_id.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -248,11 +325,23 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {
-        let k = Keyset { updated_at: Utc::now(), message_id: "a:b:c".into() };
+        let k = Keyset {
+            updated_at: Utc::now(),
+            message_id: "a:b:c".into(),
+        };
         let decoded = decode_cursor(&encode_cursor(&k)).unwrap();
         assert_eq!(decoded.message_id, k.message_id);
-        assert_eq!(decoded.updated_at.timestamp_micros(), k.updated_at.timestamp_micros());
-        for bad in ["", "!!!", &URL_SAFE_NO_PAD.encode("nocolon"), &URL_SAFE_NO_PAD.encode("x:y"), &URL_SAFE_NO_PAD.encode("1:")] {
+        assert_eq!(
+            decoded.updated_at.timestamp_micros(),
+            k.updated_at.timestamp_micros()
+        );
+        for bad in [
+            "",
+            "!!!",
+            &URL_SAFE_NO_PAD.encode("nocolon"),
+            &URL_SAFE_NO_PAD.encode("x:y"),
+            &URL_SAFE_NO_PAD.encode("1:"),
+        ] {
             assert!(decode_cursor(bad).is_err(), "{bad}");
         }
     }

@@ -172,6 +172,9 @@ impl From<HistoryRow> for HistoryEntry {
 
 impl MessageDetail {
     pub fn new(m: MessageRow, history: Vec<HistoryRow>) -> MessageDetail {
-        MessageDetail { message: m.into(), history: history.into_iter().map(Into::into).collect() }
+        MessageDetail {
+            message: m.into(),
+            history: history.into_iter().map(Into::into).collect(),
+        }
     }
 }

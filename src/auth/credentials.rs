@@ -51,7 +51,11 @@ struct Snapshot {
 
 impl Snapshot {
     fn valid_hashes(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Arc<str>> {
-        let previous = self.previous.as_ref().filter(|(_, until)| *until > now).map(|(h, _)| h);
+        let previous = self
+            .previous
+            .as_ref()
+            .filter(|(_, until)| *until > now)
+            .map(|(h, _)| h);
         std::iter::once(&self.current).chain(previous)
     }
 }
@@ -129,11 +133,20 @@ impl Credentials {
         let (Some(presented), Some(snapshot)) = (presented, snapshot.filter(|s| s.enabled)) else {
             return Err(self.reject(presented, client, channel.as_str()).await);
         };
-        let key = (channel.as_str().to_owned(), self.fingerprint(channel, presented));
+        let key = (
+            channel.as_str().to_owned(),
+            self.fingerprint(channel, presented),
+        );
         if self.remembered(&key, &snapshot) {
             return Ok(());
         }
-        let gate = self.in_flight.lock().expect("lock not poisoned").entry(key.clone()).or_default().clone();
+        let gate = self
+            .in_flight
+            .lock()
+            .expect("lock not poisoned")
+            .entry(key.clone())
+            .or_default()
+            .clone();
         let result = {
             let _turn = gate.lock().await;
             // Whoever held the gate before may have verified this password.
@@ -156,11 +169,19 @@ impl Credentials {
     /// Whether this password was verified before against a hash that is
     /// still valid for the channel.
     fn remembered(&self, key: &(String, Fingerprint), snapshot: &Snapshot) -> bool {
-        let hash = self.verified.read().expect("lock not poisoned").get(key).cloned();
+        let hash = self
+            .verified
+            .read()
+            .expect("lock not poisoned")
+            .get(key)
+            .cloned();
         match hash {
             Some(hash) if snapshot.valid_hashes(Utc::now()).any(|h| *h == hash) => true,
             Some(_) => {
-                self.verified.write().expect("lock not poisoned").remove(key);
+                self.verified
+                    .write()
+                    .expect("lock not poisoned")
+                    .remove(key);
                 false
             }
             None => false,
@@ -175,7 +196,10 @@ impl Credentials {
     ) -> Result<(), AuthError> {
         for hash in snapshot.valid_hashes(Utc::now()) {
             if self.verify(hash.clone(), presented).await {
-                self.verified.write().expect("lock not poisoned").insert(key.clone(), hash.clone());
+                self.verified
+                    .write()
+                    .expect("lock not poisoned")
+                    .insert(key.clone(), hash.clone());
                 return Ok(());
             }
         }
@@ -184,11 +208,17 @@ impl Credentials {
 
     /// Fails the way a wrong password does, for a channel that does not
     /// exist or is disabled, or a request without a password.
-    pub async fn reject(&self, presented: Option<&[u8]>, client: Option<IpAddr>, channel: &str) -> AuthError {
+    pub async fn reject(
+        &self,
+        presented: Option<&[u8]>,
+        client: Option<IpAddr>,
+        channel: &str,
+    ) -> AuthError {
         if let Err(retry_after_secs) = self.limiter.attempt(client, channel) {
             return AuthError::Throttled { retry_after_secs };
         }
-        self.verify(self.dummy_hash.clone(), presented.unwrap_or_default()).await;
+        self.verify(self.dummy_hash.clone(), presented.unwrap_or_default())
+            .await;
         AuthError::Denied
     }
 
@@ -201,16 +231,26 @@ impl Credentials {
     }
 
     async fn snapshot(&self, channel: &ChannelId) -> Result<Option<Snapshot>, sqlx::Error> {
-        let cached = self.channels.read().expect("lock not poisoned").get(channel.as_str()).cloned();
+        let cached = self
+            .channels
+            .read()
+            .expect("lock not poisoned")
+            .get(channel.as_str())
+            .cloned();
         if let Some(s) = cached.filter(|s| s.fetched_at.elapsed() < self.ttl) {
             return Ok(Some(s));
         }
         let fetched_at = Instant::now();
         let Some(row) = db::channels::credentials(&self.pool, channel.as_str()).await? else {
-            self.channels.write().expect("lock not poisoned").remove(channel.as_str());
+            self.channels
+                .write()
+                .expect("lock not poisoned")
+                .remove(channel.as_str());
             return Ok(None);
         };
-        let previous = row.previous_password_hash.zip(row.previous_password_expires_at);
+        let previous = row
+            .previous_password_hash
+            .zip(row.previous_password_expires_at);
         let snapshot = Snapshot {
             fetched_at,
             enabled: row.enabled,
@@ -228,7 +268,11 @@ impl Credentials {
     /// there instead of occupying the async workers.
     async fn verify(&self, hash: Arc<str>, presented: &[u8]) -> bool {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = VerifyJob { hash, presented: SecretSlice::from(presented.to_vec()), reply };
+        let job = VerifyJob {
+            hash,
+            presented: SecretSlice::from(presented.to_vec()),
+            reply,
+        };
         self.verifications.fetch_add(1, Ordering::Relaxed);
         self.verifiers.send(job).is_ok() && answer.await.unwrap_or(false)
     }

@@ -27,8 +27,14 @@ fn quota(per_minute: u32, burst: u32) -> Quota {
 impl Limiter {
     pub fn new(cfg: &AuthConfig) -> Limiter {
         Limiter {
-            per_client: RateLimiter::keyed(quota(cfg.client_failures_per_minute, cfg.client_failure_burst)),
-            per_channel: RateLimiter::keyed(quota(cfg.channel_failures_per_minute, cfg.channel_failure_burst)),
+            per_client: RateLimiter::keyed(quota(
+                cfg.client_failures_per_minute,
+                cfg.client_failure_burst,
+            )),
+            per_channel: RateLimiter::keyed(quota(
+                cfg.channel_failures_per_minute,
+                cfg.channel_failure_burst,
+            )),
             trusted_proxies: cfg.trusted_proxies.clone(),
         }
     }
@@ -48,7 +54,9 @@ impl Limiter {
                 .filter_map(|a| a.trim().parse::<IpAddr>().ok())
                 .find(|a| !self.trusted_proxies.contains(a))
         });
-        forwarded.or_else(|| header("x-real-ip")?.trim().parse().ok()).or(Some(peer))
+        forwarded
+            .or_else(|| header("x-real-ip")?.trim().parse().ok())
+            .or(Some(peer))
     }
 
     /// Spends one attempt of the client's and the channel's budget. Err
@@ -59,7 +67,9 @@ impl Limiter {
         if let Some(ip) = client {
             self.per_client.check_key(&ip).map_err(wait)?;
         }
-        self.per_channel.check_key(&channel.to_owned()).map_err(wait)
+        self.per_channel
+            .check_key(&channel.to_owned())
+            .map_err(wait)
     }
 
     /// Forgets clients and channels whose budget is full again, so the maps

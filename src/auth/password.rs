@@ -1,8 +1,8 @@
 //! argon2id PHC hashing with the crate's default (OWASP) parameters:
 //! m = 19 MiB, t = 2, p = 1.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use password_hash::rand_core::OsRng;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -46,7 +46,8 @@ impl Verifier {
         let params = argon2::Params::try_from(&parsed).ok()?;
         let mut salt = [0u8; 64];
         let salt = parsed.salt?.decode_b64(&mut salt).ok()?;
-        self.memory.resize(params.block_count(), argon2::Block::default());
+        self.memory
+            .resize(params.block_count(), argon2::Block::default());
         let mut out = vec![0u8; expected.len()];
         Argon2::new(algorithm, version, params)
             .hash_password_into_with_memory(password, salt, &mut out, &mut self.memory[..])
@@ -111,4 +112,3 @@ mod tests {
         }
     }
 }
-

@@ -38,7 +38,9 @@ fn hex(bytes: &[u8]) -> String {
 
 fn well_formed(token: &str) -> bool {
     token.strip_prefix(PREFIX).is_some_and(|h| {
-        h.len() == HEX_LEN && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        h.len() == HEX_LEN
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -52,7 +54,9 @@ pub struct Scope {
 
 impl Scope {
     pub fn allows(&self, channel_id: &str) -> bool {
-        self.channels.as_ref().is_none_or(|c| c.iter().any(|id| id == channel_id))
+        self.channels
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|id| id == channel_id))
     }
 }
 
@@ -67,7 +71,12 @@ pub struct Tokens {
 
 impl Tokens {
     pub fn new(pool: PgPool, ttl: Duration) -> Tokens {
-        Tokens { pool, ttl, cache: RwLock::default(), touched: Mutex::default() }
+        Tokens {
+            pool,
+            ttl,
+            cache: RwLock::default(),
+            touched: Mutex::default(),
+        }
     }
 
     /// The scope of a valid token, None for an unknown one.
@@ -76,7 +85,12 @@ impl Tokens {
             return Ok(None);
         }
         let key = hash(token);
-        let cached = self.cache.read().expect("lock not poisoned").get(&key).cloned();
+        let cached = self
+            .cache
+            .read()
+            .expect("lock not poisoned")
+            .get(&key)
+            .cloned();
         let scope = match cached.filter(|(at, _)| at.elapsed() < self.ttl) {
             Some((_, scope)) => scope,
             None => {
@@ -84,8 +98,14 @@ impl Tokens {
                     self.cache.write().expect("lock not poisoned").remove(&key);
                     return Ok(None);
                 };
-                let scope = Scope { name: row.name, channels: row.channels.map(Into::into) };
-                self.cache.write().expect("lock not poisoned").insert(key, (Instant::now(), scope.clone()));
+                let scope = Scope {
+                    name: row.name,
+                    channels: row.channels.map(Into::into),
+                };
+                self.cache
+                    .write()
+                    .expect("lock not poisoned")
+                    .insert(key, (Instant::now(), scope.clone()));
                 scope
             }
         };
@@ -97,7 +117,10 @@ impl Tokens {
     fn touch(&self, name: &str) {
         {
             let mut touched = self.touched.lock().expect("lock not poisoned");
-            if touched.get(name).is_some_and(|at| at.elapsed() < TOUCH_EVERY) {
+            if touched
+                .get(name)
+                .is_some_and(|at| at.elapsed() < TOUCH_EVERY)
+            {
                 return;
             }
             touched.insert(name.to_owned(), Instant::now());

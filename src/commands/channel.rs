@@ -18,11 +18,15 @@ pub async fn run(command: ChannelCommand, config: Config) -> anyhow::Result<()> 
         ChannelCommand::Add { id, name, .. } => {
             let hash = hash_stdin_password().await?;
             if !db::channels::insert(&pool, id.as_str(), &name, &hash).await? {
-                bail!("Channel `{id}` already exists; use `channel set-password` to change its password.");
+                bail!(
+                    "Channel `{id}` already exists; use `channel set-password` to change its password."
+                );
             }
             println!("Created channel `{id}`.");
         }
-        ChannelCommand::SetPassword { id, keep_old_for, .. } => {
+        ChannelCommand::SetPassword {
+            id, keep_old_for, ..
+        } => {
             let hash = hash_stdin_password().await?;
             let keep_until = keep_old_for
                 .map(|d| chrono::Duration::from_std(d).map(|d| Utc::now() + d))
@@ -36,7 +40,9 @@ pub async fn run(command: ChannelCommand, config: Config) -> anyhow::Result<()> 
                     "Changed the password of channel `{id}`; the old one works until {}.",
                     rfc3339(until)
                 ),
-                None => println!("Changed the password of channel `{id}`; the old one no longer works."),
+                None => {
+                    println!("Changed the password of channel `{id}`; the old one no longer works.")
+                }
             }
         }
         ChannelCommand::List => print_table(&db::channels::list(&pool).await?),
@@ -46,11 +52,18 @@ pub async fn run(command: ChannelCommand, config: Config) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn set_enabled(pool: &sqlx::PgPool, id: &crate::domain::ChannelId, enabled: bool) -> anyhow::Result<()> {
+async fn set_enabled(
+    pool: &sqlx::PgPool,
+    id: &crate::domain::ChannelId,
+    enabled: bool,
+) -> anyhow::Result<()> {
     if !db::channels::set_enabled(pool, id.as_str(), enabled).await? {
         bail!("There is no channel `{id}`.");
     }
-    println!("Channel `{id}` is {}.", if enabled { "enabled" } else { "disabled" });
+    println!(
+        "Channel `{id}` is {}.",
+        if enabled { "enabled" } else { "disabled" }
+    );
     Ok(())
 }
 
@@ -58,7 +71,10 @@ async fn set_enabled(pool: &sqlx::PgPool, id: &crate::domain::ChannelId, enabled
 /// (arguments show in `ps` and shell history).
 async fn hash_stdin_password() -> anyhow::Result<String> {
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).context("Cannot read the password from standard input.")?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("Cannot read the password from standard input.")?;
     let line = SecretString::from(line);
     let password = line.expose_secret().trim_end_matches(['\n', '\r']);
     password::validate_new(password).map_err(anyhow::Error::msg)?;
@@ -83,7 +99,10 @@ fn print_table(rows: &[db::channels::ChannelRow]) {
             ]
         })
         .collect();
-    print_columns(["ID", "NAME", "ENABLED", "CREATED", "PASSWORD CHANGED"], &lines);
+    print_columns(
+        ["ID", "NAME", "ENABLED", "CREATED", "PASSWORD CHANGED"],
+        &lines,
+    );
 }
 
 /// Prints rows as left-aligned columns under a header.
@@ -96,7 +115,11 @@ pub(crate) fn print_columns<const N: usize>(header: [&str; N], lines: &[[String;
         }
     }
     for line in std::iter::once(&header).chain(lines) {
-        let cells: Vec<String> = line.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let cells: Vec<String> = line
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         println!("{}", cells.join("  ").trim_end());
     }
 }

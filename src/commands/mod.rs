@@ -15,6 +15,10 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Migrate => migrate::run(config).await,
         Command::Channel(command) => channel::run(command, config).await,
         Command::Token(command) => token::run(command, config).await,
-        Command::Prune { older_than, dry_run, batch } => prune::run(config, older_than, dry_run, batch).await,
+        Command::Prune {
+            older_than,
+            dry_run,
+            batch,
+        } => prune::run(config, older_than, dry_run, batch).await,
     }
 }

@@ -9,12 +9,20 @@ use sqlx::PgPool;
 use crate::config::Config;
 use crate::db;
 
-pub async fn run(config: Config, older_than: Duration, dry_run: bool, batch: i64) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    older_than: Duration,
+    dry_run: bool,
+    batch: i64,
+) -> anyhow::Result<()> {
     let pool = db::connect(&config.database).await?;
     let report = |line: String| println!("{line}");
     let total = prune(&pool, older_than, dry_run, batch, report).await?;
     let verb = if dry_run { "Would delete" } else { "Deleted" };
-    println!("{verb} {total} messages last changed more than {} ago.", describe(older_than));
+    println!(
+        "{verb} {total} messages last changed more than {} ago.",
+        describe(older_than)
+    );
     Ok(())
 }
 

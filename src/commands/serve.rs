@@ -11,7 +11,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::info!("created the database");
         }
         for applied in db::migrations::run(&config.database).await? {
-            tracing::info!(version = applied.version, name = applied.name, "applied migration");
+            tracing::info!(
+                version = applied.version,
+                name = applied.name,
+                "applied migration"
+            );
         }
     }
     let pool = db::connect(&config.database).await?;

@@ -21,7 +21,9 @@ pub async fn run(command: TokenCommand, config: Config) -> anyhow::Result<()> {
             let (token, hash) = tokens::generate();
             let scope = (!ids.is_empty()).then_some(ids.as_slice());
             if !db::tokens::insert(&pool, &name, &hash, scope).await? {
-                bail!("A token named `{name}` already exists; revoke it first or pick another name.");
+                bail!(
+                    "A token named `{name}` already exists; revoke it first or pick another name."
+                );
             }
             // The only time the token is shown: only its hash is stored.
             println!("{token}");

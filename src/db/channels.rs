@@ -65,9 +65,13 @@ pub async fn set_password(
 
 /// Returns false when the channel does not exist.
 pub async fn set_enabled(db: impl PgExecutor<'_>, id: &str, enabled: bool) -> sqlx::Result<bool> {
-    let updated = sqlx::query!("update channels set enabled = $2 where id = $1", id, enabled)
-        .execute(db)
-        .await?;
+    let updated = sqlx::query!(
+        "update channels set enabled = $2 where id = $1",
+        id,
+        enabled
+    )
+    .execute(db)
+    .await?;
     Ok(updated.rows_affected() == 1)
 }
 
@@ -92,12 +96,17 @@ pub async fn credentials(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Opti
 }
 
 pub async fn exists(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<bool> {
-    let found = sqlx::query_scalar!(r#"select exists (select 1 from channels where id = $1) as "found!""#, id)
-        .fetch_one(db)
-        .await?;
+    let found = sqlx::query_scalar!(
+        r#"select exists (select 1 from channels where id = $1) as "found!""#,
+        id
+    )
+    .fetch_one(db)
+    .await?;
     Ok(found)
 }
 
 pub async fn ids(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar!("select id from channels order by id").fetch_all(db).await
+    sqlx::query_scalar!("select id from channels order by id")
+        .fetch_all(db)
+        .await
 }

@@ -105,7 +105,10 @@ pub async fn record_reports(
     let mut done: std::collections::HashMap<(String, String), Recorded> = rows
         .into_iter()
         .map(|r| {
-            let recorded = Recorded { first_of_status: r.first_of_status, advanced: r.advanced };
+            let recorded = Recorded {
+                first_of_status: r.first_of_status,
+                advanced: r.advanced,
+            };
             ((r.channel_id, r.message_id), recorded)
         })
         .collect();
@@ -276,7 +279,11 @@ pub async fn list(
 }
 
 /// How many messages of a channel last changed before `cutoff`.
-pub async fn count_older(db: impl PgExecutor<'_>, channel_id: &str, cutoff: DateTime<Utc>) -> sqlx::Result<i64> {
+pub async fn count_older(
+    db: impl PgExecutor<'_>,
+    channel_id: &str,
+    cutoff: DateTime<Utc>,
+) -> sqlx::Result<i64> {
     let n = sqlx::query_scalar!(
         r#"select count(*) as "n!" from messages where channel_id = $1 and updated_at < $2"#,
         channel_id,

@@ -46,14 +46,20 @@ pub async fn run(cfg: &DatabaseConfig) -> anyhow::Result<Vec<Applied>> {
     Ok(report
         .applied_migrations()
         .iter()
-        .map(|m| Applied { version: i64::from(m.version()), name: m.name().to_owned() })
+        .map(|m| Applied {
+            version: i64::from(m.version()),
+            name: m.name().to_owned(),
+        })
         .collect())
 }
 
 /// Creates the configured database when it does not exist yet; returns
 /// whether it did.
 pub async fn create_database_if_missing(cfg: &DatabaseConfig) -> anyhow::Result<bool> {
-    let name = super::connect_options(cfg)?.get_database().unwrap_or("postgres").to_owned();
+    let name = super::connect_options(cfg)?
+        .get_database()
+        .unwrap_or("postgres")
+        .to_owned();
     let (client, describe) = connect(cfg, Some("postgres")).await?;
     let exists = client
         .query_opt("select 1 from pg_database where datname = $1", &[&name])
@@ -64,11 +70,18 @@ pub async fn create_database_if_missing(cfg: &DatabaseConfig) -> anyhow::Result<
         return Ok(false);
     }
     // CREATE DATABASE takes no parameters; the name is quoted as an identifier.
-    match client.batch_execute(&format!("create database {}", quote_ident(&name))).await {
+    match client
+        .batch_execute(&format!("create database {}", quote_ident(&name)))
+        .await
+    {
         Ok(()) => Ok(true),
         // Another instance created it in the meantime.
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("Cannot create database `{name}` through {describe}.")),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {
+            Ok(false)
+        }
+        Err(e) => {
+            Err(e).with_context(|| format!("Cannot create database `{name}` through {describe}."))
+        }
     }
 }
 
@@ -92,8 +105,9 @@ async fn connect(
         opts = opts.database(db);
     }
     let describe = super::describe(&opts);
-    let mut pg = tokio_postgres::Config::from_str(cfg.url.expose_secret())
-        .map_err(|_| anyhow::anyhow!("Bad setting `database.url`: it is not a valid PostgreSQL URL."))?;
+    let mut pg = tokio_postgres::Config::from_str(cfg.url.expose_secret()).map_err(|_| {
+        anyhow::anyhow!("Bad setting `database.url`: it is not a valid PostgreSQL URL.")
+    })?;
     if let Some(db) = database {
         pg.dbname(db);
     }
@@ -122,4 +136,3 @@ fn brief(e: &tokio_postgres::Error) -> String {
         None => std::error::Error::source(e).map_or_else(|| e.to_string(), |s| s.to_string()),
     }
 }
-

@@ -29,7 +29,9 @@ pub fn describe(opts: &PgConnectOptions) -> String {
 pub fn connect_options(cfg: &DatabaseConfig) -> anyhow::Result<PgConnectOptions> {
     let url = cfg.url.expose_secret();
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        anyhow::bail!("Bad setting `database.url`: it must start with postgres:// or postgresql://.");
+        anyhow::bail!(
+            "Bad setting `database.url`: it must start with postgres:// or postgresql://."
+        );
     }
     // The parse error of sqlx can quote the URL; say only which setting is wrong.
     let opts = PgConnectOptions::from_str(url).map_err(|_| {
@@ -64,7 +66,11 @@ pub async fn check_reachable(opts: &PgConnectOptions, timeout: Duration) -> anyh
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(anyhow::anyhow!("Cannot connect to {}: {}.", describe(opts), brief(&e))),
+        Ok(Err(e)) => Err(anyhow::anyhow!(
+            "Cannot connect to {}: {}.",
+            describe(opts),
+            brief(&e)
+        )),
         Err(_) => Err(anyhow::anyhow!(
             "Cannot connect to {}: no answer within {}.",
             describe(opts),

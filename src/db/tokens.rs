@@ -40,11 +40,16 @@ pub async fn list(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<TokenRow>> {
 
 /// Returns false when there is no such token.
 pub async fn revoke(db: impl PgExecutor<'_>, name: &str) -> sqlx::Result<bool> {
-    let deleted = sqlx::query!("delete from api_tokens where name = $1", name).execute(db).await?;
+    let deleted = sqlx::query!("delete from api_tokens where name = $1", name)
+        .execute(db)
+        .await?;
     Ok(deleted.rows_affected() == 1)
 }
 
-pub async fn find_by_hash(db: impl PgExecutor<'_>, token_hash: &[u8]) -> sqlx::Result<Option<TokenRow>> {
+pub async fn find_by_hash(
+    db: impl PgExecutor<'_>,
+    token_hash: &[u8],
+) -> sqlx::Result<Option<TokenRow>> {
     sqlx::query_as!(
         TokenRow,
         "select name, channels, created_at, last_used_at from api_tokens where token_hash = $1",

@@ -33,7 +33,9 @@ pub enum ReportError {
     TooLong(&'static str),
     #[error("The field `{0}` contains a NUL character, which cannot be stored.")]
     Nul(&'static str),
-    #[error("The fields beyond the four of a report contain a NUL character, which cannot be stored.")]
+    #[error(
+        "The fields beyond the four of a report contain a NUL character, which cannot be stored."
+    )]
     NulInExtra,
     #[error("The field `status` must be one of `delivered`, `read` or `failed`.")]
     BadStatus,
@@ -68,7 +70,13 @@ impl Report {
         if fields.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
             return Err(ReportError::NulInExtra);
         }
-        Ok(Report { message_id, sender, user_number, status, extra: fields })
+        Ok(Report {
+            message_id,
+            sender,
+            user_number,
+            status,
+            extra: fields,
+        })
     }
 }
 
@@ -117,17 +125,48 @@ mod tests {
 
     #[test]
     fn every_rejection_has_its_own_error() {
-        let ok = |f: &str| format!(r#"{{"message_id":"m","sender":"s","user_number":"u","status":"read"{f}}}"#);
+        let ok = |f: &str| {
+            format!(r#"{{"message_id":"m","sender":"s","user_number":"u","status":"read"{f}}}"#)
+        };
         assert!(matches!(parse("{"), Err(ReportError::NotJson(_))));
         assert_eq!(parse("[1]"), Err(ReportError::NotObject));
-        assert_eq!(parse(r#"{"sender":"s","user_number":"u","status":"read"}"#), Err(ReportError::Missing("message_id")));
-        assert_eq!(parse(r#"{"message_id":5,"sender":"s","user_number":"u","status":"read"}"#), Err(ReportError::NotString("message_id")));
-        assert_eq!(parse(r#"{"message_id":"","sender":"s","user_number":"u","status":"read"}"#), Err(ReportError::Empty("message_id")));
+        assert_eq!(
+            parse(r#"{"sender":"s","user_number":"u","status":"read"}"#),
+            Err(ReportError::Missing("message_id"))
+        );
+        assert_eq!(
+            parse(r#"{"message_id":5,"sender":"s","user_number":"u","status":"read"}"#),
+            Err(ReportError::NotString("message_id"))
+        );
+        assert_eq!(
+            parse(r#"{"message_id":"","sender":"s","user_number":"u","status":"read"}"#),
+            Err(ReportError::Empty("message_id"))
+        );
         let long = "é".repeat(129);
-        assert_eq!(parse(&format!(r#"{{"message_id":"m","sender":"{long}","user_number":"u","status":"read"}}"#)), Err(ReportError::TooLong("sender")));
-        assert!(parse(&format!(r#"{{"message_id":"m","sender":"{}","user_number":"u","status":"read"}}"#, "é".repeat(128))).is_ok());
-        assert_eq!(parse(r#"{"message_id":"m","sender":"s","user_number":"u","status":"sent"}"#), Err(ReportError::BadStatus));
-        assert_eq!(parse(r#"{"message_id":"m\u0000","sender":"s","user_number":"u","status":"read"}"#), Err(ReportError::Nul("message_id")));
-        assert_eq!(parse(&ok(r#","a":[{"b":"\u0000"}]"#)), Err(ReportError::NulInExtra));
+        assert_eq!(
+            parse(&format!(
+                r#"{{"message_id":"m","sender":"{long}","user_number":"u","status":"read"}}"#
+            )),
+            Err(ReportError::TooLong("sender"))
+        );
+        assert!(
+            parse(&format!(
+                r#"{{"message_id":"m","sender":"{}","user_number":"u","status":"read"}}"#,
+                "é".repeat(128)
+            ))
+            .is_ok()
+        );
+        assert_eq!(
+            parse(r#"{"message_id":"m","sender":"s","user_number":"u","status":"sent"}"#),
+            Err(ReportError::BadStatus)
+        );
+        assert_eq!(
+            parse(r#"{"message_id":"m\u0000","sender":"s","user_number":"u","status":"read"}"#),
+            Err(ReportError::Nul("message_id"))
+        );
+        assert_eq!(
+            parse(&ok(r#","a":[{"b":"\u0000"}]"#)),
+            Err(ReportError::NulInExtra)
+        );
     }
 }

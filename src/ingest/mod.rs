@@ -53,13 +53,22 @@ pub async fn report(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared_len.is_some_and(|len| len > limits.max_body_bytes as u64) {
-        return Err(ApiError::PayloadTooLarge { limit: limits.max_body_bytes });
+        return Err(ApiError::PayloadTooLarge {
+            limit: limits.max_body_bytes,
+        });
     }
 
-    let password = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let password = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
     let client = state.credentials.limiter().client(&req);
     let auth = match ChannelId::parse(&channel_id) {
-        Ok(channel) => state.credentials.authenticate(&channel, password, client).await.map(|()| channel),
+        Ok(channel) => state
+            .credentials
+            .authenticate(&channel, password, client)
+            .await
+            .map(|()| channel),
         // One budget for every malformed id, so made-up ids add no keys.
         Err(_) => Err(state.credentials.reject(password, client, "").await),
     };
@@ -72,8 +81,14 @@ pub async fn report(
     if !is_json(&req) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let body = crate::body::read_limited(payload, limits.max_body_bytes, state.config.server.body_timeout).await?;
-    let report = Report::from_json(&body).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    let body = crate::body::read_limited(
+        payload,
+        limits.max_body_bytes,
+        state.config.server.body_timeout,
+    )
+    .await?;
+    let report =
+        Report::from_json(&body).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
 
     // The statement timeout bounds a slow database; this bounds a connection
     // that stopped answering altogether, so the sender is told to retry.
@@ -81,7 +96,11 @@ pub async fn report(
     let message_id = report.message_id.clone();
     let recorded = tokio::time::timeout(
         deadline + Duration::from_millis(500),
-        state.writer.write(Incoming { channel, report, received_at }),
+        state.writer.write(Incoming {
+            channel,
+            report,
+            received_at,
+        }),
     )
     .await
     .map_err(|_| state.unavailable("the database did not answer in time"))?

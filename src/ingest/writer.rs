@@ -36,7 +36,10 @@ struct Job {
 
 impl Job {
     fn key(&self) -> (String, String) {
-        (self.incoming.channel.as_str().to_owned(), self.incoming.report.message_id.clone())
+        (
+            self.incoming.channel.as_str().to_owned(),
+            self.incoming.report.message_id.clone(),
+        )
     }
 }
 
@@ -62,14 +65,23 @@ impl Writer {
         let stats = Arc::new(Stats::default());
         for _ in 0..cfg.writers {
             let (receiver, pool, stats) = (receiver.clone(), pool.clone(), stats.clone());
-            tokio::spawn(write_batches(receiver, pool, stats, cfg.batch_max, cfg.batch_wait));
+            tokio::spawn(write_batches(
+                receiver,
+                pool,
+                stats,
+                cfg.batch_max,
+                cfg.batch_wait,
+            ));
         }
         Writer { queue, stats }
     }
 
     /// Batches and reports written so far.
     pub fn stats(&self) -> (u64, u64) {
-        (self.stats.batches.load(Ordering::Relaxed), self.stats.reports.load(Ordering::Relaxed))
+        (
+            self.stats.batches.load(Ordering::Relaxed),
+            self.stats.reports.load(Ordering::Relaxed),
+        )
     }
 
     /// Queues a report and waits until it is committed (`Some`) or refused
@@ -77,7 +89,10 @@ impl Writer {
     pub async fn write(&self, incoming: Incoming) -> Result<Option<Recorded>, WriteError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || WriteError::Unavailable("the writer has stopped".into());
-        self.queue.send(Job { incoming, reply }).await.map_err(|_| stopped())?;
+        self.queue
+            .send(Job { incoming, reply })
+            .await
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -111,7 +126,11 @@ async fn write_batches(
         deferred = still_deferred;
         // With deferred reports in hand, never wait for the queue: another
         // writer may be holding it while waiting for new reports.
-        let queue = if batch.is_empty() { Some(receiver.lock().await) } else { receiver.try_lock().ok() };
+        let queue = if batch.is_empty() {
+            Some(receiver.lock().await)
+        } else {
+            receiver.try_lock().ok()
+        };
         if let Some(mut queue) = queue {
             if batch.is_empty() {
                 match queue.recv().await {
@@ -134,7 +153,9 @@ async fn write_batches(
             }
         }
         stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats.reports.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats
+            .reports
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         write_batch(&pool, batch).await;
     }
 }
@@ -158,7 +179,9 @@ async fn write_batch(pool: &PgPool, batch: Vec<Job>) {
         Err(e) if incoming.len() > 1 => {
             tracing::warn!(error = %e, size = incoming.len(), "batch failed; writing its reports one by one");
             for (one, reply) in incoming.into_iter().zip(replies) {
-                let result = match db::messages::record_reports(pool, std::slice::from_ref(&one)).await {
+                let result = match db::messages::record_reports(pool, std::slice::from_ref(&one))
+                    .await
+                {
                     Ok(mut r) => Ok(r.pop().flatten()),
                     Err(e) if db::is_unavailable(&e) => Err(WriteError::Unavailable(e.to_string())),
                     Err(e) => Err(WriteError::Failed(e)),

@@ -26,7 +26,15 @@ async fn send_together(app: &TestApp, bodies: Vec<serde_json::Value>) -> Vec<u16
         .map(|body| {
             let (client, url) = (app.client.clone(), app.webhook_url(CH));
             tokio::spawn(async move {
-                client.post(url).header("Authorization", PASSWORD).json(&body).send().await.unwrap().status().as_u16()
+                client
+                    .post(url)
+                    .header("Authorization", PASSWORD)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
             })
         })
         .collect();
@@ -41,12 +49,28 @@ async fn send_together(app: &TestApp, bodies: Vec<serde_json::Value>) -> Vec<u16
 async fn duplicate_and_conflicting_reports_in_one_batch_give_the_serial_result() {
     let app = batching_app(|_| {}).await;
     // Warm the credential cache so that every request reaches the writer at once.
-    assert_eq!(app.post_report(CH, PASSWORD, &report("warm", "read")).await.status(), 200);
-    assert_eq!(app.post_report(CH, PASSWORD, &report("m1", "failed")).await.status(), 200);
+    assert_eq!(
+        app.post_report(CH, PASSWORD, &report("warm", "read"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.post_report(CH, PASSWORD, &report("m1", "failed"))
+            .await
+            .status(),
+        200
+    );
     let (batches_before, _) = app.app.writer.stats();
     let mut conflicting = report("m1", "read");
     conflicting["sender"] = "someone else".into();
-    let mut bodies = vec![conflicting, report("m1", "delivered"), report("m1", "read"), report("m1", "delivered"), report("m1", "read")];
+    let mut bodies = vec![
+        conflicting,
+        report("m1", "delivered"),
+        report("m1", "read"),
+        report("m1", "delivered"),
+        report("m1", "read"),
+    ];
     bodies.extend((0..6).map(|i| report(&format!("other-{i}"), "delivered")));
     let codes = send_together(&app, bodies).await;
     assert_eq!(codes[0], 409, "{codes:?}");
@@ -55,12 +79,21 @@ async fn duplicate_and_conflicting_reports_in_one_batch_give_the_serial_result()
     let (batches_after, _) = app.app.writer.stats();
     // 11 reports: 7 distinct messages share the first batch, the repeats of
     // m1 follow in later ones, in arrival order.
-    assert!(batches_after - batches_before <= 6, "{batches_before} -> {batches_after}");
+    assert!(
+        batches_after - batches_before <= 6,
+        "{batches_before} -> {batches_after}"
+    );
     assert_eq!(app.status(CH, "m1").await.as_deref(), Some("read"));
     let history = app.history(CH, "m1").await;
-    let counts: Vec<(&str, i64)> = history.iter().map(|h| (h.status.as_str(), h.receipt_count)).collect();
+    let counts: Vec<(&str, i64)> = history
+        .iter()
+        .map(|h| (h.status.as_str(), h.receipt_count))
+        .collect();
     assert_eq!(counts, [("failed", 1), ("delivered", 2), ("read", 2)]);
-    assert!(history[0].advanced && history[2].advanced, "failed came first; read always advances");
+    assert!(
+        history[0].advanced && history[2].advanced,
+        "failed came first; read always advances"
+    );
     let sender: String = sqlx::query_scalar("select sender from messages where message_id = 'm1'")
         .fetch_one(&app.pool)
         .await
@@ -72,7 +105,12 @@ async fn duplicate_and_conflicting_reports_in_one_batch_give_the_serial_result()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflict_in_a_batch_fails_only_its_own_request() {
     let app = batching_app(|_| {}).await;
-    assert_eq!(app.post_report(CH, PASSWORD, &report("known", "delivered")).await.status(), 200);
+    assert_eq!(
+        app.post_report(CH, PASSWORD, &report("known", "delivered"))
+            .await
+            .status(),
+        200
+    );
     let (batches_before, reports_before) = app.app.writer.stats();
     let mut conflicting = report("known", "read");
     conflicting["user_number"] = "another customer".into();
@@ -87,14 +125,22 @@ async fn a_conflict_in_a_batch_fails_only_its_own_request() {
     assert_eq!(app.status(CH, "known").await.as_deref(), Some("delivered"));
     assert_eq!(app.history(CH, "known").await.len(), 1);
     for i in 0..8 {
-        assert_eq!(app.status(CH, &format!("good-{i}")).await.as_deref(), Some("read"));
+        assert_eq!(
+            app.status(CH, &format!("good-{i}")).await.as_deref(),
+            Some("read")
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_batch_answers_503_to_every_request_in_it_and_stores_none() {
     let app = batching_app(|c| c.database.statement_timeout = Duration::from_millis(500)).await;
-    assert_eq!(app.post_report(CH, PASSWORD, &report("locked", "delivered")).await.status(), 200);
+    assert_eq!(
+        app.post_report(CH, PASSWORD, &report("locked", "delivered"))
+            .await
+            .status(),
+        200
+    );
     // The batch holding a report for this message cannot finish in time.
     let mut blocker = app.pool.begin().await.unwrap();
     sqlx::query("select 1 from messages where message_id = 'locked' for update")
@@ -106,16 +152,29 @@ async fn a_failed_batch_answers_503_to_every_request_in_it_and_stores_none() {
     let codes = send_together(&app, bodies).await;
     blocker.rollback().await.unwrap();
     assert_eq!(codes, [503; 6]);
-    assert_eq!(app.count("messages").await, 1, "nothing of the failed batch was stored");
+    assert_eq!(
+        app.count("messages").await,
+        1,
+        "nothing of the failed batch was stored"
+    );
     assert_eq!(app.status(CH, "locked").await.as_deref(), Some("delivered"));
     // Nothing stays broken: the same reports are accepted afterwards.
-    assert_eq!(app.post_report(CH, PASSWORD, &report("bystander-0", "read")).await.status(), 200);
+    assert_eq!(
+        app.post_report(CH, PASSWORD, &report("bystander-0", "read"))
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_with_a_new_password_pays_argon2_once() {
     let app = batching_app(|c| c.ingest.batch_wait = Duration::ZERO).await;
-    let codes = send_together(&app, (0..30).map(|i| report(&format!("m{i}"), "read")).collect()).await;
+    let codes = send_together(
+        &app,
+        (0..30).map(|i| report(&format!("m{i}"), "read")).collect(),
+    )
+    .await;
     assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
     assert_eq!(app.verifications(), 1);
 }

@@ -7,14 +7,20 @@ use crate::helpers::{PASSWORD, TestApp, report, spawn_app};
 const CH: &str = "ch";
 
 async fn status_with(app: &TestApp, password: &str) -> u16 {
-    app.post_report(CH, password, &report("m1", "delivered")).await.status().as_u16()
+    app.post_report(CH, password, &report("m1", "delivered"))
+        .await
+        .status()
+        .as_u16()
 }
 
 /// Polls until `password` gets `expected`; returns how long that took.
 async fn wait_for(app: &TestApp, password: &str, expected: u16) -> Duration {
     let started = Instant::now();
     while status_with(app, password).await != expected {
-        assert!(started.elapsed() < Duration::from_secs(6), "{password} never got {expected}");
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{password} never got {expected}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     started.elapsed()
@@ -47,7 +53,11 @@ async fn a_cached_password_stops_working_within_5_seconds_of_a_change() {
     let app = spawn_app().await;
     app.add_channel(CH, PASSWORD).await;
     assert_eq!(status_with(&app, PASSWORD).await, 200);
-    let out = cli(&app, &["channel", "set-password", CH, "--password-stdin"], "new password\n");
+    let out = cli(
+        &app,
+        &["channel", "set-password", CH, "--password-stdin"],
+        "new password\n",
+    );
     assert!(out.status.success(), "{out:?}");
     let took = wait_for(&app, PASSWORD, 401).await;
     assert!(took < Duration::from_secs(5), "{took:?}");
@@ -59,7 +69,18 @@ async fn keep_old_for_keeps_both_passwords_until_it_expires() {
     let app = spawn_app().await;
     app.add_channel(CH, PASSWORD).await;
     assert_eq!(status_with(&app, PASSWORD).await, 200);
-    let out = cli(&app, &["channel", "set-password", CH, "--password-stdin", "--keep-old-for", "4s"], "new password\n");
+    let out = cli(
+        &app,
+        &[
+            "channel",
+            "set-password",
+            CH,
+            "--password-stdin",
+            "--keep-old-for",
+            "4s",
+        ],
+        "new password\n",
+    );
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("the old one works until"));
     let changed = Instant::now();

@@ -61,7 +61,9 @@ fn json_value(depth: u32) -> BoxedStrategy<serde_json::Value> {
         Just(serde_json::Value::Null),
         any::<bool>().prop_map(Into::into),
         any::<i64>().prop_map(Into::into),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Into::into),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Into::into),
         "\\PC{0,140}".prop_map(Into::into),
         prop::sample::select(vec!["read", "delivered", "failed", "READ", ""]).prop_map(Into::into),
     ];
@@ -84,7 +86,13 @@ fn report_like() -> impl Strategy<Value = Vec<u8>> {
         4 => prop::sample::select(vec!["read", "delivered", "failed"]).prop_map(serde_json::Value::from),
         1 => json_value(1),
     ];
-    (field.clone(), field.clone(), field, status, prop::collection::btree_map("[a-z]{1,8}", json_value(2), 0..3))
+    (
+        field.clone(),
+        field.clone(),
+        field,
+        status,
+        prop::collection::btree_map("[a-z]{1,8}", json_value(2), 0..3),
+    )
         .prop_map(|(m, s, u, st, extra)| {
             let mut o = serde_json::Map::new();
             o.insert("message_id".into(), m);
@@ -114,17 +122,31 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
 /// and reach the body parser, which is where the variety matters.
 #[test]
 fn random_requests_never_get_a_500_and_every_4xx_has_the_json_error_body() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let app = runtime.block_on(async {
         let app = spawn_app().await;
         app.add_channel(CH, PASSWORD).await;
         app
     });
-    let cases: u32 = std::env::var("FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    let mut runner = TestRunner::new(ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() });
+    let cases: u32 = std::env::var("FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
     let strategy = (method(), path(), content_type(), authorization(), body());
     let result = runner.run(&strategy, |(method, path, ct, auth, body)| {
-        let mut head = format!("{method} {path} HTTP/1.1\r\nhost: fuzz\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: fuzz\r\nconnection: close\r\ncontent-length: {}\r\n",
+            body.len()
+        );
         if let Some(ct) = ct {
             head.push_str(&format!("content-type: {ct}\r\n"));
         }
@@ -138,12 +160,17 @@ fn random_requests_never_get_a_500_and_every_4xx_has_the_json_error_body() {
         let status: u16 = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
         prop_assert!(status != 0, "no answer to {method} {path}");
         prop_assert!(status != 500, "500 for {method} {path}: {answer}");
-        prop_assert!(status < 500 || status == 503, "{status} for {method} {path}");
+        prop_assert!(
+            status < 500 || status == 503,
+            "{status} for {method} {path}"
+        );
         if (400..500).contains(&status) {
             let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
             let parsed: Result<serde_json::Value, _> = serde_json::from_str(body);
             prop_assert!(
-                parsed.as_ref().is_ok_and(|v| v["error"].is_string() && v["message"].is_string()),
+                parsed
+                    .as_ref()
+                    .is_ok_and(|v| v["error"].is_string() && v["message"].is_string()),
                 "{status} without the JSON error body for {method} {path}: {answer}"
             );
         }

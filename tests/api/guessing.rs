@@ -9,8 +9,17 @@ use crate::helpers::{PASSWORD, TestApp, assert_error, report, spawn_app_with};
 
 const CH: &str = "ch";
 
-async fn post_from(app: &TestApp, client_ip: Option<&str>, password: &str, id: &str) -> reqwest::Response {
-    let mut request = app.client.post(app.webhook_url(CH)).header("Authorization", password).json(&report(id, "read"));
+async fn post_from(
+    app: &TestApp,
+    client_ip: Option<&str>,
+    password: &str,
+    id: &str,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.webhook_url(CH))
+        .header("Authorization", password)
+        .json(&report(id, "read"));
     if let Some(ip) = client_ip {
         request = request.header("X-Forwarded-For", format!("{ip}, 10.9.9.9"));
     }
@@ -26,21 +35,50 @@ async fn a_guessing_client_gets_429_without_argon2_while_others_and_valid_passwo
     })
     .await;
     app.add_channel(CH, PASSWORD).await;
-    assert_eq!(post_from(&app, Some("192.0.2.1"), PASSWORD, "m0").await.status(), 200);
+    assert_eq!(
+        post_from(&app, Some("192.0.2.1"), PASSWORD, "m0")
+            .await
+            .status(),
+        200
+    );
     for i in 0..5 {
-        assert_eq!(post_from(&app, Some("192.0.2.66"), "guess", &format!("g{i}")).await.status(), 401);
+        assert_eq!(
+            post_from(&app, Some("192.0.2.66"), "guess", &format!("g{i}"))
+                .await
+                .status(),
+            401
+        );
     }
     let before = app.verifications();
     let throttled = post_from(&app, Some("192.0.2.66"), "guess", "g5").await;
     assert!(throttled.headers().contains_key("retry-after"));
     assert_error(throttled, 429, "too_many_attempts").await;
     // Throttled, even with the right password while it is not remembered...
-    assert_eq!(post_from(&app, Some("192.0.2.66"), "other", "g6").await.status(), 429);
-    assert_eq!(app.verifications(), before, "no argon2 for throttled attempts");
+    assert_eq!(
+        post_from(&app, Some("192.0.2.66"), "other", "g6")
+            .await
+            .status(),
+        429
+    );
+    assert_eq!(
+        app.verifications(),
+        before,
+        "no argon2 for throttled attempts"
+    );
     // ...but a remembered valid password passes, from the same client too.
-    assert_eq!(post_from(&app, Some("192.0.2.66"), PASSWORD, "m1").await.status(), 200);
+    assert_eq!(
+        post_from(&app, Some("192.0.2.66"), PASSWORD, "m1")
+            .await
+            .status(),
+        200
+    );
     // Another client behind the same load balancer is not affected.
-    assert_eq!(post_from(&app, Some("192.0.2.7"), "guess", "g7").await.status(), 401);
+    assert_eq!(
+        post_from(&app, Some("192.0.2.7"), "guess", "g7")
+            .await
+            .status(),
+        401
+    );
 }
 
 #[tokio::test]
@@ -53,9 +91,19 @@ async fn forwarded_headers_from_an_untrusted_peer_are_ignored() {
     app.add_channel(CH, PASSWORD).await;
     // Each request claims another address; the peer (127.0.0.1) is what counts.
     for i in 0..3 {
-        assert_eq!(post_from(&app, Some(&format!("192.0.2.{i}")), "guess", "g").await.status(), 401);
+        assert_eq!(
+            post_from(&app, Some(&format!("192.0.2.{i}")), "guess", "g")
+                .await
+                .status(),
+            401
+        );
     }
-    assert_eq!(post_from(&app, Some("192.0.2.99"), "guess", "g").await.status(), 429);
+    assert_eq!(
+        post_from(&app, Some("192.0.2.99"), "guess", "g")
+            .await
+            .status(),
+        429
+    );
 }
 
 #[tokio::test]
@@ -68,12 +116,32 @@ async fn guesses_spread_over_many_clients_are_limited_per_channel() {
     .await;
     app.add_channel(CH, PASSWORD).await;
     // The first use of a password needs argon2, so it spends one unit too.
-    assert_eq!(post_from(&app, Some("192.0.2.1"), PASSWORD, "m0").await.status(), 200);
+    assert_eq!(
+        post_from(&app, Some("192.0.2.1"), PASSWORD, "m0")
+            .await
+            .status(),
+        200
+    );
     for i in 0..3 {
-        assert_eq!(post_from(&app, Some(&format!("198.51.100.{i}")), "guess", "g").await.status(), 401);
+        assert_eq!(
+            post_from(&app, Some(&format!("198.51.100.{i}")), "guess", "g")
+                .await
+                .status(),
+            401
+        );
     }
-    assert_eq!(post_from(&app, Some("198.51.100.200"), "guess", "g").await.status(), 429);
-    assert_eq!(post_from(&app, Some("192.0.2.1"), PASSWORD, "m1").await.status(), 200);
+    assert_eq!(
+        post_from(&app, Some("198.51.100.200"), "guess", "g")
+            .await
+            .status(),
+        429
+    );
+    assert_eq!(
+        post_from(&app, Some("192.0.2.1"), PASSWORD, "m1")
+            .await
+            .status(),
+        200
+    );
 }
 
 /// Valid callbacks run for 3 s alone, then 3 s beside a flood of wrong
@@ -88,7 +156,12 @@ async fn a_flood_of_wrong_passwords_gets_only_401_or_429_and_little_argon2() {
         spawn_app_with(|c| c.auth.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]).await,
     );
     app.add_channel(CH, PASSWORD).await;
-    assert_eq!(post_from(&app, Some("192.0.2.1"), PASSWORD, "warm").await.status(), 200);
+    assert_eq!(
+        post_from(&app, Some("192.0.2.1"), PASSWORD, "warm")
+            .await
+            .status(),
+        200
+    );
     let window = Duration::from_secs(3);
 
     let valid = |tag: &'static str| {
@@ -99,7 +172,9 @@ async fn a_flood_of_wrong_passwords_gets_only_401_or_429_and_little_argon2() {
                     let deadline = Instant::now() + window;
                     let mut n = 0u64;
                     while Instant::now() < deadline {
-                        let r = post_from(&app, Some("192.0.2.1"), PASSWORD, &format!("{tag}-{c}-{n}")).await;
+                        let r =
+                            post_from(&app, Some("192.0.2.1"), PASSWORD, &format!("{tag}-{c}-{n}"))
+                                .await;
                         assert_eq!(r.status(), 200);
                         n += 1;
                     }
@@ -121,7 +196,12 @@ async fn a_flood_of_wrong_passwords_gets_only_401_or_429_and_little_argon2() {
     let (flood_sent, flood_bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let flooders: Vec<_> = (0..8)
         .map(|c| {
-            let (app, stop, sent, bad) = (app.clone(), stop.clone(), flood_sent.clone(), flood_bad.clone());
+            let (app, stop, sent, bad) = (
+                app.clone(),
+                stop.clone(),
+                flood_sent.clone(),
+                flood_bad.clone(),
+            );
             tokio::spawn(async move {
                 // Paced: each flooder sends 150 requests/s, 1,200/s in all.
                 let mut tick = tokio::time::interval(Duration::from_micros(6_667));
@@ -142,7 +222,8 @@ async fn a_flood_of_wrong_passwords_gets_only_401_or_429_and_little_argon2() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let flood_started = (Instant::now(), flood_sent.load(Ordering::Relaxed));
     let loaded = valid("loaded").await;
-    let flood_rate = (flood_sent.load(Ordering::Relaxed) - flood_started.1) as f64 / flood_started.0.elapsed().as_secs_f64();
+    let flood_rate = (flood_sent.load(Ordering::Relaxed) - flood_started.1) as f64
+        / flood_started.0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for f in flooders {
         f.await.unwrap();
@@ -152,13 +233,21 @@ async fn a_flood_of_wrong_passwords_gets_only_401_or_429_and_little_argon2() {
         loaded / alone,
         app.verifications()
     );
-    assert_eq!(flood_bad.load(Ordering::Relaxed), 0, "the flood got something other than 401 or 429");
+    assert_eq!(
+        flood_bad.load(Ordering::Relaxed),
+        0,
+        "the flood got something other than 401 or 429"
+    );
     // The rate itself depends on how busy this debug build's machine is;
     // the release benchmark holds 1,000/s. Here it is thousands of guesses.
     let flood_total = flood_sent.load(Ordering::Relaxed);
     assert!(flood_total >= 2_000, "the flood sent only {flood_total}");
     // Every guess spends the channel's budget too (burst 100, 10/s):
     // far fewer argon2 checks than the thousands of guesses.
-    assert!(app.verifications() <= 1 + 100 + 10 * 5, "{} argon2 checks", app.verifications());
+    assert!(
+        app.verifications() <= 1 + 100 + 10 * 5,
+        "{} argon2 checks",
+        app.verifications()
+    );
     assert!(loaded > 0.0);
 }

@@ -21,11 +21,20 @@ fn admin_options() -> PgConnectOptions {
 /// template from an older schema is never cloned.
 fn template_name() -> String {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for f in files {
-        for b in f.file_name().unwrap().as_encoded_bytes().iter().chain(&std::fs::read(&f).unwrap()) {
+        for b in f
+            .file_name()
+            .unwrap()
+            .as_encoded_bytes()
+            .iter()
+            .chain(&std::fs::read(&f).unwrap())
+        {
             hash = (hash ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
         }
     }
@@ -33,14 +42,20 @@ fn template_name() -> String {
 }
 
 pub fn database_config(url: &str) -> koostatus::config::DatabaseConfig {
-    koostatus::config::DatabaseConfig { url: SecretString::from(url), ..Default::default() }
+    koostatus::config::DatabaseConfig {
+        url: SecretString::from(url),
+        ..Default::default()
+    }
 }
 
 /// Creates an empty database owned by the test; dropped with the guard.
 pub async fn empty_database() -> TestDatabase {
     let name = unique_name();
     let mut admin = PgConnection::connect_with(&admin_options()).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}"))).execute(&mut admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     TestDatabase { name }
 }
 
@@ -49,7 +64,10 @@ pub async fn migrated_database() -> TestDatabase {
     let template = template_name();
     let mut admin = PgConnection::connect_with(&admin_options()).await.unwrap();
     // Test binaries and threads race to build the template; one builds it.
-    sqlx::query("select pg_advisory_lock(7466)").execute(&mut admin).await.unwrap();
+    sqlx::query("select pg_advisory_lock(7466)")
+        .execute(&mut admin)
+        .await
+        .unwrap();
     let exists: Option<i32> = sqlx::query_scalar("select 1 from pg_database where datname = $1")
         .bind(&template)
         .fetch_optional(&mut admin)
@@ -57,27 +75,44 @@ pub async fn migrated_database() -> TestDatabase {
         .unwrap();
     if exists.is_none() {
         let building = format!("{template}_building");
-        sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists {building}"))).execute(&mut admin).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("create database {building}"))).execute(&mut admin).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "drop database if exists {building}"
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database {building}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
         koostatus::db::migrations::run(&database_config(&format!("{SERVER_URL}/{building}")))
             .await
             .unwrap();
         // Renaming only when complete means a half-built template is never used.
         rename_when_idle(&mut admin, &building, &template).await;
     }
-    sqlx::query("select pg_advisory_unlock(7466)").execute(&mut admin).await.unwrap();
-    let name = unique_name();
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name} template {template}")))
+    sqlx::query("select pg_advisory_unlock(7466)")
         .execute(&mut admin)
         .await
         .unwrap();
+    let name = unique_name();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "create database {name} template {template}"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
     TestDatabase { name }
 }
 
 async fn rename_when_idle(admin: &mut PgConnection, from: &str, to: &str) {
     // The migration connection closes in the background; wait for it.
     for _ in 0..100 {
-        let r = sqlx::query(sqlx::AssertSqlSafe(format!("alter database {from} rename to {to}"))).execute(&mut *admin).await;
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "alter database {from} rename to {to}"
+        )))
+        .execute(&mut *admin)
+        .await;
         if r.is_ok() {
             return;
         }
@@ -88,8 +123,15 @@ async fn rename_when_idle(admin: &mut PgConnection, from: &str, to: &str) {
 
 fn unique_name() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("koostatus_test_{}_{}_{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "koostatus_test_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub struct TestDatabase {
@@ -102,7 +144,11 @@ impl TestDatabase {
     }
 
     pub async fn pool(&self) -> PgPool {
-        PgPoolOptions::new().max_connections(4).connect(&self.url()).await.unwrap()
+        PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&self.url())
+            .await
+            .unwrap()
     }
 }
 
@@ -112,13 +158,19 @@ impl Drop for TestDatabase {
         // Drop runs outside async context; a thread with its own runtime
         // can block on the drop without stalling the test's runtime.
         let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-                if let Ok(mut admin) = PgConnection::connect_with(&admin_options()).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists {name} with (force)")))
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    if let Ok(mut admin) = PgConnection::connect_with(&admin_options()).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "drop database if exists {name} with (force)"
+                        )))
                         .execute(&mut admin)
                         .await;
-                }
-            })
+                    }
+                })
         })
         .join();
     }
@@ -207,14 +259,26 @@ pub struct HistoryRow {
 impl TestApp {
     pub async fn add_channel(&self, id: &str, password: &str) {
         let hash = password::hash(&SecretString::from(password));
-        assert!(koostatus::db::channels::insert(&self.pool, id, "test", &hash).await.unwrap());
+        assert!(
+            koostatus::db::channels::insert(&self.pool, id, "test", &hash)
+                .await
+                .unwrap()
+        );
     }
 
     pub fn webhook_url(&self, channel: &str) -> String {
-        format!("{}/social/on/whatsapp/koomessage/report/{channel}", self.address)
+        format!(
+            "{}/social/on/whatsapp/koomessage/report/{channel}",
+            self.address
+        )
     }
 
-    pub async fn post_report(&self, channel: &str, password: &str, body: &serde_json::Value) -> reqwest::Response {
+    pub async fn post_report(
+        &self,
+        channel: &str,
+        password: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
         self.client
             .post(self.webhook_url(channel))
             .header("Authorization", password)
@@ -226,12 +290,14 @@ impl TestApp {
 
     /// Current status of a message, None when unknown.
     pub async fn status(&self, channel: &str, message_id: &str) -> Option<String> {
-        sqlx::query_scalar("select status::text from messages where channel_id = $1 and message_id = $2")
-            .bind(channel)
-            .bind(message_id)
-            .fetch_optional(&self.pool)
-            .await
-            .unwrap()
+        sqlx::query_scalar(
+            "select status::text from messages where channel_id = $1 and message_id = $2",
+        )
+        .bind(channel)
+        .bind(message_id)
+        .fetch_optional(&self.pool)
+        .await
+        .unwrap()
     }
 
     /// History in rank order.
@@ -248,7 +314,10 @@ impl TestApp {
     }
 
     pub async fn count(&self, table: &str) -> i64 {
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) from {table}"))).fetch_one(&self.pool).await.unwrap()
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) from {table}")))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
     }
 
     /// Sends raw bytes on a new connection and returns everything answered
@@ -256,12 +325,16 @@ impl TestApp {
     pub async fn raw(&self, request: &[u8]) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let port = self.address.rsplit(':').next().unwrap();
-        let mut stream = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
         // The server may answer and close before reading everything (413).
         let _ = stream.write_all(request).await;
         let mut answer = Vec::new();
         let mut buf = [0u8; 4096];
-        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await {
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await
+        {
             if n == 0 {
                 break;
             }
@@ -279,7 +352,10 @@ impl TestApp {
 pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> String {
     assert_eq!(response.status().as_u16(), status);
     assert_eq!(
-        response.headers().get("content-type").map(|v| v.to_str().unwrap()),
+        response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap()),
         Some("application/json")
     );
     let body: serde_json::Value = response.json().await.unwrap();
@@ -293,9 +369,15 @@ pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) 
 /// node behind a load balancer would be. Returns the base of its webhook URL.
 pub async fn spawn_second_instance(app: &TestApp) -> String {
     let config = test_config(&app.db.url());
-    let pool = koostatus::db::pool(&config.database, koostatus::db::connect_options(&config.database).unwrap());
+    let pool = koostatus::db::pool(
+        &config.database,
+        koostatus::db::connect_options(&config.database).unwrap(),
+    );
     let application = Application::build(config, pool, false).await.unwrap();
-    let base = format!("http://127.0.0.1:{}/social/on/whatsapp/koomessage/report/", application.port());
+    let base = format!(
+        "http://127.0.0.1:{}/social/on/whatsapp/koomessage/report/",
+        application.port()
+    );
     tokio::spawn(application.run_until_stopped());
     base
 }
@@ -306,17 +388,29 @@ impl TestApp {
         let (token, hash) = koostatus::auth::tokens::generate();
         let channels: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
         let scope = (!channels.is_empty()).then_some(channels.as_slice());
-        assert!(koostatus::db::tokens::insert(&self.pool, name, &hash, scope).await.unwrap());
+        assert!(
+            koostatus::db::tokens::insert(&self.pool, name, &hash, scope)
+                .await
+                .unwrap()
+        );
         token
     }
 
     pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
-        self.client.get(format!("{}{path}", self.address)).bearer_auth(token).send().await.unwrap()
+        self.client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn lookup(&self, channel: &str, token: &str, body: String) -> reqwest::Response {
         self.client
-            .post(format!("{}/api/v1/channels/{channel}/messages/lookup", self.address))
+            .post(format!(
+                "{}/api/v1/channels/{channel}/messages/lookup",
+                self.address
+            ))
             .bearer_auth(token)
             .header("Content-Type", "application/json")
             .body(body)

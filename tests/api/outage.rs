@@ -64,7 +64,12 @@ async fn during_an_outage_callbacks_get_503_quickly_and_the_service_recovers_by_
     })
     .await;
     app.add_channel("ch", PASSWORD).await;
-    assert_eq!(app.post_report("ch", PASSWORD, &report("before", "read")).await.status(), 200);
+    assert_eq!(
+        app.post_report("ch", PASSWORD, &report("before", "read"))
+            .await
+            .status(),
+        200
+    );
 
     proxy.cut();
     // Long enough for the credential cache to expire: the uncached path
@@ -77,7 +82,13 @@ async fn during_an_outage_callbacks_get_503_quickly_and_the_service_recovers_by_
             .map(|i| {
                 let (client, url) = (app.client.clone(), app.webhook_url("ch"));
                 tokio::spawn(async move {
-                    client.post(url).header("Authorization", PASSWORD).json(&report(&format!("during-{i}"), "read")).send().await.unwrap()
+                    client
+                        .post(url)
+                        .header("Authorization", PASSWORD)
+                        .json(&report(&format!("during-{i}"), "read"))
+                        .send()
+                        .await
+                        .unwrap()
                 })
             })
             .collect();
@@ -88,28 +99,55 @@ async fn during_an_outage_callbacks_get_503_quickly_and_the_service_recovers_by_
             answers += 1;
         }
         // Bounded: acquire timeout plus a margin, never a hang.
-        assert!(sent.elapsed() < Duration::from_secs(4), "{:?}", sent.elapsed());
+        assert!(
+            sent.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            sent.elapsed()
+        );
     }
-    let ready = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_error(ready, 503, "unavailable").await;
 
     proxy.restore();
     let recovering = Instant::now();
     loop {
-        let status = app.post_report("ch", PASSWORD, &report("after", "read")).await.status();
+        let status = app
+            .post_report("ch", PASSWORD, &report("after", "read"))
+            .await
+            .status();
         if status == 200 {
             break;
         }
         assert_eq!(status, 503);
-        assert!(recovering.elapsed() < Duration::from_secs(10), "no recovery without a restart");
+        assert!(
+            recovering.elapsed() < Duration::from_secs(10),
+            "no recovery without a restart"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(app.client.get(format!("{}/readyz", app.address)).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.client
+            .get(format!("{}/readyz", app.address))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     // Nothing answered 503 was stored.
-    let during: i64 = sqlx::query_scalar("select count(*) from messages where message_id like 'during-%'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let during: i64 =
+        sqlx::query_scalar("select count(*) from messages where message_id like 'during-%'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(during, 0);
-    println!("outage: {answers} callbacks answered 503, recovered in {:?}", recovering.elapsed());
+    println!(
+        "outage: {answers} callbacks answered 503, recovered in {:?}",
+        recovering.elapsed()
+    );
 }

@@ -20,7 +20,8 @@ async fn send(app: &TestApp, body: Value) {
 }
 
 fn is_rfc3339_utc(v: &Value) -> bool {
-    v.as_str().is_some_and(|s| s.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(s).is_ok())
+    v.as_str()
+        .is_some_and(|s| s.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(s).is_ok())
 }
 
 #[tokio::test]
@@ -33,7 +34,9 @@ async fn get_message_answers_every_field_and_the_history_oldest_first() {
     send(&app, report("m1", "read")).await;
     send(&app, delivered).await;
 
-    let response = app.get(&format!("/api/v1/channels/{CH}/messages/m1"), &token).await;
+    let response = app
+        .get(&format!("/api/v1/channels/{CH}/messages/m1"), &token)
+        .await;
     assert_eq!(response.status(), 200);
     let m: Value = response.json().await.unwrap();
     assert_eq!(m["channel_id"], CH);
@@ -44,20 +47,54 @@ async fn get_message_answers_every_field_and_the_history_oldest_first() {
     let history = m["history"].as_array().unwrap();
     assert_eq!(history.len(), 2);
     let (d, r) = (&history[0], &history[1]);
-    assert_eq!((d["status"].as_str(), d["receipt_count"].as_i64(), d["advanced"].as_bool()), (Some("delivered"), Some(2), Some(true)));
-    assert_eq!((r["status"].as_str(), r["receipt_count"].as_i64(), r["advanced"].as_bool()), (Some("read"), Some(1), Some(true)));
+    assert_eq!(
+        (
+            d["status"].as_str(),
+            d["receipt_count"].as_i64(),
+            d["advanced"].as_bool()
+        ),
+        (Some("delivered"), Some(2), Some(true))
+    );
+    assert_eq!(
+        (
+            r["status"].as_str(),
+            r["receipt_count"].as_i64(),
+            r["advanced"].as_bool()
+        ),
+        (Some("read"), Some(1), Some(true))
+    );
     assert_eq!(d["extra"], json!({"timestamp": "1700734600"}));
     assert_eq!(r["extra"], json!({}));
-    for t in [&m["first_seen_at"], &m["updated_at"], &d["first_received_at"], &d["last_received_at"], &r["first_received_at"]] {
+    for t in [
+        &m["first_seen_at"],
+        &m["updated_at"],
+        &d["first_received_at"],
+        &d["last_received_at"],
+        &r["first_received_at"],
+    ] {
         assert!(is_rfc3339_utc(t), "{t}");
     }
     assert_eq!(m["first_seen_at"], d["first_received_at"]);
     assert_eq!(m["updated_at"], r["first_received_at"]);
     assert_ne!(d["first_received_at"], d["last_received_at"]);
     let keys: HashSet<&str> = m.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys, HashSet::from(["channel_id", "message_id", "sender", "user_number", "status", "first_seen_at", "updated_at", "history"]));
+    assert_eq!(
+        keys,
+        HashSet::from([
+            "channel_id",
+            "message_id",
+            "sender",
+            "user_number",
+            "status",
+            "first_seen_at",
+            "updated_at",
+            "history"
+        ])
+    );
 
-    let missing = app.get(&format!("/api/v1/channels/{CH}/messages/nope"), &token).await;
+    let missing = app
+        .get(&format!("/api/v1/channels/{CH}/messages/nope"), &token)
+        .await;
     assert_error(missing, 404, "not_found").await;
 }
 
@@ -70,10 +107,21 @@ async fn tokens_401_and_scope_404_rules() {
     let all = app.create_token("all", &[]).await;
     let path = format!("/api/v1/channels/{CH}/messages/m1");
 
-    let no_token = app.client.get(format!("{}{path}", app.address)).send().await.unwrap();
+    let no_token = app
+        .client
+        .get(format!("{}{path}", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(no_token.headers()["www-authenticate"], "Bearer");
     assert_error(no_token, 401, "unauthorized").await;
-    let basic = app.client.get(format!("{}{path}", app.address)).basic_auth("u", Some("p")).send().await.unwrap();
+    let basic = app
+        .client
+        .get(format!("{}{path}", app.address))
+        .basic_auth("u", Some("p"))
+        .send()
+        .await
+        .unwrap();
     assert_error(basic, 401, "unauthorized").await;
     let (forged, _) = koostatus::auth::tokens::generate();
     assert_error(app.get(&path, &forged).await, 401, "unauthorized").await;
@@ -82,21 +130,50 @@ async fn tokens_401_and_scope_404_rules() {
     assert_eq!(app.get(&path, &all).await.status(), 200);
     // Outside the scope looks exactly like a channel that does not exist.
     let out_of_scope: Value = app.get(&path, &scoped).await.json().await.unwrap();
-    let unknown: Value = app.get("/api/v1/channels/zz/messages/m1", &all).await.json().await.unwrap();
+    let unknown: Value = app
+        .get("/api/v1/channels/zz/messages/m1", &all)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(out_of_scope["error"], "not_found");
-    assert_eq!(out_of_scope["message"].as_str().unwrap().replace("`ch`", "`zz`"), unknown["message"].as_str().unwrap());
-    for p in [format!("/api/v1/channels/{CH}/messages"), "/api/v1/channels/zz/messages".into()] {
+    assert_eq!(
+        out_of_scope["message"]
+            .as_str()
+            .unwrap()
+            .replace("`ch`", "`zz`"),
+        unknown["message"].as_str().unwrap()
+    );
+    for p in [
+        format!("/api/v1/channels/{CH}/messages"),
+        "/api/v1/channels/zz/messages".into(),
+    ] {
         let tok = if p.contains(CH) { &scoped } else { &all };
         assert_error(app.get(&p, tok).await, 404, "not_found").await;
     }
-    assert_error(app.lookup(CH, &scoped, r#"{"message_ids":["m1"]}"#.into()).await, 404, "not_found").await;
-    assert_eq!(app.get("/api/v1/channels/other/messages", &scoped).await.status(), 200);
+    assert_error(
+        app.lookup(CH, &scoped, r#"{"message_ids":["m1"]}"#.into())
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_eq!(
+        app.get("/api/v1/channels/other/messages", &scoped)
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
 async fn a_revoked_token_stops_working_within_5_seconds_and_use_is_recorded() {
     let app = app_with_channel().await;
-    let out = crate::cli::run_cli(&app.db.url(), &["token", "create", "--name", "desk", "--channel", CH], "");
+    let out = crate::cli::run_cli(
+        &app.db.url(),
+        &["token", "create", "--name", "desk", "--channel", CH],
+        "",
+    );
     assert!(out.status.success(), "{out:?}");
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert!(token.starts_with("kst_") && token.len() == 68, "{token}");
@@ -105,7 +182,8 @@ async fn a_revoked_token_stops_working_within_5_seconds_and_use_is_recorded() {
 
     // Last use is written in the background, once; the hash is stored, never the token.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let list = String::from_utf8(crate::cli::run_cli(&app.db.url(), &["token", "list"], "").stdout).unwrap();
+    let list = String::from_utf8(crate::cli::run_cli(&app.db.url(), &["token", "list"], "").stdout)
+        .unwrap();
     let line = list.lines().nth(1).unwrap();
     assert!(line.starts_with("desk  ch        20"), "{list}");
     assert!(!line.ends_with("never") && !list.contains(&token), "{list}");
@@ -114,12 +192,19 @@ async fn a_revoked_token_stops_working_within_5_seconds_and_use_is_recorded() {
     assert!(out.status.success());
     let started = Instant::now();
     while app.get(&path, &token).await.status() != 401 {
-        assert!(started.elapsed() < Duration::from_secs(5), "revoked token still works");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "revoked token still works"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let again = crate::cli::run_cli(&app.db.url(), &["token", "revoke", "desk"], "");
     assert_eq!(again.status.code(), Some(1));
-    let bad = crate::cli::run_cli(&app.db.url(), &["token", "create", "--name", "x", "--channel", "nope"], "");
+    let bad = crate::cli::run_cli(
+        &app.db.url(),
+        &["token", "create", "--name", "x", "--channel", "nope"],
+        "",
+    );
     assert_eq!(bad.status.code(), Some(1));
 }
 
@@ -129,17 +214,30 @@ async fn lookup_answers_known_unknown_and_duplicate_ids_in_one_go() {
     let token = app.create_token("desk", &[]).await;
     send(&app, report("a", "read")).await;
     send(&app, report("b", "failed")).await;
-    let response = app.lookup(CH, &token, json!({"message_ids": ["b", "x", "a", "b", "x", "y"]}).to_string()).await;
+    let response = app
+        .lookup(
+            CH,
+            &token,
+            json!({"message_ids": ["b", "x", "a", "b", "x", "y"]}).to_string(),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    let ids: Vec<&str> = body["messages"].as_array().unwrap().iter().map(|m| m["message_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["b", "a"]);
     assert_eq!(body["missing"], json!(["x", "y"]));
     assert_eq!(body["messages"][0]["status"], "failed");
     assert!(body["messages"][0].get("history").is_none());
     // 1000 ids is the most.
     let thousand: Vec<String> = (0..1000).map(|i| format!("id-{i}")).collect();
-    let response = app.lookup(CH, &token, json!({"message_ids": thousand}).to_string()).await;
+    let response = app
+        .lookup(CH, &token, json!({"message_ids": thousand}).to_string())
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["missing"].as_array().unwrap().len(), 1000);
@@ -158,8 +256,14 @@ async fn lookup_rejects_bad_bodies_with_400() {
         (r#"{"message_ids": [1]}"#.into(), "invalid_json"),
         (r#"{"message_ids": []}"#.into(), "invalid_message_ids"),
         (r#"{"message_ids": [""]}"#.into(), "invalid_message_ids"),
-        (json!({"message_ids": ["x".repeat(129)]}).to_string(), "invalid_message_ids"),
-        (json!({"message_ids": too_many}).to_string(), "invalid_message_ids"),
+        (
+            json!({"message_ids": ["x".repeat(129)]}).to_string(),
+            "invalid_message_ids",
+        ),
+        (
+            json!({"message_ids": too_many}).to_string(),
+            "invalid_message_ids",
+        ),
     ] {
         assert_error(app.lookup(CH, &token, body).await, 400, code).await;
     }
@@ -179,10 +283,17 @@ async fn fill(app: &TestApp, n: usize) -> Vec<String> {
 }
 
 async fn page(app: &TestApp, token: &str, query: &str) -> (Vec<String>, Option<String>) {
-    let response = app.get(&format!("/api/v1/channels/{CH}/messages?{query}"), token).await;
+    let response = app
+        .get(&format!("/api/v1/channels/{CH}/messages?{query}"), token)
+        .await;
     assert_eq!(response.status(), 200, "{query}");
     let body: Value = response.json().await.unwrap();
-    let ids = body["messages"].as_array().unwrap().iter().map(|m| m["message_id"].as_str().unwrap().to_owned()).collect();
+    let ids = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap().to_owned())
+        .collect();
     (ids, body["next_cursor"].as_str().map(str::to_owned))
 }
 
@@ -232,7 +343,12 @@ async fn listing_filters_by_status_user_number_and_updated_after() {
     let (both, _) = page(&app, &token, "user_number=user-2&status=delivered").await;
     assert_eq!(both, ["m022", "m007"]);
     let after = cut.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let (changed, next) = page(&app, &token, &format!("updated_after={}", after.replace('+', "%2B"))).await;
+    let (changed, next) = page(
+        &app,
+        &token,
+        &format!("updated_after={}", after.replace('+', "%2B")),
+    )
+    .await;
     assert_eq!((changed, next), (vec!["m000".to_owned()], None));
     let (small, next) = page(&app, &token, "limit=1").await;
     assert_eq!(small, ["m000"]);
@@ -256,7 +372,9 @@ async fn bad_listing_parameters_get_400() {
         ("colour=blue", "invalid_query"),
         ("user_number=", "invalid_user_number"),
     ] {
-        let response = app.get(&format!("/api/v1/channels/{CH}/messages?{query}"), &token).await;
+        let response = app
+            .get(&format!("/api/v1/channels/{CH}/messages?{query}"), &token)
+            .await;
         assert_error(response, 400, code).await;
     }
 }
@@ -279,8 +397,13 @@ fn same_shape(example: &Value, real: &Value, at: &str) {
                 same_shape(e, r, &format!("{at}[]"));
             }
         }
-        (Value::Null, Value::String(_)) | (Value::String(_), Value::Null) if at.ends_with("next_cursor") => {}
-        (e, r) => assert_eq!(std::mem::discriminant(e), std::mem::discriminant(r), "type at {at}: {e} vs {r}"),
+        (Value::Null, Value::String(_)) | (Value::String(_), Value::Null)
+            if at.ends_with("next_cursor") => {}
+        (e, r) => assert_eq!(
+            std::mem::discriminant(e),
+            std::mem::discriminant(r),
+            "type at {at}: {e} vs {r}"
+        ),
     }
 }
 
@@ -288,11 +411,21 @@ fn same_shape(example: &Value, real: &Value, at: &str) {
 async fn the_openapi_document_lists_every_route_and_its_examples_match_real_answers() {
     let app = app_with_channel().await;
     let token = app.create_token("desk", &[]).await;
-    let response = app.client.get(format!("{}/api/v1/openapi.json", app.address)).send().await.unwrap();
+    let response = app
+        .client
+        .get(format!("{}/api/v1/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let doc: Value = response.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    let paths: HashSet<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
+    let paths: HashSet<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(
         paths,
         HashSet::from([
@@ -307,23 +440,55 @@ async fn the_openapi_document_lists_every_route_and_its_examples_match_real_answ
     let example = |name: &str| doc["components"]["schemas"][name]["example"].clone();
 
     // The webhook's example body is accepted as it stands.
-    assert_eq!(app.post_report(CH, PASSWORD, &example("ReportBody")).await.status(), 200);
-    send(&app, report("044852ee407b40ec88ea65adb73ff5c27", "delivered")).await;
+    assert_eq!(
+        app.post_report(CH, PASSWORD, &example("ReportBody"))
+            .await
+            .status(),
+        200
+    );
+    send(
+        &app,
+        report("044852ee407b40ec88ea65adb73ff5c27", "delivered"),
+    )
+    .await;
     for _ in 0..2 {
         send(&app, report(&format!("more-{}", rand_suffix()), "read")).await;
     }
     let id = "044852ee407b40ec88ea65adb73ff5c27";
-    let detail: Value = app.get(&format!("/api/v1/channels/{CH}/messages/{id}"), &token).await.json().await.unwrap();
+    let detail: Value = app
+        .get(&format!("/api/v1/channels/{CH}/messages/{id}"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
     same_shape(&example("MessageDetail"), &detail, "MessageDetail");
-    let lookup: Value = app.lookup(CH, &token, example("LookupRequest").to_string()).await.json().await.unwrap();
+    let lookup: Value = app
+        .lookup(CH, &token, example("LookupRequest").to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
     same_shape(&example("LookupResponse"), &lookup, "LookupResponse");
-    let page: Value = app.get(&format!("/api/v1/channels/{CH}/messages?limit=1"), &token).await.json().await.unwrap();
+    let page: Value = app
+        .get(&format!("/api/v1/channels/{CH}/messages?limit=1"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
     same_shape(&example("MessagePage"), &page, "MessagePage");
-    let error: Value = app.get(&format!("/api/v1/channels/{CH}/messages/x"), &token).await.json().await.unwrap();
+    let error: Value = app
+        .get(&format!("/api/v1/channels/{CH}/messages/x"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
     same_shape(&example("ErrorBody"), &error, "ErrorBody");
     assert!(page["next_cursor"].is_string());
 }
 
 fn rand_suffix() -> u32 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
 }

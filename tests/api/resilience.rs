@@ -13,13 +13,22 @@ const CH: &str = "ch";
 
 fn start_server(db: &TestDatabase, port: u16) -> KillOnDrop {
     let child = Command::new(env!("CARGO_BIN_EXE_koostatus"))
-        .args(["--database-url", &db.url(), "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--database-url",
+            &db.url(),
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .env("KOOSTATUS_LOG__FILTER", "warn")
         // A busy CI machine must not turn the deliberately held lock into a
         // statement timeout.
         .env("KOOSTATUS_DATABASE__STATEMENT_TIMEOUT", "30s")
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(std::env::temp_dir().join(format!("koostatus-{port}.log"))).unwrap())
+        .stderr(
+            std::fs::File::create(std::env::temp_dir().join(format!("koostatus-{port}.log")))
+                .unwrap(),
+        )
         .spawn()
         .unwrap();
     KillOnDrop(Some(child))
@@ -28,14 +37,24 @@ fn start_server(db: &TestDatabase, port: u16) -> KillOnDrop {
 async fn wait_ready(port: u16) {
     let client = reqwest::Client::new();
     let started = Instant::now();
-    while client.get(format!("http://127.0.0.1:{port}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+    while client
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
         assert!(started.elapsed() < Duration::from_secs(20), "not ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Clients posting until `stop`; returns what was answered 200 and how many
@@ -46,15 +65,24 @@ async fn load(port: u16, clients: usize, stop: Arc<AtomicBool>) -> (Vec<(String,
             let stop = stop.clone();
             tokio::spawn(async move {
                 let client = reqwest::Client::new();
-                let url = format!("http://127.0.0.1:{port}/social/on/whatsapp/koomessage/report/{CH}");
+                let url =
+                    format!("http://127.0.0.1:{port}/social/on/whatsapp/koomessage/report/{CH}");
                 let (mut acked, mut bad) = (Vec::new(), 0);
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
                     // Ids sort after "held": a batch holding the held report
                     // locks nothing before it, so only that batch waits.
-                    let (id, status) = (format!("z{c}-m{}", i % 40), ["failed", "delivered", "read"][i % 3]);
-                    let sent = client.post(&url).header("Authorization", PASSWORD).json(&report(&id, status)).send().await;
+                    let (id, status) = (
+                        format!("z{c}-m{}", i % 40),
+                        ["failed", "delivered", "read"][i % 3],
+                    );
+                    let sent = client
+                        .post(&url)
+                        .header("Authorization", PASSWORD)
+                        .json(&report(&id, status))
+                        .send()
+                        .await;
                     match sent {
                         Ok(r) if r.status() == 200 => acked.push((id, status.to_owned())),
                         Ok(_) => bad += 1,
@@ -77,19 +105,34 @@ async fn load(port: u16, clients: usize, stop: Arc<AtomicBool>) -> (Vec<(String,
 
 /// Every acknowledged (message, status) has its history entry.
 async fn assert_all_stored(db: &TestDatabase, acked: &[(String, String)]) {
-    let rows: Vec<(String, String)> = sqlx::query_as("select message_id, status::text from message_history")
-        .fetch_all(&db.pool().await)
-        .await
-        .unwrap();
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("select message_id, status::text from message_history")
+            .fetch_all(&db.pool().await)
+            .await
+            .unwrap();
     let stored: std::collections::HashSet<_> = rows.into_iter().collect();
     let lost: Vec<_> = acked.iter().filter(|a| !stored.contains(*a)).collect();
-    assert!(lost.is_empty(), "{} of {} acknowledged reports lost: {:?}", lost.len(), acked.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged reports lost: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_no_acknowledged_report() {
     let db = migrated_database().await;
-    assert!(run_cli(&db.url(), &["channel", "add", CH, "--password-stdin"], &format!("{PASSWORD}\n")).status.success());
+    assert!(
+        run_cli(
+            &db.url(),
+            &["channel", "add", CH, "--password-stdin"],
+            &format!("{PASSWORD}\n")
+        )
+        .status
+        .success()
+    );
     let port = free_port();
     let mut server = start_server(&db, port);
     wait_ready(port).await;
@@ -101,25 +144,46 @@ async fn sigkill_mid_stream_loses_no_acknowledged_report() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);
     let (acked, bad) = load.await.unwrap();
-    assert!(acked.len() > 100, "only {} acknowledged before the kill", acked.len());
+    assert!(
+        acked.len() > 100,
+        "only {} acknowledged before the kill",
+        acked.len()
+    );
     assert_eq!(bad, 0);
     // Restarted on the same database, it serves again and nothing acknowledged is missing.
     let _server = start_server(&db, port);
     wait_ready(port).await;
     assert_all_stored(&db, &acked).await;
-    println!("crash test: {} reports acknowledged before SIGKILL, 0 lost", acked.len());
+    println!(
+        "crash test: {} reports acknowledged before SIGKILL, 0 lost",
+        acked.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_finishes_in_flight_requests_then_exits_0() {
     let db = migrated_database().await;
-    assert!(run_cli(&db.url(), &["channel", "add", CH, "--password-stdin"], &format!("{PASSWORD}\n")).status.success());
+    assert!(
+        run_cli(
+            &db.url(),
+            &["channel", "add", CH, "--password-stdin"],
+            &format!("{PASSWORD}\n")
+        )
+        .status
+        .success()
+    );
     let port = free_port();
     let mut server = start_server(&db, port);
     wait_ready(port).await;
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/social/on/whatsapp/koomessage/report/{CH}");
-    let send = |id: &str, status: &str| client.post(&url).header("Authorization", PASSWORD).json(&report(id, status)).send();
+    let send = |id: &str, status: &str| {
+        client
+            .post(&url)
+            .header("Authorization", PASSWORD)
+            .json(&report(id, status))
+            .send()
+    };
     assert_eq!(send("held", "delivered").await.unwrap().status(), 200);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -128,7 +192,10 @@ async fn sigterm_under_load_finishes_in_flight_requests_then_exits_0() {
     // A request that is in flight when SIGTERM arrives: its write waits on a row lock.
     let pool = db.pool().await;
     let mut blocker = pool.begin().await.unwrap();
-    sqlx::query("select 1 from messages where message_id = 'held' for update").execute(&mut *blocker).await.unwrap();
+    sqlx::query("select 1 from messages where message_id = 'held' for update")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
     let in_flight = tokio::spawn(send("held", "read"));
     // In flight for sure: its batch waits on the lock inside PostgreSQL.
     let waiting_since = Instant::now();
@@ -142,22 +209,38 @@ async fn sigterm_under_load_finishes_in_flight_requests_then_exits_0() {
         if waiting > 0 {
             break;
         }
-        assert!(waiting_since.elapsed() < Duration::from_secs(10), "the request never reached the database");
+        assert!(
+            waiting_since.elapsed() < Duration::from_secs(10),
+            "the request never reached the database"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let pid = server.0.as_ref().unwrap().id();
-    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, Ordering::Relaxed);
     blocker.rollback().await.unwrap();
 
-    let answer = in_flight.await.unwrap().expect("the in-flight request is answered");
+    let answer = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
     let status = answer.status();
-    let log = std::fs::read_to_string(std::env::temp_dir().join(format!("koostatus-{port}.log"))).unwrap_or_default();
+    let log = std::fs::read_to_string(std::env::temp_dir().join(format!("koostatus-{port}.log")))
+        .unwrap_or_default();
     assert_eq!(status, 200, "{} {log}", answer.text().await.unwrap());
     let mut child = server.0.take().unwrap();
     let started = Instant::now();
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(started.elapsed() < Duration::from_secs(10));
     let (acked, bad) = load.await.unwrap();

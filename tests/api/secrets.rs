@@ -26,14 +26,24 @@ fn cli_traced(db: &TestDatabase, args: &[&str], stdin: &str) -> (String, String)
         .unwrap();
     let _ = std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes());
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
 }
 
 /// Trust authentication ignores the password, so a URL can carry one that
 /// must never be shown.
 fn url_with_password(db: &TestDatabase) -> String {
-    format!("postgres://postgres:{DB_PASSWORD}@127.0.0.1:5432/{}", db.name)
+    format!(
+        "postgres://postgres:{DB_PASSWORD}@127.0.0.1:5432/{}",
+        db.name
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +52,11 @@ async fn no_secret_appears_in_logs_debug_prints_or_tables() {
     let mut logs = String::new();
     let (_, err) = cli_traced(&db, &["migrate"], "");
     logs += &err;
-    let (_, err) = cli_traced(&db, &["channel", "add", "ch", "--password-stdin"], &format!("{FIRST}\n"));
+    let (_, err) = cli_traced(
+        &db,
+        &["channel", "add", "ch", "--password-stdin"],
+        &format!("{FIRST}\n"),
+    );
     logs += &err;
     let (token, err) = cli_traced(&db, &["token", "create", "--name", "desk"], "");
     logs += &err;
@@ -50,9 +64,19 @@ async fn no_secret_appears_in_logs_debug_prints_or_tables() {
     assert!(token.starts_with("kst_"));
 
     let log_path = std::env::temp_dir().join(format!("{}-secrets.log", db.name));
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let server = Command::new(env!("CARGO_BIN_EXE_koostatus"))
-        .args(["--database-url", &url_with_password(&db), "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--database-url",
+            &url_with_password(&db),
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .env("KOOSTATUS_LOG__FILTER", "trace")
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
@@ -61,40 +85,99 @@ async fn no_secret_appears_in_logs_debug_prints_or_tables() {
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let started = Instant::now();
-    while client.get(format!("{base}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+    while client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
         assert!(started.elapsed() < Duration::from_secs(20));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let webhook = format!("{base}/social/on/whatsapp/koomessage/report/ch");
     for (password, expected) in [(FIRST, 200), (WRONG, 401), (FIRST, 200)] {
-        let r = client.post(&webhook).header("Authorization", password).json(&report("m1", "read")).send().await.unwrap();
+        let r = client
+            .post(&webhook)
+            .header("Authorization", password)
+            .json(&report("m1", "read"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), expected);
     }
-    let (_, err) = cli_traced(&db, &["channel", "set-password", "ch", "--password-stdin", "--keep-old-for", "1h"], &format!("{SECOND}\n"));
+    let (_, err) = cli_traced(
+        &db,
+        &[
+            "channel",
+            "set-password",
+            "ch",
+            "--password-stdin",
+            "--keep-old-for",
+            "1h",
+        ],
+        &format!("{SECOND}\n"),
+    );
     logs += &err;
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let r = client.post(&webhook).header("Authorization", SECOND).json(&report("m1", "delivered")).send().await.unwrap();
+    let r = client
+        .post(&webhook)
+        .header("Authorization", SECOND)
+        .json(&report("m1", "delivered"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let api = format!("{base}/api/v1/channels/ch/messages");
     for r in [
-        client.get(format!("{api}/m1")).bearer_auth(&token).send().await.unwrap(),
+        client
+            .get(format!("{api}/m1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
         client.get(&api).bearer_auth(&token).send().await.unwrap(),
-        client.post(format!("{api}/lookup")).bearer_auth(&token).json(&serde_json::json!({"message_ids": ["m1"]})).send().await.unwrap(),
+        client
+            .post(format!("{api}/lookup"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"message_ids": ["m1"]}))
+            .send()
+            .await
+            .unwrap(),
     ] {
         assert_eq!(r.status(), 200);
     }
-    assert_eq!(client.get(&api).bearer_auth(format!("{token}x")).send().await.unwrap().status(), 401);
-    for args in [&["channel", "list"][..], &["token", "list"], &["token", "revoke", "desk"]] {
+    assert_eq!(
+        client
+            .get(&api)
+            .bearer_auth(format!("{token}x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    for args in [
+        &["channel", "list"][..],
+        &["token", "list"],
+        &["token", "revoke", "desk"],
+    ] {
         let (out, err) = cli_traced(&db, args, "");
         logs += &out;
         logs += &err;
     }
     let mut child = server.0.take().unwrap();
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(child.wait().unwrap().success());
     logs += &std::fs::read_to_string(&log_path).unwrap();
     std::fs::remove_file(&log_path).unwrap();
-    assert!(logs.contains("TRACE") && logs.contains("request"), "the logs were captured");
+    assert!(
+        logs.contains("TRACE") && logs.contains("request"),
+        "the logs were captured"
+    );
 
     let dump = Command::new("pg_dump")
         .args(["--data-only", "-h", "127.0.0.1", "-U", "postgres", &db.name])

@@ -27,7 +27,10 @@ async fn drip(port: u16, head: String) -> (Duration, String) {
             }
         }
     }
-    (started.elapsed(), String::from_utf8_lossy(&answer).into_owned())
+    (
+        started.elapsed(),
+        String::from_utf8_lossy(&answer).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,7 +41,12 @@ async fn five_hundred_slow_connections_do_not_stop_valid_callbacks() {
     })
     .await;
     app.add_channel("ch", PASSWORD).await;
-    assert_eq!(app.post_report("ch", PASSWORD, &report("warm", "read")).await.status(), 200);
+    assert_eq!(
+        app.post_report("ch", PASSWORD, &report("warm", "read"))
+            .await
+            .status(),
+        200
+    );
     let port: u16 = app.address.rsplit(':').next().unwrap().parse().unwrap();
 
     // 400 never finish their headers; 100 send valid headers and drip the body.
@@ -59,18 +67,27 @@ async fn five_hundred_slow_connections_do_not_stop_valid_callbacks() {
     let mut slowest = Duration::ZERO;
     for i in 0..30 {
         let started = Instant::now();
-        let status = app.post_report("ch", PASSWORD, &report(&format!("during-{i}"), "read")).await.status();
+        let status = app
+            .post_report("ch", PASSWORD, &report(&format!("during-{i}"), "read"))
+            .await
+            .status();
         assert_eq!(status, 200);
         slowest = slowest.max(started.elapsed());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(slowest < Duration::from_secs(1), "a valid callback took {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a valid callback took {slowest:?}"
+    );
 
     let mut header_408 = 0;
     let mut body_408 = 0;
     for (i, task) in slow.into_iter().enumerate() {
         let (open_for, answer) = task.await.unwrap();
-        assert!(open_for < Duration::from_secs(6), "connection {i} stayed open {open_for:?}");
+        assert!(
+            open_for < Duration::from_secs(6),
+            "connection {i} stayed open {open_for:?}"
+        );
         if i < 400 && answer.starts_with("HTTP/1.1 408") {
             header_408 += 1;
         }
@@ -80,5 +97,7 @@ async fn five_hundred_slow_connections_do_not_stop_valid_callbacks() {
             body_408 += 1;
         }
     }
-    println!("slow clients: {header_408} of 400 header drips answered 408, {body_408} of 100 body drips answered 408; slowest valid callback {slowest:?}");
+    println!(
+        "slow clients: {header_408} of 400 header drips answered 408, {body_408} of 100 body drips answered 408; slowest valid callback {slowest:?}"
+    );
 }

@@ -25,14 +25,21 @@ fn model(order: &[Status]) -> (Status, Vec<HistoryRow>) {
         entries
             .entry(s)
             .and_modify(|e| e.receipt_count += 1)
-            .or_insert(HistoryRow { status: name(s).into(), receipt_count: 1, advanced, extra: serde_json::json!({}) });
+            .or_insert(HistoryRow {
+                status: name(s).into(),
+                receipt_count: 1,
+                advanced,
+                extra: serde_json::json!({}),
+            });
     }
     (current.unwrap(), entries.into_values().collect())
 }
 
 async fn send_all(app: &TestApp, message_id: &str, order: &[Status]) {
     for &s in order {
-        let response = app.post_report(CH, PASSWORD, &report(message_id, name(s))).await;
+        let response = app
+            .post_report(CH, PASSWORD, &report(message_id, name(s)))
+            .await;
         assert_eq!(response.status().as_u16(), 200);
     }
 }
@@ -46,7 +53,11 @@ async fn every_ordered_pair_of_statuses() {
             let id = format!("{a}-{b}");
             send_all(&app, &id, &[a, b]).await;
             let (status, history) = model(&[a, b]);
-            assert_eq!(app.status(CH, &id).await.as_deref(), Some(name(status)), "{id}");
+            assert_eq!(
+                app.status(CH, &id).await.as_deref(),
+                Some(name(status)),
+                "{id}"
+            );
             assert_eq!(status, a.max(b));
             assert_eq!(app.history(CH, &id).await, history, "{id}");
         }
@@ -70,14 +81,17 @@ async fn duplicates_count_receipts_and_keep_the_first_reports_extra_fields() {
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].receipt_count, 3);
     assert_eq!(history[0].extra, serde_json::json!({"attempt": 0}));
-    let (first, last, updated): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
-        sqlx::query_as(
-            "select h.first_received_at, h.last_received_at, m.updated_at
+    let (first, last, updated): (
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    ) = sqlx::query_as(
+        "select h.first_received_at, h.last_received_at, m.updated_at
              from message_history h join messages m using (channel_id, message_id)",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
     assert!(last > first);
     // A duplicate is not a change of status.
     assert_eq!(updated, first);
@@ -91,7 +105,11 @@ fn statuses() -> impl Strategy<Value = Vec<Status>> {
 /// and the same history set; `advanced` follows the serial order.
 #[test]
 fn any_permutation_of_any_multiset_gives_the_same_result() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     // One app for all cases: a database per case would be slow and test no more.
     let app = runtime.block_on(async {
         let app = spawn_app().await;
@@ -99,7 +117,10 @@ fn any_permutation_of_any_multiset_gives_the_same_result() {
         app
     });
     let strategy = statuses().prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle()));
-    let mut runner = TestRunner::new(ProptestConfig { cases: 48, ..ProptestConfig::default() });
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 48,
+        ..ProptestConfig::default()
+    });
     let case = std::sync::atomic::AtomicU32::new(0);
     let result = runner.run(&strategy, |(order, shuffled)| {
         let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -113,7 +134,11 @@ fn any_permutation_of_any_multiset_gives_the_same_result() {
             prop_assert_eq!(app.status(CH, &b).await, Some(name(status).to_owned()));
             prop_assert_eq!(&app.history(CH, &a).await, &expected_a);
             prop_assert_eq!(&app.history(CH, &b).await, &expected_b);
-            let strip = |h: &[HistoryRow]| h.iter().map(|r| (r.status.clone(), r.receipt_count)).collect::<Vec<_>>();
+            let strip = |h: &[HistoryRow]| {
+                h.iter()
+                    .map(|r| (r.status.clone(), r.receipt_count))
+                    .collect::<Vec<_>>()
+            };
             prop_assert_eq!(strip(&expected_a), strip(&expected_b));
             Ok(())
         })
@@ -134,11 +159,22 @@ async fn concurrent_reports_for_one_message_serialise() {
         let statuses: Vec<Status> = (0..50).map(|i| Status::ALL[(i * 7 + round) % 3]).collect();
         let mut tasks = Vec::new();
         for (i, s) in statuses.iter().enumerate() {
-            let target = if i % 2 == 0 { app.webhook_url(CH) } else { second.clone() + CH };
+            let target = if i % 2 == 0 {
+                app.webhook_url(CH)
+            } else {
+                second.clone() + CH
+            };
             let client = reqwest::Client::new();
             let body = report(&id, name(*s));
             tasks.push(tokio::spawn(async move {
-                client.post(target).header("Authorization", PASSWORD).json(&body).send().await.unwrap().status()
+                client
+                    .post(target)
+                    .header("Authorization", PASSWORD)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
             }));
         }
         for t in tasks {
@@ -150,24 +186,34 @@ async fn concurrent_reports_for_one_message_serialise() {
         assert_eq!(history.iter().map(|h| h.receipt_count).sum::<i64>(), 50);
         for s in Status::ALL {
             let sent = statuses.iter().filter(|x| **x == s).count() as i64;
-            assert_eq!(history.iter().find(|h| h.status == name(s)).unwrap().receipt_count, sent);
+            assert_eq!(
+                history
+                    .iter()
+                    .find(|h| h.status == name(s))
+                    .unwrap()
+                    .receipt_count,
+                sent
+            );
         }
         // The serial order the row lock imposed explains the flags: the top
         // status advanced, and its first receipt is the message's last change;
         // the very first report created the message and advanced it.
         assert!(history[2].advanced);
-        let (top_first, updated_at, first_seen_matches): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, bool) =
-            sqlx::query_as(
-                "select h.first_received_at, m.updated_at,
+        let (top_first, updated_at, first_seen_matches): (
+            chrono::DateTime<chrono::Utc>,
+            chrono::DateTime<chrono::Utc>,
+            bool,
+        ) = sqlx::query_as(
+            "select h.first_received_at, m.updated_at,
                         exists (select 1 from message_history f where f.message_id = m.message_id
                                 and f.advanced and f.first_received_at = m.first_seen_at)
                  from messages m join message_history h using (channel_id, message_id)
                  where m.message_id = $1 and h.status = 'read'",
-            )
-            .bind(&id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+        )
+        .bind(&id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
         assert_eq!(top_first, updated_at);
         assert!(first_seen_matches);
     }

@@ -18,7 +18,9 @@ async fn the_seed_example_replayed_with_its_headers_is_stored() {
         body.len()
     );
     let port = app.address.rsplit(':').next().unwrap();
-    let mut stream = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
     // Twice on one connection: keep-alive must hold.
     for _ in 0..2 {
         stream.write_all(request.as_bytes()).await.unwrap();
@@ -29,13 +31,21 @@ async fn the_seed_example_replayed_with_its_headers_is_stored() {
         assert!(answer.contains("content-length: 0\r\n"), "{answer}");
         assert!(answer.ends_with("\r\n\r\n"), "empty body: {answer}");
     }
-    assert_eq!(app.status(CH, "044852ee407b40ec88ea65adb73ff5c27").await.as_deref(), Some("read"));
+    assert_eq!(
+        app.status(CH, "044852ee407b40ec88ea65adb73ff5c27")
+            .await
+            .as_deref(),
+        Some("read")
+    );
     let row: (String, String) = sqlx::query_as("select sender, user_number from messages")
         .fetch_one(&app.pool)
         .await
         .unwrap();
     assert_eq!(row, ("86173xxxx4526".into(), "86187xxxx5632".into()));
-    assert_eq!(app.history(CH, "044852ee407b40ec88ea65adb73ff5c27").await[0].receipt_count, 2);
+    assert_eq!(
+        app.history(CH, "044852ee407b40ec88ea65adb73ff5c27").await[0].receipt_count,
+        2
+    );
 }
 
 #[tokio::test]
@@ -51,7 +61,10 @@ async fn an_accepted_report_is_committed_with_its_extra_fields_and_an_empty_200(
     assert_eq!(app.status(CH, "m1").await.as_deref(), Some("delivered"));
     let history = app.history(CH, "m1").await;
     assert_eq!(history.len(), 1);
-    assert_eq!(history[0].extra, serde_json::json!({"timestamp": "1620612345", "nested": {"a": [1, 2]}}));
+    assert_eq!(
+        history[0].extra,
+        serde_json::json!({"timestamp": "1620612345", "nested": {"a": [1, 2]}})
+    );
     assert!(history[0].advanced);
 }
 
@@ -59,9 +72,13 @@ async fn an_accepted_report_is_committed_with_its_extra_fields_and_an_empty_200(
 async fn content_type_parameters_in_any_case_are_accepted() {
     let app = spawn_app().await;
     app.add_channel(CH, PASSWORD).await;
-    for (i, ct) in ["application/json", "Application/JSON; Charset=UTF-8", "application/json;charset=utf-8"]
-        .iter()
-        .enumerate()
+    for (i, ct) in [
+        "application/json",
+        "Application/JSON; Charset=UTF-8",
+        "application/json;charset=utf-8",
+    ]
+    .iter()
+    .enumerate()
     {
         let response = app
             .client
@@ -92,7 +109,10 @@ async fn a_body_over_the_limit_gets_413() {
     );
     let answer = app.raw(request.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert!(answer.contains(r#""error":"payload_too_large""#), "{answer}");
+    assert!(
+        answer.contains(r#""error":"payload_too_large""#),
+        "{answer}"
+    );
     assert_eq!(app.count("messages").await, 0);
 }
 
@@ -101,7 +121,9 @@ async fn every_authentication_failure_is_the_same_401_and_costs_one_argon2_check
     let app = spawn_app().await;
     app.add_channel(CH, PASSWORD).await;
     app.add_channel("off", PASSWORD).await;
-    koostatus::db::channels::set_enabled(&app.pool, "off", false).await.unwrap();
+    koostatus::db::channels::set_enabled(&app.pool, "off", false)
+        .await
+        .unwrap();
     let body = report("m1", "read");
     let mut bodies = Vec::new();
     let cases: [(&str, Option<&str>); 5] = [
@@ -134,8 +156,17 @@ async fn a_missing_or_foreign_content_type_gets_415() {
     let app = spawn_app().await;
     app.add_channel(CH, PASSWORD).await;
     let body = report("m1", "read").to_string();
-    for ct in [None, Some("text/plain"), Some("application/x-www-form-urlencoded"), Some("nonsense")] {
-        let mut request = app.client.post(app.webhook_url(CH)).header("Authorization", PASSWORD).body(body.clone());
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("nonsense"),
+    ] {
+        let mut request = app
+            .client
+            .post(app.webhook_url(CH))
+            .header("Authorization", PASSWORD)
+            .body(body.clone());
         if let Some(ct) = ct {
             request = request.header("Content-Type", ct);
         }
@@ -162,7 +193,10 @@ async fn every_bad_body_gets_400_with_its_code() {
         ("not json".into(), "invalid_json"),
         ("".into(), "invalid_json"),
         ("{\"message_id\": \"m1\"".into(), "invalid_json"),
-        (b"\xff\xfe".iter().map(|&b| b as char).collect(), "invalid_json"),
+        (
+            b"\xff\xfe".iter().map(|&b| b as char).collect(),
+            "invalid_json",
+        ),
         ("[1, 2]".into(), "not_an_object"),
         ("\"read\"".into(), "not_an_object"),
         (without("message_id"), "missing_field"),
@@ -196,7 +230,12 @@ async fn every_bad_body_gets_400_with_its_code() {
 async fn a_known_message_with_another_sender_or_user_number_gets_409_and_nothing_is_written() {
     let app = spawn_app().await;
     app.add_channel(CH, PASSWORD).await;
-    assert_eq!(app.post_report(CH, PASSWORD, &report("m1", "delivered")).await.status(), 200);
+    assert_eq!(
+        app.post_report(CH, PASSWORD, &report("m1", "delivered"))
+            .await
+            .status(),
+        200
+    );
     for field in ["sender", "user_number"] {
         let mut other = report("m1", "read");
         other[field] = "someone else".into();
@@ -210,7 +249,10 @@ async fn a_known_message_with_another_sender_or_user_number_gets_409_and_nothing
     app.add_channel("other", PASSWORD).await;
     let mut other = report("m1", "read");
     other["sender"] = "someone else".into();
-    assert_eq!(app.post_report("other", PASSWORD, &other).await.status(), 200);
+    assert_eq!(
+        app.post_report("other", PASSWORD, &other).await.status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -227,24 +269,65 @@ async fn checks_run_in_order_size_auth_content_type_body_state() {
     };
     let huge = "x".repeat(2048);
     // Size before authentication.
-    assert_error(post("wrong", "text/plain", huge).await.unwrap(), 413, "payload_too_large").await;
+    assert_error(
+        post("wrong", "text/plain", huge).await.unwrap(),
+        413,
+        "payload_too_large",
+    )
+    .await;
     // Authentication before content type and body.
-    assert_error(post("wrong", "text/plain", "garbage".into()).await.unwrap(), 401, "unauthorized").await;
-    assert_error(post("wrong", "application/json", "garbage".into()).await.unwrap(), 401, "unauthorized").await;
+    assert_error(
+        post("wrong", "text/plain", "garbage".into()).await.unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
+    assert_error(
+        post("wrong", "application/json", "garbage".into())
+            .await
+            .unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
     // Content type before body.
-    assert_error(post(PASSWORD, "text/plain", "garbage".into()).await.unwrap(), 415, "unsupported_media_type").await;
+    assert_error(
+        post(PASSWORD, "text/plain", "garbage".into())
+            .await
+            .unwrap(),
+        415,
+        "unsupported_media_type",
+    )
+    .await;
     // Body before state: a bad body for a conflicting message is a 400.
-    assert_eq!(app.post_report(CH, PASSWORD, &report("m1", "read")).await.status(), 200);
+    assert_eq!(
+        app.post_report(CH, PASSWORD, &report("m1", "read"))
+            .await
+            .status(),
+        200
+    );
     let mut bad = report("m1", "bogus");
     bad["sender"] = "other".into();
-    assert_error(post(PASSWORD, "application/json", bad.to_string()).await.unwrap(), 400, "invalid_status").await;
+    assert_error(
+        post(PASSWORD, "application/json", bad.to_string())
+            .await
+            .unwrap(),
+        400,
+        "invalid_status",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_database_too_slow_gets_503_with_retry_after_and_nothing_is_acknowledged() {
     let app = spawn_app_with(|c| c.database.statement_timeout = Duration::from_millis(300)).await;
     app.add_channel(CH, PASSWORD).await;
-    assert_eq!(app.post_report(CH, PASSWORD, &report("m1", "delivered")).await.status(), 200);
+    assert_eq!(
+        app.post_report(CH, PASSWORD, &report("m1", "delivered"))
+            .await
+            .status(),
+        200
+    );
     // Hold the message's row lock so the write cannot finish in time.
     let mut blocker = app.pool.begin().await.unwrap();
     sqlx::query("select 1 from messages where message_id = 'm1' for update")
@@ -260,7 +343,12 @@ async fn a_database_too_slow_gets_503_with_retry_after_and_nothing_is_acknowledg
     assert_eq!(app.status(CH, "m1").await.as_deref(), Some("delivered"));
     assert_eq!(app.history(CH, "m1").await.len(), 1);
     // And it recovers: the same report is accepted now.
-    assert_eq!(app.post_report(CH, PASSWORD, &report("m1", "read")).await.status(), 200);
+    assert_eq!(
+        app.post_report(CH, PASSWORD, &report("m1", "read"))
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -274,17 +362,31 @@ async fn an_unreachable_database_gets_503_with_retry_after_within_the_acquire_ti
     .await;
     let started = Instant::now();
     let response = app.post_report(CH, PASSWORD, &report("m1", "read")).await;
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(response.headers().contains_key("retry-after"));
     assert_error(response, 503, "unavailable").await;
-    let response = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
+    let response = app
+        .client
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_error(response, 503, "unavailable").await;
 }
 
 #[tokio::test]
 async fn unknown_routes_and_methods_get_json_errors() {
     let app = spawn_app().await;
-    let response = app.client.get(format!("{}/nope", app.address)).send().await.unwrap();
+    let response = app
+        .client
+        .get(format!("{}/nope", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_error(response, 404, "not_found").await;
     let response = app.client.get(app.webhook_url(CH)).send().await.unwrap();
     assert_error(response, 405, "method_not_allowed").await;
