@@ -30,6 +30,9 @@ pub async fn log_request(
     let started = Instant::now();
     let method = req.method().clone();
     let response = next.call(req).await?;
+    if !tracing::enabled!(target: "koostatus::request", tracing::Level::INFO) {
+        return Ok(response);
+    }
     let request = response.request();
     let route = request
         .match_pattern()

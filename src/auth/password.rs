@@ -2,7 +2,7 @@
 //! m = 19 MiB, t = 2, p = 1.
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use password_hash::rand_core::OsRng;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -14,11 +14,11 @@ pub fn hash(password: &SecretString) -> String {
         .to_string()
 }
 
-/// Constant-time comparison of the derived key is done by the crate. A PHC
-/// string that does not parse never verifies.
+/// Verifies once, with memory of its own; the service's verifier threads
+/// keep a `Verifier` each instead. A PHC string that does not parse never
+/// verifies.
 pub fn verify(phc: &str, password: &[u8]) -> bool {
-    PasswordHash::new(phc)
-        .is_ok_and(|parsed| Argon2::default().verify_password(password, &parsed).is_ok())
+    Verifier::default().verify(phc, password)
 }
 
 /// Verifies with one block of argon2 memory kept for every verification on

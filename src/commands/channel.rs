@@ -4,9 +4,10 @@
 use std::io::BufRead;
 
 use anyhow::{Context, bail};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::{print_columns, rfc3339};
 use crate::auth::password;
 use crate::cli::ChannelCommand;
 use crate::config::Config;
@@ -82,10 +83,6 @@ async fn hash_stdin_password() -> anyhow::Result<String> {
     Ok(tokio::task::spawn_blocking(move || password::hash(&password)).await?)
 }
 
-pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
 fn print_table(rows: &[db::channels::ChannelRow]) {
     let lines: Vec<[String; 5]> = rows
         .iter()
@@ -103,23 +100,4 @@ fn print_table(rows: &[db::channels::ChannelRow]) {
         ["ID", "NAME", "ENABLED", "CREATED", "PASSWORD CHANGED"],
         &lines,
     );
-}
-
-/// Prints rows as left-aligned columns under a header.
-pub(crate) fn print_columns<const N: usize>(header: [&str; N], lines: &[[String; N]]) {
-    let header = header.map(String::from);
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for line in lines {
-        for (w, cell) in widths.iter_mut().zip(line) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    for line in std::iter::once(&header).chain(lines) {
-        let cells: Vec<String> = line
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", cells.join("  ").trim_end());
-    }
 }

@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 
-use super::channel::{print_columns, rfc3339};
+use super::{print_columns, rfc3339};
 use crate::auth::tokens;
 use crate::cli::TokenCommand;
 use crate::config::Config;
