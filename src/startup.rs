@@ -13,20 +13,23 @@ use sqlx::PgPool;
 use crate::auth::Credentials;
 use crate::auth::tokens::Tokens;
 use crate::config::Config;
+use crate::db::Db;
 use crate::error::ApiError;
 use crate::{api, db, ingest, telemetry};
 
 pub struct AppState {
     pub config: Arc<Config>,
-    pub pool: PgPool,
+    pub db: Db,
     pub credentials: Arc<Credentials>,
     pub tokens: Tokens,
     pub writer: ingest::Writer,
 }
 
 impl AppState {
+    /// Must be called on the main runtime (see [`Db`]).
     pub async fn new(config: Config, pool: PgPool) -> AppState {
-        let credentials = Arc::new(Credentials::new(pool.clone(), &config.auth).await);
+        let db = Db::new(pool);
+        let credentials = Arc::new(Credentials::new(db.clone(), &config.auth).await);
         let forgetful = Arc::downgrade(&credentials);
         tokio::spawn(async move {
             let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -38,11 +41,11 @@ impl AppState {
                 credentials.limiter().forget_idle();
             }
         });
-        let tokens = Tokens::new(pool.clone(), config.auth.credential_ttl);
-        let writer = ingest::Writer::start(pool.clone(), &config.ingest);
+        let tokens = Tokens::new(db.clone(), config.auth.credential_ttl);
+        let writer = ingest::Writer::start(db.pool().clone(), &config.ingest);
         AppState {
             config: Arc::new(config),
-            pool,
+            db,
             credentials,
             tokens,
             writer,
@@ -101,7 +104,9 @@ pub async fn healthz() -> HttpResponse {
     (status = 503, description = "The database does not answer or the schema is behind", body = crate::api::model::ErrorBody),
 ))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let version = db::migrations::schema_version(&state.pool)
+    let version = state
+        .db
+        .run(|pool| async move { db::migrations::schema_version(&pool).await })
         .await
         .map_err(|e| state.db_error(e))?;
     let latest = db::migrations::latest_version();

@@ -59,7 +59,10 @@ async fn readable(
     if !caller.0.allows(channel.as_str()) {
         return Err(not_found());
     }
-    if !db::channels::exists(&state.pool, channel.as_str())
+    let id = channel.to_string();
+    if !state
+        .db
+        .run(|pool| async move { db::channels::exists(&pool, &id).await })
         .await
         .map_err(|e| state.db_error(e))?
     {
@@ -87,7 +90,10 @@ pub async fn get_message(
 ) -> Result<HttpResponse, ApiError> {
     let (channel_id, message_id) = path.into_inner();
     let channel = readable(&state, &caller, &channel_id).await?;
-    let found = db::messages::find(&state.pool, channel.as_str(), &message_id)
+    let (ch, id) = (channel.to_string(), message_id.clone());
+    let found = state
+        .db
+        .run(|pool| async move { db::messages::find(&pool, &ch, &id).await })
         .await
         .map_err(|e| state.db_error(e))?;
     let (message, history) = found.ok_or_else(|| {
@@ -129,7 +135,13 @@ pub async fn lookup(
         )
     })?;
     let ids = unique_ids(request.message_ids)?;
-    let rows = db::messages::lookup(&state.pool, channel.as_str(), &ids)
+    let ch = channel.to_string();
+    let (rows, ids) = state
+        .db
+        .run(|pool| async move {
+            let rows = db::messages::lookup(&pool, &ch, &ids).await?;
+            Ok((rows, ids))
+        })
         .await
         .map_err(|e| state.db_error(e))?;
     let mut found: std::collections::HashMap<String, Message> = rows
@@ -214,7 +226,10 @@ pub async fn list(
     let channel = readable(&state, &caller, &path).await?;
     let filter = parse_list_params(params.into_inner())?;
     let page_size = filter.limit as usize - 1;
-    let mut rows = db::messages::list(&state.pool, channel.as_str(), &filter)
+    let ch = channel.to_string();
+    let mut rows = state
+        .db
+        .run(|pool| async move { db::messages::list(&pool, &ch, &filter).await })
         .await
         .map_err(|e| state.db_error(e))?;
     // One row more than the page was asked for: it says whether a next page exists.

@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::db::Db;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use sha2::Sha256;
-use sqlx::PgPool;
 
 use std::net::IpAddr;
 
@@ -63,7 +63,7 @@ impl Snapshot {
 type Fingerprint = [u8; 32];
 
 pub struct Credentials {
-    pool: PgPool,
+    db: Db,
     ttl: Duration,
     hmac_key: [u8; 32],
     /// Only channels that exist are cached, so the map is bounded by the
@@ -86,7 +86,7 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    pub async fn new(pool: PgPool, cfg: &AuthConfig) -> Credentials {
+    pub async fn new(db: Db, cfg: &AuthConfig) -> Credentials {
         let (ttl, max_concurrent) = (cfg.credential_ttl, cfg.verification_permits());
         let mut hmac_key = [0u8; 32];
         getrandom::getrandom(&mut hmac_key).expect("the OS random source works");
@@ -97,7 +97,7 @@ impl Credentials {
             .await
             .expect("hashing does not panic");
         Credentials {
-            pool,
+            db,
             ttl,
             hmac_key,
             channels: RwLock::default(),
@@ -241,7 +241,12 @@ impl Credentials {
             return Ok(Some(s));
         }
         let fetched_at = Instant::now();
-        let Some(row) = db::channels::credentials(&self.pool, channel.as_str()).await? else {
+        let id = channel.to_string();
+        let Some(row) = self
+            .db
+            .run(|pool| async move { db::channels::credentials(&pool, &id).await })
+            .await?
+        else {
             self.channels
                 .write()
                 .expect("lock not poisoned")

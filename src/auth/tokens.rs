@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::db::Db;
 use chrono::Utc;
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
 
 use crate::db;
 
@@ -61,7 +61,7 @@ impl Scope {
 }
 
 pub struct Tokens {
-    pool: PgPool,
+    db: Db,
     ttl: Duration,
     /// Known tokens only, so bounded by the table; a revoked token is gone
     /// from every instance within `ttl`.
@@ -70,9 +70,9 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    pub fn new(pool: PgPool, ttl: Duration) -> Tokens {
+    pub fn new(db: Db, ttl: Duration) -> Tokens {
         Tokens {
-            pool,
+            db,
             ttl,
             cache: RwLock::default(),
             touched: Mutex::default(),
@@ -94,7 +94,11 @@ impl Tokens {
         let scope = match cached.filter(|(at, _)| at.elapsed() < self.ttl) {
             Some((_, scope)) => scope,
             None => {
-                let Some(row) = db::tokens::find_by_hash(&self.pool, &key).await? else {
+                let Some(row) = self
+                    .db
+                    .run(|pool| async move { db::tokens::find_by_hash(&pool, &key).await })
+                    .await?
+                else {
                     self.cache.write().expect("lock not poisoned").remove(&key);
                     return Ok(None);
                 };
@@ -125,8 +129,8 @@ impl Tokens {
             }
             touched.insert(name.to_owned(), Instant::now());
         }
-        let (pool, name, now) = (self.pool.clone(), name.to_owned(), Utc::now());
-        tokio::spawn(async move {
+        let (name, now) = (name.to_owned(), Utc::now());
+        self.db.spawn(|pool| async move {
             if let Err(e) = db::tokens::touch(&pool, &name, now).await {
                 tracing::warn!(error = %e, "recording a token's last use failed");
             }
