@@ -8,8 +8,10 @@
 //! 2. the service with `ingest.batch_max = 1` (one transaction per report),
 //!    with the default writers and with 15, so that it is not starved of
 //!    concurrent transactions;
-//! 2b. the service with group commit beside a flood of wrong passwords
-//!    (BENCH_FLOOD_PER_S, 1,000 by default), for the rate valid callbacks keep;
+//! 2b. the service with group commit while a flood of wrong passwords
+//!    (BENCH_FLOOD_PER_S, 1,000 by default) runs in every other window
+//!    (A B B A A B B A, twice BENCH_SECONDS in all): the rate valid callbacks
+//!    keep under the flood against their rate in the windows without;
 //! 3. the same batched SQL driven directly (the writer of `src/ingest`, no
 //!    HTTP, no authentication), as the ceiling the database allows.
 //!
@@ -38,13 +40,30 @@ const PASSWORD: &str = "bench-webhook-password";
 const ID_SPACE: u64 = 1_000_000;
 
 struct Run {
-    /// Wrong passwords sent per second, and answers other than 401 or 429.
-    flood: Option<(f64, usize)>,
+    /// The flood's figures, for a run with one.
+    flood: Option<Flood>,
     reports_per_s: f64,
     latencies: Vec<Duration>,
     acked: Vec<(String, Status)>,
+    /// When each acknowledgement arrived, since the load started.
+    acked_at: Vec<Duration>,
     errors: usize,
 }
+
+/// Valid callbacks with and without a flood, in alternating windows of one
+/// run (A B B A A B B A): drift of this shared machine over the run falls
+/// on both sides alike.
+struct Flood {
+    /// Wrong passwords sent per second while flooding.
+    per_s: f64,
+    /// Answers to the flood other than 401 or 429.
+    bad: usize,
+    alone_per_s: f64,
+    flooded_per_s: f64,
+}
+
+/// The flood run's windows: `true` floods.
+const WINDOWS: [bool; 8] = [false, true, true, false, false, true, true, false];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -57,31 +76,33 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let flood_per_s: u32 = env("BENCH_FLOOD_PER_S", 1000);
-    let batched = service_run("service, group commit", &[], connections, duration, 0).await?;
+    // BENCH_ONLY=flood (what CI runs): the flood run and its checks.
+    let only_flood = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "flood");
+    // As long as two plain runs: half the windows flood.
     let flooded = service_run(
-        "service, group commit, flood",
+        "service, group commit, alternating windows with and without a flood",
         &[],
         connections,
-        duration,
+        duration * 2,
         flood_per_s,
     )
     .await?;
-    if let Some((rate, bad)) = flooded.0.flood {
+    if let Some(f) = &flooded.0.flood {
         println!(
-            "\nunder a flood of {rate:.0} wrong passwords/s ({bad} answered other than 401/429): valid callbacks at {:.2} of their rate alone ({:.0} vs {:.0} reports/s)",
-            flooded.0.reports_per_s / batched.0.reports_per_s,
-            flooded.0.reports_per_s,
-            batched.0.reports_per_s
+            "\nunder a flood of {:.0} wrong passwords/s ({} answered other than 401/429): valid callbacks at {:.2} of their rate alone ({:.0} vs {:.0} reports/s, {} alternating windows of {:.2} s)",
+            f.per_s,
+            f.bad,
+            f.flooded_per_s / f.alone_per_s,
+            f.flooded_per_s,
+            f.alone_per_s,
+            WINDOWS.len(),
+            (duration * 2 / WINDOWS.len() as u32).as_secs_f64(),
         );
     }
-    let mut checked = vec![
-        ("group commit", &batched),
-        ("group commit, flood", &flooded),
-    ];
-    // BENCH_ONLY=flood (what CI runs): the two runs above and their checks.
-    let only_flood = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "flood");
-    let (single, single15, direct);
+    let mut checked = vec![("group commit, flood", &flooded)];
+    let (batched, single, single15, direct);
     if !only_flood {
+        batched = service_run("service, group commit", &[], connections, duration, 0).await?;
         single = service_run(
             "service, batch_max = 1",
             &[("KOOSTATUS_INGEST__BATCH_MAX", "1")],
@@ -112,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
         );
         for (name, r) in [
             ("service, group commit", &batched.0),
-            ("  the same, under a flood", &flooded.0),
+            ("  the same, flood windows on", &flooded.0),
             ("service, batch_max = 1", &single.0),
             ("  the same, 15 writers", &single15.0),
             ("direct batched SQL", &direct),
@@ -137,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
             "group commit / direct batched SQL: {:.2}",
             batched.0.reports_per_s / direct.reports_per_s
         );
+        checked.push(("group commit", &batched));
         checked.push(("batch_max = 1", &single));
         checked.push(("batch_max = 1, 15 writers", &single15));
     }
@@ -166,7 +188,7 @@ async fn main() -> anyhow::Result<()> {
             run.errors
         );
         anyhow::ensure!(
-            run.flood.is_none_or(|(_, bad)| bad == 0),
+            run.flood.as_ref().is_none_or(|f| f.bad == 0),
             "{name}: a wrong password got neither 401 nor 429"
         );
     }
@@ -241,11 +263,40 @@ async fn service_run(
         )?;
         anyhow::ensure!(add.wait()?.success(), "channel add failed");
         println!("running: {name}");
-        let flood = (flood_per_s > 0).then(|| tokio::spawn(flood(port, flood_per_s, duration)));
-        let mut run = http_load(port, connections, duration).await?;
-        if let Some(flood) = flood {
-            let (sent, bad) = flood.await??;
-            run.flood = Some((sent as f64 / duration.as_secs_f64(), bad));
+        let load = tokio::spawn(http_load(port, connections, duration));
+        let window = duration / WINDOWS.len() as u32;
+        let (mut sent, mut bad) = (0, 0);
+        if flood_per_s > 0 {
+            for flooding in WINDOWS {
+                if flooding {
+                    let (s, b) = flood(port, flood_per_s, window).await?;
+                    (sent, bad) = (sent + s, bad + b);
+                } else {
+                    tokio::time::sleep(window).await;
+                }
+            }
+        }
+        let mut run = load.await??;
+        if flood_per_s > 0 {
+            // Acknowledgements per window; the flood's windows against the others.
+            let mut acks = [0usize; WINDOWS.len()];
+            for at in &run.acked_at {
+                let w = (at.as_secs_f64() / window.as_secs_f64()) as usize;
+                acks[w.min(WINDOWS.len() - 1)] += 1;
+            }
+            let rate = |on: bool| {
+                let n: usize = (0..WINDOWS.len())
+                    .filter(|&w| WINDOWS[w] == on)
+                    .map(|w| acks[w])
+                    .sum();
+                n as f64 / (window.as_secs_f64() * WINDOWS.len() as f64 / 2.0)
+            };
+            run.flood = Some(Flood {
+                per_s: sent as f64 / (window.as_secs_f64() * WINDOWS.len() as f64 / 2.0),
+                bad,
+                alone_per_s: rate(false),
+                flooded_per_s: rate(true),
+            });
         }
         let peak_rss_kib = peak_rss(&server)?;
         let mut stats = stop(&mut server, &log_path)?;
@@ -352,12 +403,16 @@ async fn http_load(port: u16, connections: usize, duration: Duration) -> anyhow:
         reports_per_s: 0.0,
         latencies: Vec::new(),
         acked: Vec::new(),
+        acked_at: Vec::new(),
         errors: 0,
     };
     for t in tasks {
         let (latencies, acked, errors) = t.await??;
         run.latencies.extend(latencies);
-        run.acked.extend(acked);
+        run.acked_at
+            .extend(acked.iter().map(|(_, _, at)| at.duration_since(started)));
+        run.acked
+            .extend(acked.into_iter().map(|(id, status, _)| (id, status)));
         run.errors += errors;
     }
     run.reports_per_s = run.acked.len() as f64 / started.elapsed().as_secs_f64();
@@ -365,7 +420,7 @@ async fn http_load(port: u16, connections: usize, duration: Duration) -> anyhow:
     Ok(run)
 }
 
-type ClientResult = (Vec<Duration>, Vec<(String, Status)>, usize);
+type ClientResult = (Vec<Duration>, Vec<(String, Status, Instant)>, usize);
 
 /// One keep-alive connection posting reports back to back.
 async fn http_client(port: u16, deadline: Instant, seed: u64) -> anyhow::Result<ClientResult> {
@@ -409,7 +464,7 @@ async fn http_client(port: u16, deadline: Instant, seed: u64) -> anyhow::Result<
         read.read_exact(&mut skip).await?;
         latencies.push(sent.elapsed());
         if code == 200 {
-            acked.push((id, status));
+            acked.push((id, status, Instant::now()));
         } else {
             errors += 1;
         }
@@ -516,6 +571,7 @@ async fn direct_run(connections: usize, duration: Duration) -> anyhow::Result<Ru
         reports_per_s: 0.0,
         latencies: Vec::new(),
         acked: Vec::new(),
+        acked_at: Vec::new(),
         errors: 0,
     };
     for t in tasks {

@@ -11,5 +11,6 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod ingest;
+pub mod metrics;
 pub mod startup;
 pub mod telemetry;

@@ -28,6 +28,7 @@ pub struct AppState {
 impl AppState {
     /// Must be called on the main runtime (see [`Db`]).
     pub async fn new(config: Config, pool: PgPool) -> AppState {
+        crate::metrics::handle();
         let db = Db::new(pool);
         let credentials = Arc::new(Credentials::new(db.clone(), &config.auth).await);
         let forgetful = Arc::downgrade(&credentials);
@@ -88,6 +89,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/readyz")
             .get(readyz)
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/metrics")
+            .get(crate::metrics::render)
             .default_service(web::to(method_not_allowed)),
     )
     .configure(api::routes);

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use tracing_subscriber::EnvFilter;
 
@@ -30,13 +31,14 @@ pub async fn log_request(
     let started = Instant::now();
     let method = req.method().clone();
     let response = next.call(req).await?;
-    if !tracing::enabled!(target: "koostatus::request", tracing::Level::INFO) {
-        return Ok(response);
-    }
     let request = response.request();
     let route = request
         .match_pattern()
         .unwrap_or_else(|| "unmatched".into());
+    record_metrics(&response, &route, &method, started.elapsed());
+    if !tracing::enabled!(target: "koostatus::request", tracing::Level::INFO) {
+        return Ok(response);
+    }
     let channel = request.match_info().get("channel_id").unwrap_or("-");
     let outcome = response
         .response()
@@ -55,6 +57,37 @@ pub async fn log_request(
     );
     Ok(response)
 }
+
+/// Only route patterns become labels, never raw paths: a client cannot
+/// create series.
+fn record_metrics<B>(
+    response: &ServiceResponse<B>,
+    route: &str,
+    method: &actix_web::http::Method,
+    elapsed: std::time::Duration,
+) {
+    let status = response.status().as_u16();
+    let method = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    };
+    let route = route.to_owned();
+    metrics::counter!("koostatus_http_requests_total", "route" => route.clone(), "method" => method, "code" => status.to_string())
+        .increment(1);
+    metrics::histogram!("koostatus_http_request_duration_seconds", "route" => route.clone())
+        .record(elapsed.as_secs_f64());
+    if route == crate::ingest::ROUTE {
+        if let Some(ErrorCode(reason)) = response.response().extensions().get::<ErrorCode>() {
+            metrics::counter!("koostatus_reports_rejected_total", "reason" => *reason).increment(1);
+        }
+    }
+}
+
+/// Set on an error response: its error code, for the metrics.
+#[derive(Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
 
 /// Set on a response by a handler to say what became of a report
 /// (stored, late, duplicate), for the request log.

@@ -20,6 +20,7 @@ use super::model;
         super::list,
         crate::startup::healthz,
         crate::startup::readyz,
+        crate::metrics::render,
     ),
     components(schemas(
         model::Message,

@@ -138,6 +138,7 @@ impl Credentials {
             self.fingerprint(channel, presented),
         );
         if self.remembered(&key, &snapshot) {
+            metrics::counter!("koostatus_credential_cache_hits_total").increment(1);
             return Ok(());
         }
         let gate = self
@@ -153,6 +154,7 @@ impl Credentials {
             if self.remembered(&key, &snapshot) {
                 Ok(())
             } else if let Err(retry_after_secs) = self.limiter.attempt(client, channel.as_str()) {
+                metrics::counter!("koostatus_auth_throttled_total").increment(1);
                 Err(AuthError::Throttled { retry_after_secs })
             } else {
                 self.verify_against(&key, &snapshot, presented).await
@@ -203,6 +205,7 @@ impl Credentials {
                 return Ok(());
             }
         }
+        metrics::counter!("koostatus_auth_failures_total").increment(1);
         Err(AuthError::Denied)
     }
 
@@ -215,10 +218,12 @@ impl Credentials {
         channel: &str,
     ) -> AuthError {
         if let Err(retry_after_secs) = self.limiter.attempt(client, channel) {
+            metrics::counter!("koostatus_auth_throttled_total").increment(1);
             return AuthError::Throttled { retry_after_secs };
         }
         self.verify(self.dummy_hash.clone(), presented.unwrap_or_default())
             .await;
+        metrics::counter!("koostatus_auth_failures_total").increment(1);
         AuthError::Denied
     }
 
@@ -279,6 +284,7 @@ impl Credentials {
             reply,
         };
         self.verifications.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("koostatus_argon2_verifications_total").increment(1);
         self.verifiers.send(job).is_ok() && answer.await.unwrap_or(false)
     }
 }

@@ -93,7 +93,7 @@ pub async fn report(
     // The statement timeout bounds a slow database; this bounds a connection
     // that stopped answering altogether, so the sender is told to retry.
     let deadline = state.config.database.acquire_timeout + state.config.database.statement_timeout;
-    let message_id = report.message_id.clone();
+    let (message_id, status) = (report.message_id.clone(), report.status);
     let recorded = tokio::time::timeout(
         deadline + Duration::from_millis(500),
         state.writer.write(Incoming {
@@ -115,6 +115,8 @@ pub async fn report(
         (true, true) => "stored",
         (true, false) => "late",
     };
+    metrics::counter!("koostatus_reports_total", "status" => status.as_str(), "outcome" => outcome)
+        .increment(1);
     let mut response = HttpResponse::Ok().finish();
     response.extensions_mut().insert(Outcome(outcome));
     Ok(response)

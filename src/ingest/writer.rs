@@ -163,7 +163,11 @@ async fn write_batches(
 async fn write_batch(pool: &PgPool, batch: Vec<Job>) {
     let (incoming, replies): (Vec<Incoming>, Vec<Reply>) =
         batch.into_iter().map(|j| (j.incoming, j.reply)).unzip();
-    match db::messages::record_reports(pool, &incoming).await {
+    let started = Instant::now();
+    let recorded = db::messages::record_reports(pool, &incoming).await;
+    metrics::histogram!("koostatus_batch_size").record(incoming.len() as f64);
+    metrics::histogram!("koostatus_batch_commit_seconds").record(started.elapsed().as_secs_f64());
+    match recorded {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(Ok(result));

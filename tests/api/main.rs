@@ -7,6 +7,7 @@ mod fuzz;
 mod guessing;
 mod health;
 mod helpers;
+mod metrics;
 mod outage;
 mod read_api;
 mod resilience;

@@ -1,0 +1,122 @@
+//! Prometheus metrics: the process-wide recorder, what each metric means, and
+//! the `/metrics` endpoint. Counters are recorded where things happen
+//! (handlers, credentials, writer, request middleware); gauges of the pool
+//! are read when scraped.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge};
+use actix_web::{HttpResponse, web};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::startup::AppState;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+];
+const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The recorder, installed on first use: tests build many apps in one
+/// process, and a process has one global recorder.
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full("koostatus_batch_size".into()), SIZE_BUCKETS)
+            })
+            .expect("the bucket lists are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        if ::metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics stays empty");
+        }
+        describe();
+        // Histogram samples wait in the recorder until folded into buckets;
+        // fold them even when nobody scrapes, so memory stays bounded.
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    if let Some(handle) = HANDLE.get() {
+                        handle.run_upkeep();
+                    }
+                }
+            })
+            .expect("a thread can be started");
+        handle
+    })
+}
+
+fn describe() {
+    describe_counter!(
+        "koostatus_reports_total",
+        "Reports answered 200, by report status and outcome (stored, late, duplicate)."
+    );
+    describe_counter!(
+        "koostatus_reports_rejected_total",
+        "Webhook calls not answered 200, by reason (the error code of the answer, e.g. unauthorized, too_many_attempts, conflict, unavailable)."
+    );
+    describe_counter!(
+        "koostatus_auth_failures_total",
+        "Webhook authentications that failed: wrong or missing password, unknown or disabled channel."
+    );
+    describe_counter!(
+        "koostatus_auth_throttled_total",
+        "Webhook authentications refused with 429 because a guessing budget was empty."
+    );
+    describe_counter!(
+        "koostatus_argon2_verifications_total",
+        "argon2id verifications run (each costs about 20 ms of CPU)."
+    );
+    describe_counter!(
+        "koostatus_credential_cache_hits_total",
+        "Webhook authentications answered from the cache of verified passwords."
+    );
+    describe_histogram!(
+        "koostatus_batch_size",
+        Unit::Count,
+        "Reports per group-commit batch."
+    );
+    describe_histogram!(
+        "koostatus_batch_commit_seconds",
+        Unit::Seconds,
+        "Time to write and commit one batch."
+    );
+    describe_counter!(
+        "koostatus_http_requests_total",
+        "HTTP requests by route pattern, method and status code."
+    );
+    describe_histogram!(
+        "koostatus_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by route pattern."
+    );
+    describe_gauge!(
+        "koostatus_db_pool_connections",
+        "Database connections of this process, by state (idle, in_use) and the maximum (max)."
+    );
+    describe_gauge!(
+        "koostatus_events_subscribers",
+        "Open Server-Sent Events streams."
+    );
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+))]
+pub async fn render(state: web::Data<AppState>) -> HttpResponse {
+    let pool = state.db.pool();
+    let (size, idle) = (pool.size() as f64, pool.num_idle() as f64);
+    gauge!("koostatus_db_pool_connections", "state" => "idle").set(idle);
+    gauge!("koostatus_db_pool_connections", "state" => "in_use").set(size - idle);
+    gauge!("koostatus_db_pool_connections", "state" => "max")
+        .set(pool.options().get_max_connections() as f64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(handle().render())
+}
