@@ -89,6 +89,10 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// A comment line on an idle `/events` stream this often, so that load
+    /// balancers do not close it.
+    #[serde(with = "humantime_serde")]
+    pub events_heartbeat: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,6 +190,7 @@ impl Default for ServerConfig {
             client_request_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
+            events_heartbeat: Duration::from_secs(15),
         }
     }
 }
@@ -283,6 +288,7 @@ impl Config {
                 self.server.client_request_timeout,
             ),
             ("server.body_timeout", self.server.body_timeout),
+            ("server.events_heartbeat", self.server.events_heartbeat),
         ] {
             if d.is_zero() {
                 return bad(name, "must be longer than 0s");

@@ -15,7 +15,9 @@ use crate::auth::tokens::Tokens;
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::ApiError;
+use crate::feed::Hub;
 use crate::{api, db, ingest, telemetry};
+use tokio::sync::watch;
 
 pub struct AppState {
     pub config: Arc<Config>,
@@ -23,6 +25,10 @@ pub struct AppState {
     pub credentials: Arc<Credentials>,
     pub tokens: Tokens,
     pub writer: ingest::Writer,
+    pub hub: Hub,
+    /// Set on SIGTERM / Ctrl-C: ends the `/events` streams, which would
+    /// otherwise hold the graceful shutdown for its whole grace period.
+    pub shutdown: watch::Sender<bool>,
 }
 
 impl AppState {
@@ -44,12 +50,15 @@ impl AppState {
         });
         let tokens = Tokens::new(db.clone(), config.auth.credential_ttl);
         let writer = ingest::Writer::start(db.pool().clone(), &config.ingest);
+        let hub = Hub::start(&db);
         AppState {
             config: Arc::new(config),
             db,
             credentials,
             tokens,
             writer,
+            hub,
+            shutdown: watch::Sender::new(false),
         }
     }
 

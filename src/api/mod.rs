@@ -2,6 +2,7 @@
 //! of many, and a keyset-paginated listing. Bearer tokens scope the channels.
 
 mod caller;
+pub mod changes;
 pub mod model;
 pub mod openapi;
 
@@ -35,6 +36,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             }))
             .route("/openapi.json", web::get().to(openapi::document))
             .route("/channels/{channel_id}/messages", web::get().to(list))
+            .route(
+                "/channels/{channel_id}/changes",
+                web::get().to(changes::changes),
+            )
+            .route(
+                "/channels/{channel_id}/events",
+                web::get().to(changes::events),
+            )
             .route(
                 "/channels/{channel_id}/messages/lookup",
                 web::post().to(lookup),

@@ -178,3 +178,38 @@ impl MessageDetail {
         }
     }
 }
+
+/// A change of a message's current status, at its place in the channel's feed.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "position": "48213-1077",
+    "message_id": "044852ee407b40ec88ea65adb73ff5c27",
+    "status": "read",
+    "changed_at": "2026-11-23T10:16:40.5Z"
+}))]
+pub struct ChangeEntry {
+    /// Opaque; ask for changes after it, or send it as `Last-Event-ID`.
+    pub position: String,
+    pub message_id: String,
+    /// The message's new current status.
+    pub status: Status,
+    /// When the report that changed it was received.
+    pub changed_at: DateTime<Utc>,
+}
+
+/// A page of the changes feed.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "changes": [{
+        "position": "48213-1077",
+        "message_id": "044852ee407b40ec88ea65adb73ff5c27",
+        "status": "read",
+        "changed_at": "2026-11-23T10:16:40.5Z"
+    }],
+    "next": "48213-1077"
+}))]
+pub struct ChangePage {
+    pub changes: Vec<ChangeEntry>,
+    /// Ask with `after` set to this next; the same position when nothing was new.
+    pub next: String,
+}

@@ -1,5 +1,6 @@
 //! `koostatus prune`: retention. Deletes messages (and their history) whose
-//! status last changed before a cut-off, a bounded batch per transaction.
+//! status last changed before a cut-off, and feed entries older than it, a
+//! bounded batch per transaction.
 
 use std::time::Duration;
 
@@ -60,6 +61,9 @@ pub async fn prune(
             total += n;
             progress(format!("channel {channel}: deleted {n} (total {total})"));
         }
+        // The feed's entries of that age go too; followers that far behind
+        // start again from a listing.
+        while db::changes::delete_older(pool, &channel, cutoff, batch).await? > 0 {}
     }
     Ok(total)
 }

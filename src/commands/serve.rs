@@ -22,10 +22,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if !config.retention.max_age.is_zero() {
         tokio::spawn(prune_on_schedule(pool.clone(), config.retention.clone()));
     }
-    let app = Application::build(config, pool, true).await?;
+    // Signals are handled here rather than by actix-web, so that the
+    // `/events` streams can be ended before the graceful stop waits on them.
+    let app = Application::build(config, pool, false).await?;
     tracing::info!(port = app.port(), "listening");
-    let state = app.state.clone();
-    app.run_until_stopped().await?;
+    let (state, handle) = (app.state.clone(), app.handle());
+    let server = app.run_until_stopped();
+    tokio::pin!(server);
+    tokio::select! {
+        stopped = &mut server => stopped?,
+        () = stop_signal() => {
+            tracing::info!("stopping: finishing in-flight requests");
+            state.shutdown.send_replace(true);
+            // The server future must be polled for the stop to proceed.
+            let (_, stopped) = tokio::join!(handle.stop(true), server);
+            stopped?;
+        }
+    }
     let (batches, reports) = state.writer.stats();
     tracing::info!(
         argon2_verifications = state.credentials.verifications(),
@@ -45,5 +58,15 @@ async fn prune_on_schedule(pool: sqlx::PgPool, retention: RetentionConfig) {
             Ok(deleted) => tracing::info!(deleted, "pruned old messages"),
             Err(e) => tracing::warn!(error = format!("{e:#}"), "pruning failed; will retry"),
         }
+    }
+}
+
+/// SIGTERM or Ctrl-C (SIGINT).
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler can be installed");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }

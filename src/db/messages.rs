@@ -78,19 +78,35 @@ pub async fn record_reports(
                                       then excluded.updated_at else m.updated_at end
                 where m.sender = excluded.sender and m.user_number = excluded.user_number
             returning m.channel_id, m.message_id, m.status
+        ),
+        history as (
+            insert into message_history as h
+                (channel_id, message_id, status, first_received_at, last_received_at,
+                 receipt_count, advanced, extra)
+            select i.channel_id, i.message_id, i.status, i.received_at, i.received_at, 1,
+                   message.status = i.status, i.extra
+            from input i
+            join message on message.channel_id = i.channel_id and message.message_id = i.message_id
+            order by i.channel_id, i.message_id
+            on conflict (channel_id, message_id, status) do update
+                set receipt_count = h.receipt_count + 1,
+                    last_received_at = greatest(h.last_received_at, excluded.last_received_at)
+            returning h.channel_id, h.message_id, h.status, h.first_received_at,
+                      h.receipt_count = 1 as first_of_status, h.advanced
+        ),
+        -- The current status changed exactly when its history entry is new
+        -- and is the current status: had the message held that status
+        -- before, the entry would exist.
+        change as (
+            insert into message_changes (channel_id, message_id, status, changed_at)
+            select channel_id, message_id, status, first_received_at
+            from history
+            where first_of_status and advanced
+            order by channel_id, message_id
         )
-        insert into message_history as h
-            (channel_id, message_id, status, first_received_at, last_received_at,
-             receipt_count, advanced, extra)
-        select i.channel_id, i.message_id, i.status, i.received_at, i.received_at, 1,
-               message.status = i.status, i.extra
-        from input i
-        join message on message.channel_id = i.channel_id and message.message_id = i.message_id
-        order by i.channel_id, i.message_id
-        on conflict (channel_id, message_id, status) do update
-            set receipt_count = h.receipt_count + 1,
-                last_received_at = greatest(h.last_received_at, excluded.last_received_at)
-        returning h.channel_id, h.message_id, receipt_count = 1 as "first_of_status!", advanced
+        select channel_id as "channel_id!", message_id as "message_id!",
+               first_of_status as "first_of_status!", advanced as "advanced!"
+        from history
         "#,
         &channel_ids as &[&str],
         &message_ids as &[&str],

@@ -368,18 +368,22 @@ pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) 
 /// Starts another instance of the service on the same database, as a second
 /// node behind a load balancer would be. Returns the base of its webhook URL.
 pub async fn spawn_second_instance(app: &TestApp) -> String {
-    let config = test_config(&app.db.url());
+    let address = spawn_instance(app, |_| {}).await;
+    format!("{address}/social/on/whatsapp/koomessage/report/")
+}
+
+/// Another instance of the service on the app's database; its address.
+pub async fn spawn_instance(app: &TestApp, adjust: impl FnOnce(&mut Config)) -> String {
+    let mut config = test_config(&app.db.url());
+    adjust(&mut config);
     let pool = koostatus::db::pool(
         &config.database,
         koostatus::db::connect_options(&config.database).unwrap(),
     );
     let application = Application::build(config, pool, false).await.unwrap();
-    let base = format!(
-        "http://127.0.0.1:{}/social/on/whatsapp/koomessage/report/",
-        application.port()
-    );
+    let address = format!("http://127.0.0.1:{}", application.port());
     tokio::spawn(application.run_until_stopped());
-    base
+    address
 }
 
 impl TestApp {

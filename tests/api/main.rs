@@ -1,6 +1,7 @@
 //! HTTP and CLI tests against real PostgreSQL, each in its own database.
 
 mod batching;
+mod changes;
 mod cli;
 mod credentials;
 mod fuzz;

@@ -433,8 +433,11 @@ async fn the_openapi_document_lists_every_route_and_its_examples_match_real_answ
             "/api/v1/channels/{channel_id}/messages/{message_id}",
             "/api/v1/channels/{channel_id}/messages/lookup",
             "/api/v1/channels/{channel_id}/messages",
+            "/api/v1/channels/{channel_id}/changes",
+            "/api/v1/channels/{channel_id}/events",
             "/healthz",
             "/readyz",
+            "/metrics",
         ])
     );
     let example = |name: &str| doc["components"]["schemas"][name]["example"].clone();
@@ -484,6 +487,18 @@ async fn the_openapi_document_lists_every_route_and_its_examples_match_real_answ
         .unwrap();
     same_shape(&example("ErrorBody"), &error, "ErrorBody");
     assert!(page["next_cursor"].is_string());
+    let changes: Value = app
+        .get(&format!("/api/v1/channels/{CH}/changes?limit=1"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    same_shape(&example("ChangePage"), &changes, "ChangePage");
+    same_shape(
+        &example("ChangeEntry"),
+        &changes["changes"][0],
+        "ChangeEntry",
+    );
 }
 
 fn rand_suffix() -> u32 {

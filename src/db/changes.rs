@@ -1,0 +1,122 @@
+//! The changes feed (see migrations/V3__changes_feed.sql for why a position
+//! is a transaction id and a sequence, and why reads stop at the oldest
+//! running transaction).
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use sqlx::postgres::{PgListener, PgPoolOptions};
+
+use crate::domain::Status;
+
+/// A place in a channel's feed: changes after it are (xid, seq) greater.
+/// (0, 0) is before the first change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Position {
+    pub xid: i64,
+    pub seq: i64,
+}
+
+pub struct Change {
+    pub position: Position,
+    pub message_id: String,
+    pub status: Status,
+    pub changed_at: DateTime<Utc>,
+}
+
+/// Up to `limit` changes after `after`, in position order, of transactions
+/// that every later reader will see too.
+pub async fn after(
+    db: impl PgExecutor<'_>,
+    channel_id: &str,
+    after: Position,
+    limit: i64,
+) -> sqlx::Result<Vec<Change>> {
+    let rows = sqlx::query!(
+        r#"
+        select xid::text::bigint as "xid!", seq, message_id, status as "status: Status", changed_at
+        from message_changes
+        where channel_id = $1
+          and (xid, seq) > ($2::text::xid8, $3)
+          and xid < pg_snapshot_xmin(pg_current_snapshot())
+        order by xid, seq
+        limit $4
+        "#,
+        channel_id,
+        after.xid.to_string(),
+        after.seq,
+        limit
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Change {
+            position: Position {
+                xid: r.xid,
+                seq: r.seq,
+            },
+            message_id: r.message_id,
+            status: r.status,
+            changed_at: r.changed_at,
+        })
+        .collect())
+}
+
+/// The position of the channel's latest change that every reader sees: a
+/// stream that starts "now" starts there.
+pub async fn head(db: impl PgExecutor<'_>, channel_id: &str) -> sqlx::Result<Position> {
+    let row = sqlx::query!(
+        r#"
+        select xid::text::bigint as "xid!", seq
+        from message_changes
+        where channel_id = $1 and xid < pg_snapshot_xmin(pg_current_snapshot())
+        order by xid desc, seq desc
+        limit 1
+        "#,
+        channel_id
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map_or(Position::default(), |r| Position {
+        xid: r.xid,
+        seq: r.seq,
+    }))
+}
+
+/// A connection of its own, outside `pool` so that it takes none of the
+/// connections requests need, receiving the feed's notifications
+/// (`koostatus_changes`, payload: the channel id).
+pub async fn listener(pool: &sqlx::PgPool) -> sqlx::Result<PgListener> {
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with((*pool.connect_options()).clone());
+    let mut listener = PgListener::connect_with(&own).await?;
+    listener.listen("koostatus_changes").await?;
+    Ok(listener)
+}
+
+/// Deletes up to `limit` of the channel's changes older than `cutoff`,
+/// oldest positions first. Returns how many went.
+pub async fn delete_older(
+    db: impl PgExecutor<'_>,
+    channel_id: &str,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<u64> {
+    let deleted = sqlx::query!(
+        "with doomed as (
+             select xid, seq from message_changes
+             where channel_id = $1 and changed_at < $2
+             order by xid, seq
+             limit $3
+         )
+         delete from message_changes c using doomed d
+         where c.channel_id = $1 and c.xid = d.xid and c.seq = d.seq",
+        channel_id,
+        cutoff,
+        limit
+    )
+    .execute(db)
+    .await?;
+    Ok(deleted.rows_affected())
+}
