@@ -295,6 +295,22 @@ async fn serve_creates_the_database_and_stops_cleanly_on_sigterm() {
             .unwrap();
     assert_eq!(stored.as_deref(), Some("read"));
 
+    // A live stream open at SIGTERM is ended rather than holding the stop
+    // for the whole grace period (30 s).
+    let out = run_cli(&db.url(), &["token", "create", "--name", "desk"], "");
+    let token = text(&out.stdout)
+        .split_whitespace()
+        .find(|w| w.starts_with("kst_"))
+        .expect("the token is printed")
+        .to_owned();
+    let mut events = client
+        .get(format!("{base}/api/v1/channels/c1/events"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+
     let mut server = server.0.take().unwrap();
     assert!(
         Command::new("kill")
@@ -303,11 +319,18 @@ async fn serve_creates_the_database_and_stops_cleanly_on_sigterm() {
             .unwrap()
             .success()
     );
+    let stopping = Instant::now();
     let status = tokio::task::spawn_blocking(move || server.wait())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0));
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
+    while let Ok(Some(_)) = events.chunk().await {}
     let log = std::fs::read_to_string(&log_path).unwrap();
     std::fs::remove_file(&log_path).unwrap();
     assert!(

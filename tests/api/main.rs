@@ -8,6 +8,7 @@ mod fuzz;
 mod guessing;
 mod health;
 mod helpers;
+mod instances;
 mod metrics;
 mod outage;
 mod read_api;
