@@ -27,6 +27,8 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub url: SecretString,
+    /// A replica for the read API's message queries; None uses `url`.
+    pub read_url: Option<SecretString>,
     pub max_connections: u32,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -138,6 +140,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
             url: SecretString::from("postgres://postgres@127.0.0.1:5432/koostatus"),
+            read_url: None,
             max_connections: 16,
             connect_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(2),
@@ -273,6 +276,9 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let bad =
             |setting: &str, why: &str| Err(ConfigError(format!("Bad setting `{setting}`: {why}.")));
+        if let Err(e) = crate::db::read_connect_options(&self.database) {
+            return Err(ConfigError(e.to_string()));
+        }
         if self.database.max_connections == 0 {
             return bad("database.max_connections", "must be at least 1");
         }

@@ -35,7 +35,11 @@ impl AppState {
     /// Must be called on the main runtime (see [`Db`]).
     pub async fn new(config: Config, pool: PgPool) -> AppState {
         crate::metrics::handle();
-        let db = Db::new(pool);
+        // Validated at start-up (Config::load), so it parses here.
+        let read = db::read_connect_options(&config.database)
+            .expect("database.read_url was validated")
+            .map(|opts| db::pool(&config.database, opts));
+        let db = Db::new(pool, read);
         let credentials = Arc::new(Credentials::new(db.clone(), &config.auth).await);
         let forgetful = Arc::downgrade(&credentials);
         tokio::spawn(async move {

@@ -102,7 +102,7 @@ pub async fn get_message(
     let (ch, id) = (channel.to_string(), message_id.clone());
     let found = state
         .db
-        .run(|pool| async move { db::messages::find(&pool, &ch, &id).await })
+        .run_read(|pool| async move { db::messages::find(&pool, &ch, &id).await })
         .await
         .map_err(|e| state.db_error(e))?;
     let (message, history) = found.ok_or_else(|| {
@@ -147,7 +147,7 @@ pub async fn lookup(
     let ch = channel.to_string();
     let (rows, ids) = state
         .db
-        .run(|pool| async move {
+        .run_read(|pool| async move {
             let rows = db::messages::lookup(&pool, &ch, &ids).await?;
             Ok((rows, ids))
         })
@@ -238,7 +238,7 @@ pub async fn list(
     let ch = channel.to_string();
     let mut rows = state
         .db
-        .run(|pool| async move { db::messages::list(&pool, &ch, &filter).await })
+        .run_read(|pool| async move { db::messages::list(&pool, &ch, &filter).await })
         .await
         .map_err(|e| state.db_error(e))?;
     // One row more than the page was asked for: it says whether a next page exists.

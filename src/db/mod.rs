@@ -29,13 +29,16 @@ use crate::config::DatabaseConfig;
 #[derive(Clone)]
 pub struct Db {
     pool: PgPool,
+    /// The replica of `database.read_url`, else the same pool.
+    read: PgPool,
     runtime: tokio::runtime::Handle,
 }
 
 impl Db {
     /// Must be called on the runtime that outlives the HTTP workers.
-    pub fn new(pool: PgPool) -> Db {
+    pub fn new(pool: PgPool, read: Option<PgPool>) -> Db {
         Db {
+            read: read.unwrap_or_else(|| pool.clone()),
             pool,
             runtime: tokio::runtime::Handle::current(),
         }
@@ -63,6 +66,18 @@ impl Db {
         }
     }
 
+    /// As [`Db::run`], on the read replica when one is configured: for
+    /// queries that may lag the primary by the replica's delay.
+    pub async fn run_read<T, F, Fut>(&self, query: F) -> sqlx::Result<T>
+    where
+        F: FnOnce(PgPool) -> Fut,
+        Fut: Future<Output = sqlx::Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let read = self.read.clone();
+        self.run(move |_| query(read)).await
+    }
+
     /// Runs `query` on the main runtime without waiting for it.
     pub fn spawn<Fut>(&self, query: impl FnOnce(PgPool) -> Fut)
     where
@@ -84,15 +99,24 @@ pub fn describe(opts: &PgConnectOptions) -> String {
 }
 
 pub fn connect_options(cfg: &DatabaseConfig) -> anyhow::Result<PgConnectOptions> {
-    let url = cfg.url.expose_secret();
+    options_for(cfg, cfg.url.expose_secret(), "database.url")
+}
+
+/// The replica's options when `database.read_url` is set.
+pub fn read_connect_options(cfg: &DatabaseConfig) -> anyhow::Result<Option<PgConnectOptions>> {
+    cfg.read_url
+        .as_ref()
+        .map(|url| options_for(cfg, url.expose_secret(), "database.read_url"))
+        .transpose()
+}
+
+fn options_for(cfg: &DatabaseConfig, url: &str, setting: &str) -> anyhow::Result<PgConnectOptions> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        anyhow::bail!(
-            "Bad setting `database.url`: it must start with postgres:// or postgresql://."
-        );
+        anyhow::bail!("Bad setting `{setting}`: it must start with postgres:// or postgresql://.");
     }
     // The parse error of sqlx can quote the URL; say only which setting is wrong.
     let opts = PgConnectOptions::from_str(url).map_err(|_| {
-        anyhow::anyhow!("Bad setting `database.url`: it is not a valid PostgreSQL URL.")
+        anyhow::anyhow!("Bad setting `{setting}`: it is not a valid PostgreSQL URL.")
     })?;
     let statement_timeout = cfg.statement_timeout.as_millis().to_string();
     Ok(opts
@@ -159,8 +183,12 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception, 53: insufficient resources,
             // 57: operator intervention (statement timeout, shutdown),
-            // 40001/40P01: serialization failure, deadlock.
+            // 40001/40P01: serialization failure, deadlock;
+            // 28 and 3D000 on connecting (credentials refused, no such
+            // database): the service's setup, not the request, is at fault.
             code.starts_with("08")
+                || code.starts_with("28")
+                || code == "3D000"
                 || code.starts_with("53")
                 || code.starts_with("57")
                 || code == "40001"

@@ -507,3 +507,52 @@ fn rand_suffix() -> u32 {
         .unwrap()
         .subsec_nanos()
 }
+
+/// `database.read_url`: the message queries of the read API go to the
+/// replica; the webhook and the feed stay on the primary. A replica that
+/// does not answer makes only those queries answer 503.
+#[tokio::test]
+async fn message_queries_use_the_read_replica_when_one_is_configured() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        let primary = secrecy::ExposeSecret::expose_secret(&c.database.url).to_owned();
+        let (server, _) = primary.rsplit_once('/').unwrap();
+        c.database.read_url = Some(format!("{server}/koostatus_no_such_replica").into());
+        c.database.acquire_timeout = Duration::from_millis(500);
+    })
+    .await;
+    app.add_channel(CH, PASSWORD).await;
+    let token = app.create_token("desk", &[]).await;
+    assert_eq!(
+        app.post_report(CH, PASSWORD, &report("m1", "read"))
+            .await
+            .status(),
+        200
+    );
+    for path in [
+        format!("/api/v1/channels/{CH}/messages/m1"),
+        format!("/api/v1/channels/{CH}/messages"),
+    ] {
+        assert_error(app.get(&path, &token).await, 503, "unavailable").await;
+    }
+    let feed = app
+        .get(&format!("/api/v1/channels/{CH}/changes"), &token)
+        .await;
+    assert_eq!(feed.status(), 200);
+
+    // Pointed at the primary's database, the same queries answer.
+    let same =
+        crate::helpers::spawn_app_with(|c| c.database.read_url = Some(c.database.url.clone()))
+            .await;
+    same.add_channel(CH, PASSWORD).await;
+    let token = same.create_token("desk", &[]).await;
+    assert_eq!(
+        same.post_report(CH, PASSWORD, &report("m1", "read"))
+            .await
+            .status(),
+        200
+    );
+    let got = same
+        .get(&format!("/api/v1/channels/{CH}/messages/m1"), &token)
+        .await;
+    assert_eq!(got.status(), 200);
+}
