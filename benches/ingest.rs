@@ -472,34 +472,64 @@ async fn http_client(port: u16, deadline: Instant, seed: u64) -> anyhow::Result<
     Ok((latencies, acked, errors))
 }
 
-/// Wrong passwords at `per_s` requests a second from 8 paced connections
-/// (all from this host, so the per-client budget is spent at once). Returns
-/// how many were sent and how many got an answer other than 401 or 429.
+/// Wrong passwords at `per_s` requests a second over 8 paced keep-alive
+/// connections, as they arrive through a load balancer (all from this host,
+/// so the per-client budget is spent at once). Returns how many were sent
+/// and how many got an answer other than 401 or 429 (or none).
 async fn flood(port: u16, per_s: u32, duration: Duration) -> anyhow::Result<(u64, usize)> {
     let deadline = Instant::now() + duration;
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             tokio::spawn(async move {
                 let body = r#"{"message_id":"x","sender":"s","user_number":"u","status":"read"}"#;
-                // A refused request's body is not read, so the service closes
-                // the connection: one connection per guess.
                 let request = format!(
-                    "POST /social/on/whatsapp/koomessage/report/{CHANNEL} HTTP/1.1\r\nhost: bench\r\nconnection: close\r\nauthorization: a-wrong-guess\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    "POST /social/on/whatsapp/koomessage/report/{CHANNEL} HTTP/1.1\r\nhost: bench\r\nauthorization: a-wrong-guess\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                     body.len()
                 );
                 let mut tick = tokio::time::interval(Duration::from_secs_f64(8.0 / per_s as f64));
                 let (mut sent, mut bad) = (0u64, 0usize);
+                let mut connection: Option<BufReader<TcpStream>> = None;
+                let mut line = String::new();
                 while Instant::now() < deadline {
                     tick.tick().await;
-                    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-                    let _ = stream.write_all(request.as_bytes()).await;
-                    let mut answer = Vec::new();
-                    let _ = stream.read_to_end(&mut answer).await;
-                    let head = String::from_utf8_lossy(&answer[..answer.len().min(16)]).into_owned();
-                    if !(head.contains(" 401 ") || head.contains(" 429 ")) {
-                        bad += 1;
-                    }
+                    let stream = match connection.as_mut() {
+                        Some(s) => s,
+                        None => connection.insert(BufReader::new(
+                            TcpStream::connect(("127.0.0.1", port)).await?,
+                        )),
+                    };
                     sent += 1;
+                    // One answer: status line, headers, body by content-length.
+                    let answered = async {
+                        stream.get_mut().write_all(request.as_bytes()).await?;
+                        line.clear();
+                        stream.read_line(&mut line).await?;
+                        let refused = line.contains(" 401 ") || line.contains(" 429 ");
+                        let mut length = 0usize;
+                        loop {
+                            line.clear();
+                            if stream.read_line(&mut line).await? == 0 || line == "\r\n" {
+                                break;
+                            }
+                            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut skip = vec![0u8; length];
+                        stream.read_exact(&mut skip).await?;
+                        std::io::Result::Ok(refused)
+                    }
+                    .await;
+                    match answered {
+                        Ok(true) => {}
+                        Ok(false) => bad += 1,
+                        // Closed by the service: unanswered, which it must
+                        // not do to a refused guess; reconnect and go on.
+                        Err(_) => {
+                            bad += 1;
+                            connection = None;
+                        }
+                    }
                 }
                 anyhow::Ok((sent, bad))
             })

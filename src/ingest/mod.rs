@@ -72,11 +72,28 @@ pub async fn report(
         // One budget for every malformed id, so made-up ids add no keys.
         Err(_) => Err(state.credentials.reject(password, client, "").await),
     };
-    let channel = auth.map_err(|e| match e {
-        AuthError::Denied => ApiError::Unauthorized,
-        AuthError::Throttled { retry_after_secs } => ApiError::TooManyAttempts { retry_after_secs },
-        AuthError::Database(e) => state.db_error(e),
-    })?;
+    let channel = match auth {
+        Ok(channel) => channel,
+        Err(e) => {
+            // The answer is decided; the body (at most max_body_bytes, within
+            // body_timeout) is read only so that the connection stays open:
+            // behind a load balancer, refusing guesses must not cost a new
+            // connection each.
+            let _ = crate::body::read_limited(
+                payload,
+                limits.max_body_bytes,
+                state.config.server.body_timeout,
+            )
+            .await;
+            return Err(match e {
+                AuthError::Denied => ApiError::Unauthorized,
+                AuthError::Throttled { retry_after_secs } => {
+                    ApiError::TooManyAttempts { retry_after_secs }
+                }
+                AuthError::Database(e) => state.db_error(e),
+            });
+        }
+    };
 
     if !is_json(&req) {
         return Err(ApiError::UnsupportedMediaType);

@@ -251,3 +251,18 @@ async fn a_flood_of_wrong_passwords_gets_only_401_or_429_and_little_argon2() {
     );
     assert!(loaded > 0.0);
 }
+
+/// A refused guess leaves its connection open: through a load balancer's
+/// pooled connections, guesses must not cost a new connection each.
+#[tokio::test]
+async fn refused_guesses_keep_the_connection_open() {
+    let app = spawn_app_with(|_| {}).await;
+    app.add_channel(CH, PASSWORD).await;
+    let body = report("m1", "read").to_string();
+    let one = format!(
+        "POST /social/on/whatsapp/koomessage/report/{CH} HTTP/1.1\r\nhost: t\r\nauthorization: wrong\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let answers = app.raw(one.repeat(3).as_bytes()).await;
+    assert_eq!(answers.matches("HTTP/1.1 401").count(), 3, "{answers}");
+}
