@@ -25,6 +25,9 @@ const MAX_LIMIT: i64 = 1000;
 /// still running), look again this soon rather than at the next heartbeat,
 /// then twice as late each time.
 const RETRY_SOON: Duration = Duration::from_millis(100);
+/// The most often one stream reads the feed: 20 reads a second per stream
+/// at worst, however many commits wake it.
+const MIN_READ_GAP: Duration = Duration::from_millis(50);
 
 /// `<xid>-<seq>`; "0-0" is before the first change.
 pub fn format_position(p: Position) -> String {
@@ -176,6 +179,7 @@ pub async fn events(
         shutdown: state.shutdown.subscribe(),
         heartbeat: state.config.server.events_heartbeat,
         retry: None,
+        last_read: None,
         _open: Subscribed::new(),
     };
     let stream = futures_util::stream::unfold(follower, |mut f| async move {
@@ -201,6 +205,7 @@ struct Follower {
     heartbeat: Duration,
     /// Set after a wake-up: when to look again if nothing was readable.
     retry: Option<Duration>,
+    last_read: Option<std::time::Instant>,
     _open: Subscribed,
 }
 
@@ -220,10 +225,17 @@ impl Follower {
                     "id: {id}\nevent: change\ndata: {data}\n\n"
                 )));
             }
+            // On a busy channel every batch commit wakes every stream: read at
+            // most every MIN_READ_GAP, the wake-ups in between coalesced.
+            if let Some(last) = self.last_read {
+                tokio::time::sleep_until((last + MIN_READ_GAP).into()).await;
+                while self.wake.try_recv().is_ok() {}
+            }
+            self.last_read = Some(std::time::Instant::now());
             let (ch, after) = (self.channel.clone(), self.position);
             match self
                 .db
-                .run(|pool| async move { db::changes::after(&pool, &ch, after, 100).await })
+                .run(|pool| async move { db::changes::after(&pool, &ch, after, 500).await })
                 .await
             {
                 Ok(changes) if !changes.is_empty() => {

@@ -158,6 +158,8 @@ async fn a_change_committed_late_by_an_earlier_transaction_is_not_skipped() {
 async fn a_follower_misses_nothing_and_sees_nothing_twice_under_concurrent_writers() {
     let (app, token) = app_with_channel().await;
     let second = spawn_instance(&app, |_| {}).await;
+    // A live stream on the second instance, from the start, alongside.
+    let mut stream = Sse::open(&second, &token, Some("0-0")).await;
     let writers: Vec<_> = (0..16)
         .map(|w| {
             let url = if w % 2 == 0 {
@@ -233,8 +235,21 @@ async fn a_follower_misses_nothing_and_sees_nothing_twice_under_concurrent_write
     assert_eq!(unique, expected);
     // And nothing more comes.
     assert!(entries(&page(&app, &token, &after).await).is_empty());
+    let mut pushed = Vec::new();
+    while pushed.len() < seen.len() {
+        let (_, data) = stream
+            .next(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("only {} events", pushed.len()));
+        pushed.push((
+            data["message_id"].as_str().unwrap().to_owned(),
+            data["status"].as_str().unwrap().to_owned(),
+        ));
+    }
+    assert_eq!(pushed, seen, "the stream and the feed agree, in order");
+    assert!(stream.next(Duration::from_millis(300)).await.is_none());
     println!(
-        "feed follower: {} changes from 2 instances, 0 missing, 0 repeated",
+        "feed follower and event stream: {} changes from 2 instances, 0 missing, 0 repeated",
         seen.len()
     );
 }
