@@ -39,6 +39,7 @@ const PASSWORD: &str = "bench-webhook-password";
 /// Message ids are drawn from this many, so some reports update a message.
 const ID_SPACE: u64 = 1_000_000;
 
+#[derive(Default)]
 struct Run {
     /// The flood's figures, for a run with one.
     flood: Option<Flood>,
@@ -398,14 +399,7 @@ async fn http_load(port: u16, connections: usize, duration: Duration) -> anyhow:
     let tasks: Vec<_> = (0..connections)
         .map(|c| tokio::spawn(http_client(port, deadline, c as u64 + 1)))
         .collect();
-    let mut run = Run {
-        flood: None,
-        reports_per_s: 0.0,
-        latencies: Vec::new(),
-        acked: Vec::new(),
-        acked_at: Vec::new(),
-        errors: 0,
-    };
+    let mut run = Run::default();
     for t in tasks {
         let (latencies, acked, errors) = t.await??;
         run.latencies.extend(latencies);
@@ -596,14 +590,7 @@ async fn direct_run(connections: usize, duration: Duration) -> anyhow::Result<Ru
             })
         })
         .collect();
-    let mut run = Run {
-        flood: None,
-        reports_per_s: 0.0,
-        latencies: Vec::new(),
-        acked: Vec::new(),
-        acked_at: Vec::new(),
-        errors: 0,
-    };
+    let mut run = Run::default();
     for t in tasks {
         let (latencies, acked) = t.await?;
         run.latencies.extend(latencies);

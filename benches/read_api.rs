@@ -74,7 +74,7 @@ async fn run(url: &str) -> anyhow::Result<()> {
         &config.database,
         koostatus::db::connect_options(&config.database)?,
     );
-    let app = Application::build(config, pool.clone(), false).await?;
+    let app = Application::build(config, pool.clone()).await?;
     let base = format!(
         "http://127.0.0.1:{}/api/v1/channels/bench/messages",
         app.port()

@@ -155,9 +155,9 @@ pub struct Application {
 
 impl Application {
     /// Binds `config.listen` (port 0 picks a free port) and builds the server.
-    /// `handle_signals`: stop gracefully on SIGTERM / Ctrl-C (off in tests,
-    /// which run several servers in one process).
-    pub async fn build(config: Config, pool: PgPool, handle_signals: bool) -> anyhow::Result<Self> {
+    /// It does not watch signals: `serve` does (and tests run several servers
+    /// in one process), stopping it through [`Application::handle`].
+    pub async fn build(config: Config, pool: PgPool) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("Cannot listen on {} (setting `listen`).", config.listen))?;
         let port = listener.local_addr()?.port();
@@ -183,10 +183,7 @@ impl Application {
         if server_cfg.workers > 0 {
             server = server.workers(server_cfg.workers);
         }
-        if !handle_signals {
-            server = server.disable_signals();
-        }
-        let server = server.listen(listener)?.run();
+        let server = server.disable_signals().listen(listener)?.run();
         Ok(Application {
             server,
             port,

@@ -73,10 +73,9 @@ fn record_metrics<B>(
         Method::HEAD => "HEAD",
         _ => "other",
     };
-    let route = route.to_owned();
-    metrics::counter!("koostatus_http_requests_total", "route" => route.clone(), "method" => method, "code" => status.to_string())
+    metrics::counter!("koostatus_http_requests_total", "route" => route.to_owned(), "method" => method, "code" => status.to_string())
         .increment(1);
-    metrics::histogram!("koostatus_http_request_duration_seconds", "route" => route.clone())
+    metrics::histogram!("koostatus_http_request_duration_seconds", "route" => route.to_owned())
         .record(elapsed.as_secs_f64());
     if route == crate::ingest::ROUTE {
         if let Some(ErrorCode(reason)) = response.response().extensions().get::<ErrorCode>() {

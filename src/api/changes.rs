@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, watch};
 
 use super::model::{ChangeEntry, ChangePage};
-use super::{Caller, model, readable};
+use super::{Caller, model, parse_limit, readable};
 use crate::db;
 use crate::db::Db;
 use crate::db::changes::{Change, Position};
@@ -97,19 +97,7 @@ pub async fn changes(
         .after
         .as_deref()
         .map_or(Ok(Position::default()), parse_position)?;
-    let limit = match params.limit.as_deref() {
-        None => 100,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=MAX_LIMIT).contains(l))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_limit",
-                    format!("`limit` must be a whole number from 1 to {MAX_LIMIT}."),
-                )
-            })?,
-    };
+    let limit = parse_limit(params.limit.as_deref(), MAX_LIMIT)?;
     let ch = channel.to_string();
     let changes = state
         .db

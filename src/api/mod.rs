@@ -256,6 +256,20 @@ pub async fn list(
     }))
 }
 
+/// A page size: 100 when absent, else a whole number from 1 to `max`.
+fn parse_limit(limit: Option<&str>, max: i64) -> Result<i64, ApiError> {
+    let Some(l) = limit else { return Ok(100) };
+    l.parse::<i64>()
+        .ok()
+        .filter(|l| (1..=max).contains(l))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_limit",
+                format!("`limit` must be a whole number from 1 to {max}."),
+            )
+        })
+}
+
 fn parse_list_params(p: ListParams) -> Result<ListFilter, ApiError> {
     let status = p
         .status
@@ -279,19 +293,7 @@ fn parse_list_params(p: ListParams) -> Result<ListFilter, ApiError> {
             })
             })
             .transpose()?;
-    let limit = match p.limit {
-        None => 100,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=500).contains(l))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_limit",
-                    "`limit` must be a whole number from 1 to 500.",
-                )
-            })?,
-    };
+    let limit = parse_limit(p.limit.as_deref(), 500)?;
     let after = p.cursor.map(|c| decode_cursor(&c)).transpose()?;
     if p.user_number
         .as_ref()

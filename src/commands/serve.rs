@@ -24,7 +24,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     // Signals are handled here rather than by actix-web, so that the
     // `/events` streams can be ended before the graceful stop waits on them.
-    let app = Application::build(config, pool, false).await?;
+    let app = Application::build(config, pool).await?;
     tracing::info!(port = app.port(), "listening");
     let (state, handle) = (app.state.clone(), app.handle());
     let server = app.run_until_stopped();

@@ -229,43 +229,21 @@ async fn serve_creates_the_database_and_stops_cleanly_on_sigterm() {
         name: format!("{}_fresh", empty_database().await.name),
     };
     let log_path = std::env::temp_dir().join(format!("{}.log", db.name));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = Command::new(env!("CARGO_BIN_EXE_koostatus"))
-        .args([
-            "--database-url",
-            &db.url(),
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("KOOSTATUS_LOG__FILTER", "trace")
-        .env("KOOSTATUS_LOG__FORMAT", "json")
+    let port = free_port();
+    let mut server = spawn_serve(
+        &db.url(),
+        port,
+        &[
+            ("KOOSTATUS_LOG__FILTER", "trace"),
+            ("KOOSTATUS_LOG__FORMAT", "json"),
+        ],
         // A file, not a pipe: nobody reads a pipe until the end, and a full
         // one would block the server's logging.
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let mut server = KillOnDrop(Some(server));
+        std::fs::File::create(&log_path).unwrap(),
+    );
+    wait_ready(port).await;
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    while client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "serve did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let out = run_cli(
         &db.url(),
         &["channel", "add", "c1", "--password-stdin"],
@@ -354,6 +332,55 @@ async fn serve_creates_the_database_and_stops_cleanly_on_sigterm() {
 /// A child process that a failing test must not leave running.
 pub struct KillOnDrop(pub Option<std::process::Child>);
 
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `koostatus serve` as its own process on `port`, with extra environment.
+pub fn spawn_serve(
+    db_url: &str,
+    port: u16,
+    env: &[(&str, &str)],
+    stderr: impl Into<Stdio>,
+) -> KillOnDrop {
+    let child = Command::new(env!("CARGO_BIN_EXE_koostatus"))
+        .args([
+            "--database-url",
+            db_url,
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .envs(env.iter().copied())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    KillOnDrop(Some(child))
+}
+
+/// Waits until `/readyz` answers 200, at most 20 s.
+pub async fn wait_ready(port: u16) {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "serve did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if let Some(child) = &mut self.0 {
@@ -433,26 +460,15 @@ async fn serve_prunes_on_a_schedule_when_configured() {
     .execute(&pool)
     .await
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _server = KillOnDrop(Some(
-        Command::new(env!("CARGO_BIN_EXE_koostatus"))
-            .args([
-                "--database-url",
-                &db.url(),
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .env("KOOSTATUS_RETENTION__MAX_AGE", "90d")
-            .env("KOOSTATUS_RETENTION__INTERVAL", "1s")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
+    let _server = spawn_serve(
+        &db.url(),
+        free_port(),
+        &[
+            ("KOOSTATUS_RETENTION__MAX_AGE", "90d"),
+            ("KOOSTATUS_RETENTION__INTERVAL", "1s"),
+        ],
+        Stdio::null(),
+    );
     let started = Instant::now();
     loop {
         let left: i64 = sqlx::query_scalar("select count(*) from messages")

@@ -221,7 +221,7 @@ pub async fn spawn_app_on(db: TestDatabase, adjust: impl FnOnce(&mut Config)) ->
         &config.database,
         koostatus::db::connect_options(&config.database).unwrap(),
     );
-    let application = Application::build(config, app_pool, false).await.unwrap();
+    let application = Application::build(config, app_pool).await.unwrap();
     let address = format!("http://127.0.0.1:{}", application.port());
     let handle = application.handle();
     let app = application.state.clone();
@@ -380,7 +380,7 @@ pub async fn spawn_instance(app: &TestApp, adjust: impl FnOnce(&mut Config)) -> 
         &config.database,
         koostatus::db::connect_options(&config.database).unwrap(),
     );
-    let application = Application::build(config, pool, false).await.unwrap();
+    let application = Application::build(config, pool).await.unwrap();
     let address = format!("http://127.0.0.1:{}", application.port());
     tokio::spawn(application.run_until_stopped());
     address

@@ -5,16 +5,13 @@ use std::time::{Duration, Instant};
 
 use koostatus::domain::Status;
 
-use crate::helpers::{PASSWORD, report, spawn_app, spawn_instance};
+use crate::helpers::{PASSWORD, TestApp, report, spawn_app, spawn_instance};
 
 const CH: &str = "ch";
 
-/// Conflicting reports for the same messages sent to both instances at
-/// once end in the state one instance gives: per message the highest status,
-/// one history entry per status with every receipt counted, one feed entry
-/// per change.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conflicting_reports_through_two_instances_end_as_through_one() {
+/// An app with a channel, a second instance on its database, and the
+/// webhook URL of each.
+async fn two_instances() -> (TestApp, [String; 2]) {
     let app = spawn_app().await;
     app.add_channel(CH, PASSWORD).await;
     let second = spawn_instance(&app, |_| {}).await;
@@ -22,6 +19,16 @@ async fn conflicting_reports_through_two_instances_end_as_through_one() {
         app.webhook_url(CH),
         format!("{second}/social/on/whatsapp/koomessage/report/{CH}"),
     ];
+    (app, urls)
+}
+
+/// Conflicting reports for the same messages sent to both instances at
+/// once end in the state one instance gives: per message the highest status,
+/// one history entry per status with every receipt counted, one feed entry
+/// per change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_reports_through_two_instances_end_as_through_one() {
+    let (app, urls) = two_instances().await;
     // 20 messages, each sent a fixed mixed multiset of 12 reports, spread
     // over 24 concurrent clients alternating between the instances.
     let plan: Vec<(String, Status)> = (0..20)
@@ -85,13 +92,7 @@ async fn conflicting_reports_through_two_instances_end_as_through_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_change_through_the_cli_reaches_both_instances_within_5_seconds() {
-    let app = spawn_app().await;
-    app.add_channel(CH, PASSWORD).await;
-    let second = spawn_instance(&app, |_| {}).await;
-    let urls = [
-        app.webhook_url(CH),
-        format!("{second}/social/on/whatsapp/koomessage/report/{CH}"),
-    ];
+    let (app, urls) = two_instances().await;
     let client = reqwest::Client::new();
     let status = |url: String, password: &'static str| {
         let client = client.clone();

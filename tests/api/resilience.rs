@@ -1,64 +1,32 @@
 //! The service as a process: killed mid-stream it loses nothing it
 //! acknowledged; stopped with SIGTERM it finishes what is in flight.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::cli::{KillOnDrop, run_cli};
+use crate::cli::{KillOnDrop, free_port, run_cli, spawn_serve, wait_ready};
 use crate::helpers::{PASSWORD, TestDatabase, migrated_database, report};
 
 const CH: &str = "ch";
 
 fn start_server(db: &TestDatabase, port: u16) -> KillOnDrop {
-    let child = Command::new(env!("CARGO_BIN_EXE_koostatus"))
-        .args([
-            "--database-url",
-            &db.url(),
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("KOOSTATUS_LOG__FILTER", "warn")
-        // A busy CI machine must not turn the deliberately held lock into a
-        // statement timeout.
-        .env("KOOSTATUS_DATABASE__STATEMENT_TIMEOUT", "30s")
-        // Few connections, so the writers reuse those that requests opened:
-        // a connection belongs to the runtime that opened it, and an HTTP
-        // worker's runtime stops during shutdown.
-        .env("KOOSTATUS_DATABASE__MAX_CONNECTIONS", "3")
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::File::create(std::env::temp_dir().join(format!("koostatus-{port}.log")))
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap();
-    KillOnDrop(Some(child))
-}
-
-async fn wait_ready(port: u16) {
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client
-        .get(format!("http://127.0.0.1:{port}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(started.elapsed() < Duration::from_secs(20), "not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    spawn_serve(
+        &db.url(),
+        port,
+        &[
+            ("KOOSTATUS_LOG__FILTER", "warn"),
+            // A busy CI machine must not turn the deliberately held lock into
+            // a statement timeout.
+            ("KOOSTATUS_DATABASE__STATEMENT_TIMEOUT", "30s"),
+            // Few connections, so the writers reuse those that requests
+            // opened: a connection belongs to the runtime that opened it, and
+            // an HTTP worker's runtime stops during shutdown.
+            ("KOOSTATUS_DATABASE__MAX_CONNECTIONS", "3"),
+        ],
+        std::fs::File::create(std::env::temp_dir().join(format!("koostatus-{port}.log"))).unwrap(),
+    )
 }
 
 /// Clients posting until `stop`; returns what was answered 200 and the

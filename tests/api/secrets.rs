@@ -2,9 +2,9 @@
 //! a Debug print, not in any table.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::cli::KillOnDrop;
+use crate::cli::{free_port, spawn_serve, wait_ready};
 use crate::helpers::{TestDatabase, migrated_database, report};
 
 const FIRST: &str = "first-webhook-secret-7Q2x";
@@ -64,37 +64,16 @@ async fn no_secret_appears_in_logs_debug_prints_or_tables() {
     assert!(token.starts_with("kst_"));
 
     let log_path = std::env::temp_dir().join(format!("{}-secrets.log", db.name));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = Command::new(env!("CARGO_BIN_EXE_koostatus"))
-        .args([
-            "--database-url",
-            &url_with_password(&db),
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("KOOSTATUS_LOG__FILTER", "trace")
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let mut server = KillOnDrop(Some(server));
+    let port = free_port();
+    let mut server = spawn_serve(
+        &url_with_password(&db),
+        port,
+        &[("KOOSTATUS_LOG__FILTER", "trace")],
+        std::fs::File::create(&log_path).unwrap(),
+    );
+    wait_ready(port).await;
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(started.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let webhook = format!("{base}/social/on/whatsapp/koomessage/report/ch");
     for (password, expected) in [(FIRST, 200), (WRONG, 401), (FIRST, 200)] {
         let r = client
