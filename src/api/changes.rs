@@ -21,9 +21,8 @@ use crate::feed::Wake;
 use crate::startup::AppState;
 
 const MAX_LIMIT: i64 = 1000;
-/// After a wake-up that found nothing readable yet (an older transaction is
-/// still running), look again this soon rather than at the next heartbeat,
-/// then twice as late each time.
+/// While committed changes wait behind an older running transaction, look
+/// again this often.
 const RETRY_SOON: Duration = Duration::from_millis(100);
 /// The most often one stream reads the feed: 20 reads a second per stream
 /// at worst, however many commits wake it.
@@ -166,7 +165,7 @@ pub async fn events(
         wake: state.hub.subscribe(),
         shutdown: state.shutdown.subscribe(),
         heartbeat: state.config.server.events_heartbeat,
-        retry: None,
+        last_sent: std::time::Instant::now(),
         last_read: None,
         _open: Subscribed::new(),
     };
@@ -191,8 +190,8 @@ struct Follower {
     wake: broadcast::Receiver<Wake>,
     shutdown: watch::Receiver<bool>,
     heartbeat: Duration,
-    /// Set after a wake-up: when to look again if nothing was readable.
-    retry: Option<Duration>,
+    /// When the stream last sent anything: a heartbeat is due `heartbeat` later.
+    last_sent: std::time::Instant,
     last_read: Option<std::time::Instant>,
     _open: Subscribed,
 }
@@ -207,6 +206,7 @@ impl Follower {
             }
             if let Some(change) = self.pending.pop_front() {
                 self.position = change.position;
+                self.last_sent = std::time::Instant::now();
                 let id = format_position(change.position);
                 let data = serde_json::to_string(&entry(change)).expect("serialisable");
                 return Some(Bytes::from(format!(
@@ -221,43 +221,58 @@ impl Follower {
             }
             self.last_read = Some(std::time::Instant::now());
             let (ch, after) = (self.channel.clone(), self.position);
-            match self
+            let read = self
                 .db
                 .run(|pool| async move { db::changes::after(&pool, &ch, after, 500).await })
-                .await
-            {
-                Ok(changes) if !changes.is_empty() => {
-                    self.pending.extend(changes);
-                    self.retry = None;
-                    continue;
-                }
-                Ok(_) => {}
+                .await;
+            let changes = match read {
+                Ok(changes) => changes,
                 Err(e) => {
                     tracing::warn!(error = %e, "an events stream could not read the feed; closing it");
                     return None;
                 }
+            };
+            if !changes.is_empty() {
+                self.pending.extend(changes);
+                continue;
             }
-            let retry = self.retry.filter(|r| *r < self.heartbeat);
-            let idle = tokio::time::sleep(retry.unwrap_or(self.heartbeat));
+            // Committed changes held back by an older running transaction
+            // become readable when it ends, and that end may notify nobody
+            // (a transaction that changed no status). Asked after the read,
+            // this also covers one that ended in between: look again soon.
+            let (ch, after) = (self.channel.clone(), self.position);
+            let held = match self
+                .db
+                .run(|pool| async move { db::changes::any_after(&pool, &ch, after).await })
+                .await
+            {
+                Ok(held) => held,
+                Err(e) => {
+                    tracing::warn!(error = %e, "an events stream could not read the feed; closing it");
+                    return None;
+                }
+            };
+            let until_heartbeat = self.heartbeat.saturating_sub(self.last_sent.elapsed());
+            let idle = tokio::time::sleep(if held {
+                RETRY_SOON.min(until_heartbeat)
+            } else {
+                until_heartbeat
+            });
             tokio::pin!(idle);
             loop {
                 tokio::select! {
                     () = &mut idle => {
-                        if let Some(r) = retry {
-                            self.retry = Some(r * 2);
-                            break;
+                        if self.last_sent.elapsed() >= self.heartbeat {
+                            self.last_sent = std::time::Instant::now();
+                            return Some(Bytes::from_static(b": keep-alive\n\n"));
                         }
-                        self.retry = None;
-                        return Some(Bytes::from_static(b": keep-alive\n\n"));
+                        break;
                     }
                     woke = self.wake.recv() => match woke {
                         Ok(w) if !w.concerns(&self.channel) => continue,
                         Err(broadcast::error::RecvError::Closed) => return None,
                         // Ours, or lagged (some may have been ours): read again.
-                        _ => {
-                            self.retry = Some(RETRY_SOON);
-                            break;
-                        }
+                        _ => break,
                     },
                     _ = self.shutdown.changed() => return None,
                 }

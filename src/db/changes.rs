@@ -62,6 +62,28 @@ pub async fn after(
         .collect())
 }
 
+/// Whether committed changes after `after` exist, readable or not yet (held
+/// back by an older running transaction, see [`after`]).
+pub async fn any_after(
+    db: impl PgExecutor<'_>,
+    channel_id: &str,
+    after: Position,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"
+        select exists (
+            select 1 from message_changes
+            where channel_id = $1 and (xid, seq) > ($2::text::xid8, $3)
+        ) as "any!"
+        "#,
+        channel_id,
+        after.xid.to_string(),
+        after.seq
+    )
+    .fetch_one(db)
+    .await
+}
+
 /// The position of the channel's latest change that every reader sees: a
 /// stream that starts "now" starts there.
 pub async fn head(db: impl PgExecutor<'_>, channel_id: &str) -> sqlx::Result<Position> {

@@ -68,16 +68,22 @@ pub async fn record_reports(
         ),
         message as (
             insert into messages as m
-                (channel_id, message_id, sender, user_number, status, first_seen_at, updated_at)
-            select channel_id, message_id, sender, user_number, status, received_at, received_at
+                (channel_id, message_id, sender, user_number, status, first_seen_at, updated_at,
+                 changed_xid)
+            select channel_id, message_id, sender, user_number, status, received_at, received_at,
+                   pg_current_xact_id()
             from input
             order by channel_id, message_id
             on conflict (channel_id, message_id) do update
                 set status = greatest(m.status, excluded.status),
                     updated_at = case when excluded.status > m.status
-                                      then excluded.updated_at else m.updated_at end
+                                      then excluded.updated_at else m.updated_at end,
+                    -- After the message's previous change in feed order (V4).
+                    changed_xid = case when excluded.status > m.status
+                                       then greatest(excluded.changed_xid, m.changed_xid)
+                                       else m.changed_xid end
                 where m.sender = excluded.sender and m.user_number = excluded.user_number
-            returning m.channel_id, m.message_id, m.status
+            returning m.channel_id, m.message_id, m.status, m.changed_xid
         ),
         history as (
             insert into message_history as h
@@ -98,11 +104,12 @@ pub async fn record_reports(
         -- and is the current status: had the message held that status
         -- before, the entry would exist.
         change as (
-            insert into message_changes (channel_id, message_id, status, changed_at)
-            select channel_id, message_id, status, first_received_at
-            from history
-            where first_of_status and advanced
-            order by channel_id, message_id
+            insert into message_changes (channel_id, message_id, status, changed_at, xid)
+            select h.channel_id, h.message_id, h.status, h.first_received_at, message.changed_xid
+            from history h
+            join message on message.channel_id = h.channel_id and message.message_id = h.message_id
+            where h.first_of_status and h.advanced
+            order by h.channel_id, h.message_id
         )
         select channel_id as "channel_id!", message_id as "message_id!",
                first_of_status as "first_of_status!", advanced as "advanced!"

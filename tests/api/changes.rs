@@ -329,6 +329,12 @@ async fn events_reach_subscribers_of_another_instance_and_resume_after_last_even
             .status(),
         200
     );
+    // Readable first: a transaction running anywhere in the cluster (other
+    // tests) can hold a committed change back, and a stream starts after the
+    // last readable one.
+    while entries(&page(&app, &token, "0-0").await).is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Without Last-Event-ID a stream starts with the next change.
     let mut events = Sse::open(&other, &token, None).await;
@@ -396,4 +402,86 @@ async fn events_reach_subscribers_of_another_instance_and_resume_after_last_even
         "events across instances: 5 pushed, latency report-to-event max {:?}; 4 changes missed while disconnected all resumed",
         latencies.last().unwrap()
     );
+}
+
+/// A change committed while an older transaction that changes no status
+/// is still running cannot be read yet, and that transaction's end notifies
+/// nobody: the stream must still deliver soon after it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_deliver_a_change_held_back_by_a_transaction_that_notifies_nobody() {
+    let (app, token) = app_with_channel().await;
+    let mut events = Sse::open(&app.address, &token, None).await;
+    let mut older = app.pool.begin().await.unwrap();
+    // Takes a transaction id, writes no feed entry.
+    sqlx::query("update channels set name = name where id = $1")
+        .bind(CH)
+        .execute(&mut *older)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.post_report(CH, PASSWORD, &report("m1", "read"))
+            .await
+            .status(),
+        200
+    );
+    assert!(
+        events.next(Duration::from_millis(1500)).await.is_none(),
+        "read past a running transaction"
+    );
+    older.commit().await.unwrap();
+    let ended = Instant::now();
+    let (_, data) = events
+        .next(Duration::from_secs(5))
+        .await
+        .expect("delivered");
+    assert_eq!(data["message_id"], "m1");
+    assert!(
+        ended.elapsed() < Duration::from_secs(1),
+        "{:?} after the older transaction ended",
+        ended.elapsed()
+    );
+}
+
+fn incoming(id: &str, status: &str) -> Incoming {
+    let body = format!(
+        r#"{{"message_id":"{id}","sender":"86173xxxx4526","user_number":"86187xxxx5632","status":"{status}"}}"#
+    );
+    Incoming {
+        channel: ChannelId::parse(CH).unwrap(),
+        report: Report::from_json(body.as_bytes()).unwrap(),
+        received_at: chrono::Utc::now(),
+    }
+}
+
+/// Transaction ids come from a transaction's first write, not its commit:
+/// a writer with the lower id that waits for a message's row lock changes
+/// the message after the writer holding it, and the feed must say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_s_changes_are_in_feed_order_whatever_the_transaction_ids() {
+    let (app, token) = app_with_channel().await;
+    use koostatus::db::messages::record_reports as record;
+    let mut lower = app.pool.begin().await.unwrap();
+    record(&mut *lower, &[incoming("first-write", "delivered")])
+        .await
+        .unwrap();
+    let mut higher = app.pool.begin().await.unwrap();
+    record(&mut *higher, &[incoming("m1", "failed")])
+        .await
+        .unwrap();
+    // The lower id now waits for m1, which the higher one holds.
+    let waiting = tokio::spawn(async move {
+        record(&mut *lower, &[incoming("m1", "read")])
+            .await
+            .unwrap();
+        lower.commit().await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    higher.commit().await.unwrap();
+    waiting.await.unwrap();
+    let m1: Vec<String> = entries(&page(&app, &token, "0-0").await)
+        .into_iter()
+        .filter(|(_, m, _)| m == "m1")
+        .map(|(_, _, s)| s)
+        .collect();
+    assert_eq!(m1, ["failed", "read"]);
 }

@@ -259,10 +259,14 @@ async fn refused_guesses_keep_the_connection_open() {
     let app = spawn_app_with(|_| {}).await;
     app.add_channel(CH, PASSWORD).await;
     let body = report("m1", "read").to_string();
-    let one = format!(
-        "POST /social/on/whatsapp/koomessage/report/{CH} HTTP/1.1\r\nhost: t\r\nauthorization: wrong\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let answers = app.raw(one.repeat(3).as_bytes()).await;
+    let one = |connection: &str| {
+        format!(
+            "POST /social/on/whatsapp/koomessage/report/{CH} HTTP/1.1\r\nhost: t\r\nauthorization: wrong\r\nconnection: {connection}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // The last asks to close, so that reading ends there.
+    let requests = one("keep-alive").repeat(2) + &one("close");
+    let answers = app.raw(requests.as_bytes()).await;
     assert_eq!(answers.matches("HTTP/1.1 401").count(), 3, "{answers}");
 }
