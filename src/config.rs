@@ -21,6 +21,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub retention: RetentionConfig,
     pub log: LogConfig,
+    pub cors: CorsConfig,
+    pub events: EventsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,6 +111,26 @@ pub struct RetentionConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins (`scheme://host[:port]`) whose pages may call `/api/v1/`.
+    pub allowed_origins: Vec<String>,
+    /// How long a browser may cache a preflight answer.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// How long a stream ticket opens `/events`.
+    #[serde(with = "humantime_serde")]
+    pub ticket_ttl: Duration,
+    /// Events waiting for one slow stream at most; beyond, it is closed.
+    pub buffer: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
     pub filter: String,
@@ -132,6 +154,8 @@ impl Default for Config {
             server: ServerConfig::default(),
             retention: RetentionConfig::default(),
             log: LogConfig::default(),
+            cors: CorsConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -203,6 +227,24 @@ impl Default for RetentionConfig {
         RetentionConfig {
             max_age: Duration::ZERO,
             interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            allowed_origins: Vec::new(),
+            max_age: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            ticket_ttl: Duration::from_secs(600),
+            buffer: 4096,
         }
     }
 }
@@ -347,11 +389,41 @@ impl Config {
         if self.server.max_connections == 0 {
             return bad("server.max_connections", "must be at least 1");
         }
+        for origin in &self.cors.allowed_origins {
+            if !is_origin(origin) {
+                return bad(
+                    "cors.allowed_origins",
+                    &format!(
+                        "`{origin}` is not an origin; write scheme://host or scheme://host:port, without a path"
+                    ),
+                );
+            }
+        }
+        if self.events.ticket_ttl.is_zero() || self.events.ticket_ttl > Duration::from_secs(86_400)
+        {
+            return bad(
+                "events.ticket_ttl",
+                "must be longer than 0s and at most 24h",
+            );
+        }
+        if !(16..=1_000_000).contains(&self.events.buffer) {
+            return bad("events.buffer", "must be from 16 to 1000000");
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return bad("log.filter", &e.to_string());
         }
         Ok(())
     }
+}
+
+/// `http://host` or `https://host:port`, as a browser sends it in `Origin`.
+fn is_origin(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@', ' '])
 }
 
 fn describe(errors: figment::Error) -> ConfigError {

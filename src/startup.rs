@@ -15,7 +15,7 @@ use crate::auth::tokens::Tokens;
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::ApiError;
-use crate::feed::Hub;
+use crate::live::Hub;
 use crate::{api, db, ingest, telemetry};
 use tokio::sync::watch;
 
@@ -23,7 +23,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub credentials: Arc<Credentials>,
-    pub tokens: Tokens,
+    pub tokens: Arc<Tokens>,
     pub writer: ingest::Writer,
     pub hub: Hub,
     /// Set on SIGTERM / Ctrl-C: ends the `/events` streams, which would
@@ -52,9 +52,10 @@ impl AppState {
                 credentials.limiter().forget_idle();
             }
         });
-        let tokens = Tokens::new(db.clone(), config.auth.credential_ttl);
+        let tokens = Arc::new(Tokens::new(db.clone(), config.auth.credential_ttl));
         let writer = ingest::Writer::start(db.pool().clone(), &config.ingest);
-        let hub = Hub::start(&db);
+        let shutdown = watch::Sender::new(false);
+        let hub = Hub::start(&db, config.events.buffer, shutdown.subscribe());
         AppState {
             config: Arc::new(config),
             db,
@@ -62,7 +63,7 @@ impl AppState {
             tokens,
             writer,
             hub,
-            shutdown: watch::Sender::new(false),
+            shutdown,
         }
     }
 
@@ -164,9 +165,13 @@ impl Application {
         let server_cfg = config.server.clone();
         let state = web::Data::new(AppState::new(config, pool).await);
         let app_state = state.clone();
+        let cors = api::cors::Cors::new(&state.config.cors).map(web::Data::new);
         let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(app_state.clone())
+            let app = match &cors {
+                Some(cors) => App::new().app_data(cors.clone()),
+                None => App::new(),
+            };
+            app.app_data(app_state.clone())
                 // A path that does not decode (invalid UTF-8 in %-escapes)
                 // names nothing that exists.
                 .app_data(web::PathConfig::default().error_handler(|_, _| {

@@ -3,6 +3,8 @@
 
 mod caller;
 pub mod changes;
+pub mod cors;
+pub mod events;
 pub mod model;
 pub mod openapi;
 
@@ -12,12 +14,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use crate::auth::tokens::Scope;
 use crate::db;
 use crate::db::messages::{Keyset, ListFilter};
 use crate::domain::{ChannelId, Status};
 use crate::error::ApiError;
 use crate::startup::AppState;
-pub use caller::Caller;
+pub use caller::{Caller, bearer};
 use model::{LookupRequest, LookupResponse, Message, MessageDetail, MessagePage};
 
 const MAX_LOOKUP_IDS: usize = 1000;
@@ -27,6 +30,7 @@ const MAX_LOOKUP_BODY: usize = 1024 * 1024;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
+            .wrap(actix_web::middleware::from_fn(cors::middleware))
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
                 ApiError::bad_request(
                     "invalid_query",
@@ -42,8 +46,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .route(
                 "/channels/{channel_id}/events",
-                web::get().to(changes::events),
+                web::get().to(events::events),
             )
+            .route("/tickets", web::post().to(events::create_ticket))
             .route(
                 "/channels/{channel_id}/messages/lookup",
                 web::post().to(lookup),
@@ -51,8 +56,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(
                 "/channels/{channel_id}/messages/{message_id}",
                 web::get().to(get_message),
-            ),
+            )
+            // Inside the scope, so that CORS headers come with it too.
+            .default_service(web::to(no_such_route)),
     );
+}
+
+async fn no_such_route() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("No such route.".into()))
 }
 
 /// The channel, when the caller may read it and it exists. Out of scope,
@@ -60,12 +71,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// channels outside its scope.
 async fn readable(
     state: &AppState,
-    caller: &Caller,
+    scope: &Scope,
     channel_id: &str,
 ) -> Result<ChannelId, ApiError> {
     let not_found = || ApiError::NotFound(format!("There is no channel `{channel_id}`."));
     let channel = ChannelId::parse(channel_id).map_err(|_| not_found())?;
-    if !caller.0.allows(channel.as_str()) {
+    if !scope.allows(channel.as_str()) {
         return Err(not_found());
     }
     let id = channel.to_string();
@@ -98,7 +109,7 @@ pub async fn get_message(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (channel_id, message_id) = path.into_inner();
-    let channel = readable(&state, &caller, &channel_id).await?;
+    let channel = readable(&state, &caller.0, &channel_id).await?;
     let (ch, id) = (channel.to_string(), message_id.clone());
     let found = state
         .db
@@ -133,7 +144,7 @@ pub async fn lookup(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let channel = readable(&state, &caller, &path).await?;
+    let channel = readable(&state, &caller.0, &path).await?;
     let body =
         crate::body::read_limited(payload, MAX_LOOKUP_BODY, state.config.server.body_timeout)
             .await?;
@@ -232,7 +243,7 @@ pub async fn list(
     params: web::Query<ListParams>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let channel = readable(&state, &caller, &path).await?;
+    let channel = readable(&state, &caller.0, &path).await?;
     let filter = parse_list_params(params.into_inner())?;
     let page_size = filter.limit as usize - 1;
     let ch = channel.to_string();

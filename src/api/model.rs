@@ -184,6 +184,7 @@ impl MessageDetail {
 #[schema(example = json!({
     "position": "48213-1077",
     "message_id": "044852ee407b40ec88ea65adb73ff5c27",
+    "user_number": "86187xxxx5632",
     "status": "read",
     "changed_at": "2026-11-23T10:16:40.5Z"
 }))]
@@ -191,10 +192,24 @@ pub struct ChangeEntry {
     /// Opaque; ask for changes after it, or send it as `Last-Event-ID`.
     pub position: String,
     pub message_id: String,
+    /// The customer of the message (fixed by its first report).
+    pub user_number: String,
     /// The message's new current status.
     pub status: Status,
     /// When the report that changed it was received.
     pub changed_at: DateTime<Utc>,
+}
+
+impl From<crate::db::changes::Change> for ChangeEntry {
+    fn from(c: crate::db::changes::Change) -> ChangeEntry {
+        ChangeEntry {
+            position: c.position.to_string(),
+            message_id: c.message_id,
+            user_number: c.user_number,
+            status: c.status,
+            changed_at: c.changed_at,
+        }
+    }
 }
 
 /// A page of the changes feed.
@@ -203,6 +218,7 @@ pub struct ChangeEntry {
     "changes": [{
         "position": "48213-1077",
         "message_id": "044852ee407b40ec88ea65adb73ff5c27",
+        "user_number": "86187xxxx5632",
         "status": "read",
         "changed_at": "2026-11-23T10:16:40.5Z"
     }],

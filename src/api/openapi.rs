@@ -19,7 +19,8 @@ use super::model;
         super::lookup,
         super::list,
         super::changes::changes,
-        super::changes::events,
+        super::events::events,
+        super::events::create_ticket,
         crate::startup::healthz,
         crate::startup::readyz,
         crate::metrics::render,
@@ -33,6 +34,7 @@ use super::model;
         model::MessagePage,
         model::ChangeEntry,
         model::ChangePage,
+        super::events::Ticket,
         model::ErrorBody,
         model::ReportBody,
         crate::domain::Status,
@@ -49,6 +51,11 @@ impl Modify for Security {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // EventSource cannot send headers: /events also takes a ticket.
+        components.add_security_scheme(
+            "ticket",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new("ticket"))),
         );
         // KooMessage sends the bare webhook password, no scheme.
         components.add_security_scheme(

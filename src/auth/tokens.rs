@@ -7,12 +7,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::db::Db;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::db;
 
 pub const PREFIX: &str = "kst_";
+/// Stream tickets (see [`Tokens::issue_ticket`]): another prefix, so that a
+/// ticket is never taken for a token, nor a token for a ticket.
+pub const TICKET_PREFIX: &str = "kstt_";
 const HEX_LEN: usize = 64;
 /// `last_used_at` is written at most this often per token and instance.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
@@ -21,9 +24,13 @@ pub type TokenHash = [u8; 32];
 
 /// A new token and the hash to store.
 pub fn generate() -> (String, TokenHash) {
+    generate_with(PREFIX)
+}
+
+fn generate_with(prefix: &str) -> (String, TokenHash) {
     let mut secret = [0u8; 32];
     getrandom::getrandom(&mut secret).expect("the OS random source works");
-    let token = format!("{PREFIX}{}", hex(&secret));
+    let token = format!("{prefix}{}", hex(&secret));
     let hash = hash(&token);
     (token, hash)
 }
@@ -37,7 +44,11 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn well_formed(token: &str) -> bool {
-    token.strip_prefix(PREFIX).is_some_and(|h| {
+    well_formed_with(token, PREFIX)
+}
+
+fn well_formed_with(token: &str, prefix: &str) -> bool {
+    token.strip_prefix(prefix).is_some_and(|h| {
         h.len() == HEX_LEN
             && h.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -48,6 +59,9 @@ fn well_formed(token: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct Scope {
     pub name: String,
+    /// The token's hash: how a long-lived stream checks that its token
+    /// still exists.
+    pub token: TokenHash,
     /// None: every channel.
     pub channels: Option<Arc<[String]>>,
 }
@@ -84,7 +98,12 @@ impl Tokens {
         if !well_formed(token) {
             return Ok(None);
         }
-        let key = hash(token);
+        self.authenticate_hash(hash(token)).await
+    }
+
+    /// As [`Tokens::authenticate`], for the token with this hash: cached for
+    /// `ttl`, so a revoked token is refused on every instance within `ttl`.
+    pub async fn authenticate_hash(&self, key: TokenHash) -> sqlx::Result<Option<Scope>> {
         let cached = self
             .cache
             .read()
@@ -104,6 +123,7 @@ impl Tokens {
                 };
                 let scope = Scope {
                     name: row.name,
+                    token: key,
                     channels: row.channels.map(Into::into),
                 };
                 self.cache
@@ -115,6 +135,43 @@ impl Tokens {
         };
         self.touch(&scope.name);
         Ok(Some(scope))
+    }
+
+    /// A stream ticket for the caller's token, valid until the returned time
+    /// (or until the token is revoked: deleting the token deletes it).
+    pub async fn issue_ticket(
+        &self,
+        scope: &Scope,
+        ttl: Duration,
+    ) -> sqlx::Result<Option<(String, DateTime<Utc>)>> {
+        let (ticket, ticket_hash) = generate_with(TICKET_PREFIX);
+        let expires_at =
+            Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::TimeDelta::MAX);
+        let token = scope.token;
+        let stored = self
+            .db
+            .run(move |pool| async move {
+                db::tickets::insert(&pool, &ticket_hash, &token, expires_at).await
+            })
+            .await?;
+        Ok(stored.then_some((ticket, expires_at)))
+    }
+
+    /// The scope of the token behind an unexpired ticket. Not cached: a
+    /// ticket is redeemed once per stream (re)connection.
+    pub async fn redeem_ticket(&self, ticket: &str) -> sqlx::Result<Option<Scope>> {
+        if !well_formed_with(ticket, TICKET_PREFIX) {
+            return Ok(None);
+        }
+        let ticket_hash = hash(ticket);
+        let token = self
+            .db
+            .run(move |pool| async move { db::tickets::token_of(&pool, &ticket_hash).await })
+            .await?;
+        match token.and_then(|t| TokenHash::try_from(t.as_slice()).ok()) {
+            Some(token) => self.authenticate_hash(token).await,
+            None => Ok(None),
+        }
     }
 
     /// Records the use in the background, at most once per TOUCH_EVERY.
@@ -153,5 +210,8 @@ mod tests {
         assert_eq!(hash(&a), ha);
         assert!(!well_formed("kst_short"));
         assert!(!well_formed(&a.to_uppercase()));
+        let (ticket, _) = generate_with(TICKET_PREFIX);
+        assert!(!well_formed(&ticket) && well_formed_with(&ticket, TICKET_PREFIX));
+        assert!(!well_formed_with(&a, TICKET_PREFIX));
     }
 }

@@ -6,6 +6,7 @@ use crate::db;
 use crate::startup::Application;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    raise_open_file_limit(config.server.max_connections);
     if config.database.auto_migrate {
         if db::migrations::create_database_if_missing(&config.database).await? {
             tracing::info!("created the database");
@@ -58,6 +59,24 @@ async fn prune_on_schedule(pool: sqlx::PgPool, retention: RetentionConfig) {
             Ok(deleted) => tracing::info!(deleted, "pruned old messages"),
             Err(e) => tracing::warn!(error = format!("{e:#}"), "pruning failed; will retry"),
         }
+    }
+}
+
+/// Every open connection (an `/events` stream is one) is a file descriptor:
+/// raise the soft limit to the hard one, and say so when that is still below
+/// what the server may accept.
+fn raise_open_file_limit(max_connections_per_worker: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < 10_240 => tracing::warn!(
+            open_files = limit,
+            "the open-file limit is low and could not be raised: each connection and /events stream takes one (raise `ulimit -n` or LimitNOFILE)"
+        ),
+        Ok(limit) => tracing::info!(
+            open_files = limit,
+            max_connections_per_worker,
+            "open-file limit"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
     }
 }
 

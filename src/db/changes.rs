@@ -1,6 +1,6 @@
 //! The changes feed (see migrations/V3__changes_feed.sql for why a position
 //! is a transaction id and a sequence, and why reads stop at the oldest
-//! running transaction).
+//! running transaction, and V5 for which transactions count).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
@@ -16,28 +16,79 @@ pub struct Position {
     pub seq: i64,
 }
 
+impl Position {
+    /// `<xid>-<seq>`, as [`Position`]'s Display writes it.
+    pub fn parse(s: &str) -> Option<Position> {
+        let (xid, seq) = s.split_once('-')?;
+        let number = |n: &str| {
+            n.parse::<i64>()
+                .ok()
+                .filter(|&v| v >= 0 && !n.starts_with('+'))
+        };
+        Some(Position {
+            xid: number(xid)?,
+            seq: number(seq)?,
+        })
+    }
+}
+
+/// `<xid>-<seq>`; "0-0" is before the first change. Opaque to clients.
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.xid, self.seq)
+    }
+}
+
 pub struct Change {
     pub position: Position,
     pub message_id: String,
+    pub user_number: String,
     pub status: Status,
     pub changed_at: DateTime<Utc>,
 }
 
+/// A row of the feed as the queries below read it.
+struct Row {
+    xid: i64,
+    seq: i64,
+    message_id: String,
+    user_number: String,
+    status: Status,
+    changed_at: DateTime<Utc>,
+}
+
+impl From<Row> for Change {
+    fn from(r: Row) -> Change {
+        Change {
+            position: Position {
+                xid: r.xid,
+                seq: r.seq,
+            },
+            message_id: r.message_id,
+            user_number: r.user_number,
+            status: r.status,
+            changed_at: r.changed_at,
+        }
+    }
+}
+
 /// Up to `limit` changes after `after`, in position order, of transactions
-/// that every later reader will see too.
+/// that every later reader will see too: below the feed's horizon (V5).
 pub async fn after(
     db: impl PgExecutor<'_>,
     channel_id: &str,
     after: Position,
     limit: i64,
 ) -> sqlx::Result<Vec<Change>> {
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        Row,
         r#"
-        select xid::text::bigint as "xid!", seq, message_id, status as "status: Status", changed_at
+        select xid::text::bigint as "xid!", seq, message_id, user_number,
+               status as "status: Status", changed_at
         from message_changes
         where channel_id = $1
           and (xid, seq) > ($2::text::xid8, $3)
-          and xid < pg_snapshot_xmin(pg_current_snapshot())
+          and xid < (select koostatus_feed_horizon())
         order by xid, seq
         limit $4
         "#,
@@ -48,18 +99,46 @@ pub async fn after(
     )
     .fetch_all(db)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Change {
-            position: Position {
-                xid: r.xid,
-                seq: r.seq,
-            },
-            message_id: r.message_id,
-            status: r.status,
-            changed_at: r.changed_at,
-        })
-        .collect())
+    Ok(rows.into_iter().map(Change::from).collect())
+}
+
+/// Up to `limit` changes after `after` and at most `upto`, in position
+/// order, only of `user_numbers` when given: the catch-up of a stream that
+/// resumes behind the shared reader. `upto` was below the horizon when the
+/// reader read it, so every change up to it is committed and needs no
+/// horizon here.
+pub async fn between(
+    db: impl PgExecutor<'_>,
+    channel_id: &str,
+    after: Position,
+    upto: Position,
+    user_numbers: Option<&[String]>,
+    limit: i64,
+) -> sqlx::Result<Vec<Change>> {
+    let rows = sqlx::query_as!(
+        Row,
+        r#"
+        select xid::text::bigint as "xid!", seq, message_id, user_number,
+               status as "status: Status", changed_at
+        from message_changes
+        where channel_id = $1
+          and (xid, seq) > ($2::text::xid8, $3)
+          and (xid, seq) <= ($4::text::xid8, $5)
+          and ($6::text[] is null or user_number = any($6))
+        order by xid, seq
+        limit $7
+        "#,
+        channel_id,
+        after.xid.to_string(),
+        after.seq,
+        upto.xid.to_string(),
+        upto.seq,
+        user_numbers as Option<&[String]>,
+        limit
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(Change::from).collect())
 }
 
 /// Whether committed changes after `after` exist, readable or not yet (held
@@ -91,7 +170,7 @@ pub async fn head(db: impl PgExecutor<'_>, channel_id: &str) -> sqlx::Result<Pos
         r#"
         select xid::text::bigint as "xid!", seq
         from message_changes
-        where channel_id = $1 and xid < pg_snapshot_xmin(pg_current_snapshot())
+        where channel_id = $1 and xid < (select koostatus_feed_horizon())
         order by xid desc, seq desc
         limit 1
         "#,

@@ -83,7 +83,7 @@ pub async fn record_reports(
                                        then greatest(excluded.changed_xid, m.changed_xid)
                                        else m.changed_xid end
                 where m.sender = excluded.sender and m.user_number = excluded.user_number
-            returning m.channel_id, m.message_id, m.status, m.changed_xid
+            returning m.channel_id, m.message_id, m.user_number, m.status, m.changed_xid
         ),
         history as (
             insert into message_history as h
@@ -104,8 +104,10 @@ pub async fn record_reports(
         -- and is the current status: had the message held that status
         -- before, the entry would exist.
         change as (
-            insert into message_changes (channel_id, message_id, status, changed_at, xid)
-            select h.channel_id, h.message_id, h.status, h.first_received_at, message.changed_xid
+            insert into message_changes
+                (channel_id, message_id, user_number, status, changed_at, xid)
+            select h.channel_id, h.message_id, message.user_number, h.status, h.first_received_at,
+                   message.changed_xid
             from history h
             join message on message.channel_id = h.channel_id and message.message_id = h.message_id
             where h.first_of_status and h.advanced

@@ -5,6 +5,7 @@ pub mod changes;
 pub mod channels;
 pub mod messages;
 pub mod migrations;
+pub mod tickets;
 pub mod tokens;
 
 use std::future::Future;

@@ -9,6 +9,7 @@ use koostatus::domain::{ChannelId, Report};
 use serde_json::Value;
 
 use crate::helpers::{PASSWORD, TestApp, assert_error, report, spawn_app, spawn_instance};
+use crate::sse::Sse;
 
 const CH: &str = "ch";
 
@@ -159,7 +160,7 @@ async fn a_follower_misses_nothing_and_sees_nothing_twice_under_concurrent_write
     let (app, token) = app_with_channel().await;
     let second = spawn_instance(&app, |_| {}).await;
     // A live stream on the second instance, from the start, alongside.
-    let mut stream = Sse::open(&second, &token, Some("0-0")).await;
+    let mut stream = Sse::open(&second, CH, &token, Some("0-0")).await;
     let writers: Vec<_> = (0..16)
         .map(|w| {
             let url = if w % 2 == 0 {
@@ -254,68 +255,6 @@ async fn a_follower_misses_nothing_and_sees_nothing_twice_under_concurrent_write
     );
 }
 
-/// Reads SSE from a streaming response: events as (id, data), and how many
-/// comment lines (heartbeats) came.
-struct Sse {
-    response: reqwest::Response,
-    buffer: String,
-    heartbeats: usize,
-}
-
-impl Sse {
-    async fn open(address: &str, token: &str, last_event_id: Option<&str>) -> Sse {
-        let mut request = reqwest::Client::new()
-            .get(format!("{address}/api/v1/channels/{CH}/events"))
-            .bearer_auth(token);
-        if let Some(id) = last_event_id {
-            request = request.header("Last-Event-ID", id);
-        }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        assert!(
-            response.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with("text/event-stream")
-        );
-        Sse {
-            response,
-            buffer: String::new(),
-            heartbeats: 0,
-        }
-    }
-
-    /// The next event, or None after `within`.
-    async fn next(&mut self, within: Duration) -> Option<(String, Value)> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let (mut id, mut data) = (None, None);
-                for line in block.lines().filter(|l| !l.is_empty()) {
-                    if line.starts_with(':') {
-                        self.heartbeats += 1;
-                    } else if let Some(v) = line.strip_prefix("id: ") {
-                        id = Some(v.to_owned());
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        data = Some(serde_json::from_str(v).unwrap());
-                    } else {
-                        assert_eq!(line, "event: change");
-                    }
-                }
-                if let (Some(id), Some(data)) = (id, data) {
-                    return Some((id, data));
-                }
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
-                .await
-                .ok()?;
-            let chunk = chunk.unwrap().expect("the stream stays open");
-            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_reach_subscribers_of_another_instance_and_resume_after_last_event_id() {
     let (app, token) = app_with_channel().await;
@@ -337,7 +276,7 @@ async fn events_reach_subscribers_of_another_instance_and_resume_after_last_even
     }
 
     // Without Last-Event-ID a stream starts with the next change.
-    let mut events = Sse::open(&other, &token, None).await;
+    let mut events = Sse::open(&other, CH, &token, None).await;
     let mut latencies = Vec::new();
     for i in 0..5 {
         let sent = Instant::now();
@@ -383,7 +322,7 @@ async fn events_reach_subscribers_of_another_instance_and_resume_after_last_even
         .await
         .unwrap();
     assert_eq!(via_other.status(), 200);
-    let mut resumed = Sse::open(&app.address, &token, Some(&last_id)).await;
+    let mut resumed = Sse::open(&app.address, CH, &token, Some(&last_id)).await;
     let mut ids = Vec::new();
     for _ in 0..4 {
         let (_, data) = resumed
@@ -410,7 +349,7 @@ async fn events_reach_subscribers_of_another_instance_and_resume_after_last_even
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_deliver_a_change_held_back_by_a_transaction_that_notifies_nobody() {
     let (app, token) = app_with_channel().await;
-    let mut events = Sse::open(&app.address, &token, None).await;
+    let mut events = Sse::open(&app.address, CH, &token, None).await;
     let mut older = app.pool.begin().await.unwrap();
     // Takes a transaction id, writes no feed entry.
     sqlx::query("update channels set name = name where id = $1")

@@ -435,6 +435,7 @@ async fn the_openapi_document_lists_every_route_and_its_examples_match_real_answ
             "/api/v1/channels/{channel_id}/messages",
             "/api/v1/channels/{channel_id}/changes",
             "/api/v1/channels/{channel_id}/events",
+            "/api/v1/tickets",
             "/healthz",
             "/readyz",
             "/metrics",
@@ -499,6 +500,15 @@ async fn the_openapi_document_lists_every_route_and_its_examples_match_real_answ
         &changes["changes"][0],
         "ChangeEntry",
     );
+    let ticket = app
+        .client
+        .post(format!("{}/api/v1/tickets", app.address))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ticket.status(), 201);
+    same_shape(&example("Ticket"), &ticket.json().await.unwrap(), "Ticket");
 }
 
 fn rand_suffix() -> u32 {

@@ -126,6 +126,26 @@ async fn no_secret_appears_in_logs_debug_prints_or_tables() {
     ] {
         assert_eq!(r.status(), 200);
     }
+    // A stream ticket, used in a URL as EventSource does.
+    let ticket: serde_json::Value = client
+        .post(format!("{base}/api/v1/tickets"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ticket = ticket["ticket"].as_str().unwrap().to_owned();
+    let stream = client
+        .get(format!(
+            "{base}/api/v1/channels/ch/events?ticket={ticket}&user_number=86187xxxx5632"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    drop(stream);
     assert_eq!(
         client
             .get(&api)
@@ -157,6 +177,10 @@ async fn no_secret_appears_in_logs_debug_prints_or_tables() {
         logs.contains("TRACE") && logs.contains("request"),
         "the logs were captured"
     );
+    assert!(
+        logs.contains("ticket=…&user_number=…"),
+        "query strings are logged by their names"
+    );
 
     let dump = Command::new("pg_dump")
         .args(["--data-only", "-h", "127.0.0.1", "-U", "postgres", &db.name])
@@ -170,7 +194,14 @@ async fn no_secret_appears_in_logs_debug_prints_or_tables() {
     config.database.url = secrecy::SecretString::from(url_with_password(&db));
     let debug = format!("{config:?}");
 
-    for secret in [FIRST, SECOND, WRONG, token.as_str(), DB_PASSWORD] {
+    for secret in [
+        FIRST,
+        SECOND,
+        WRONG,
+        token.as_str(),
+        ticket.as_str(),
+        DB_PASSWORD,
+    ] {
         assert!(!logs.contains(secret), "a secret is in the logs");
         assert!(!dump.contains(secret), "a secret is in the database");
         assert!(!debug.contains(secret), "a secret is in a Debug print");

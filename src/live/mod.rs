@@ -1,0 +1,167 @@
+//! Live events at contact-centre scale: thousands of `/events` streams per
+//! instance, database work per watched channel rather than per stream.
+//!
+//! - One LISTEN connection per process turns the feed's notifications
+//!   (migrations/V3) into wake-ups; whichever instance wrote a change,
+//!   PostgreSQL notifies every instance on commit.
+//! - One reader per channel with streams ([`reader`]) reads that channel's
+//!   feed after its position when woken, serialises each change once and
+//!   hands it to the streams that want it (all, or those following its
+//!   user number).
+//! - Each stream ([`stream`]) has a bounded buffer. A stream that joins
+//!   behind the reader (`Last-Event-ID`) first reads the gap from the feed
+//!   itself, then takes the shared flow from the exact position the reader
+//!   had when it joined: no gap, no repeat.
+//!
+//! The feed stays the source of truth: a lost notification costs latency,
+//! never a change.
+
+mod reader;
+pub mod stream;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use tokio::sync::watch;
+
+use crate::db::Db;
+use crate::db::changes::Position;
+use reader::ChannelFeed;
+
+/// A change as every stream sends it: serialised once.
+#[derive(Clone)]
+pub struct Event {
+    pub position: Position,
+    /// The whole SSE frame: `id`, `event` and `data` lines.
+    pub frame: Bytes,
+}
+
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    channels: Mutex<HashMap<Arc<str>, Arc<ChannelFeed>>>,
+    /// Events waiting for one stream at most (`events.buffer`).
+    buffer: usize,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Hub {
+    /// Starts listening on the main runtime (see [`Db`]). Everything ends
+    /// when `shutdown` turns true or the hub is dropped.
+    pub fn start(db: &Db, buffer: usize, shutdown: watch::Receiver<bool>) -> Hub {
+        let inner = Arc::new(Inner {
+            db: db.clone(),
+            channels: Mutex::default(),
+            buffer,
+            shutdown,
+        });
+        let weak = Arc::downgrade(&inner);
+        db.spawn(|pool| listen(pool, weak));
+        Hub { inner }
+    }
+
+    /// Joins the shared flow of `channel`'s changes, all of them or only
+    /// those of `user_numbers`. Starts the channel's reader when it is the
+    /// first stream.
+    pub async fn subscribe(
+        &self,
+        channel: &str,
+        user_numbers: Option<Arc<[String]>>,
+    ) -> sqlx::Result<reader::Subscription> {
+        loop {
+            let feed = {
+                let mut channels = self.inner.channels.lock().expect("lock not poisoned");
+                match channels.get(channel) {
+                    Some(feed) => feed.clone(),
+                    None => {
+                        let feed = ChannelFeed::start(channel.into(), &self.inner);
+                        channels.insert(channel.into(), feed.clone());
+                        feed
+                    }
+                }
+            };
+            // None: the reader had just stopped for want of streams; the
+            // next round starts a new one.
+            if let Some(subscription) = feed.join(user_numbers.clone()).await? {
+                return Ok(subscription);
+            }
+            self.inner.forget(&feed);
+        }
+    }
+
+    /// Channels with a running reader, for the metrics and tests.
+    pub fn watched_channels(&self) -> usize {
+        self.inner.channels.lock().expect("lock not poisoned").len()
+    }
+}
+
+impl Inner {
+    fn forget(&self, feed: &Arc<ChannelFeed>) {
+        let mut channels = self.channels.lock().expect("lock not poisoned");
+        if channels
+            .get(feed.id())
+            .is_some_and(|f| Arc::ptr_eq(f, feed))
+        {
+            channels.remove(feed.id());
+        }
+    }
+
+    fn wake(&self, channel: Option<&str>) {
+        let channels = self.channels.lock().expect("lock not poisoned");
+        match channel {
+            Some(id) => {
+                if let Some(feed) = channels.get(id) {
+                    feed.wake();
+                }
+            }
+            None => channels.values().for_each(|f| f.wake()),
+        }
+    }
+}
+
+/// Holds only a weak reference, so that it ends once the hub is dropped
+/// (tests build many apps in one process).
+async fn listen(pool: sqlx::PgPool, hub: std::sync::Weak<Inner>) {
+    let Some(mut shutdown) = hub.upgrade().map(|h| h.shutdown.clone()) else {
+        return;
+    };
+    loop {
+        match crate::db::changes::listener(&pool).await {
+            Ok(mut listener) => {
+                // Notifications may have been missed while (re)connecting:
+                // every reader looks again.
+                match hub.upgrade() {
+                    Some(inner) => inner.wake(None),
+                    None => return,
+                }
+                loop {
+                    let received = tokio::select! {
+                        received = listener.try_recv() => received,
+                        _ = shutdown.wait_for(|stop| *stop) => return,
+                    };
+                    let Some(inner) = hub.upgrade() else { return };
+                    match received {
+                        Ok(Some(n)) => inner.wake(Some(n.payload())),
+                        // The connection was lost; the next call reconnects
+                        // and listens again, but what came in between is gone.
+                        Ok(None) => inner.wake(None),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "listening for changes failed; retrying");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for changes; retrying"),
+        }
+        if hub.upgrade().is_none() || *shutdown.borrow() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

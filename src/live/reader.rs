@@ -1,0 +1,305 @@
+//! One reader per watched channel: reads the channel's feed after its
+//! position when woken and hands each change to the streams that want it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use actix_web::web::Bytes;
+use tokio::sync::{Notify, OnceCell, mpsc};
+
+use super::{Event, Inner};
+use crate::db;
+use crate::db::changes::{Change, Position};
+
+/// The most changes one read takes; a full page is followed by another read
+/// at once.
+const PAGE: i64 = 1000;
+/// A busy channel's commits wake the reader far more often than this; the
+/// wake-ups in between are coalesced into one read.
+const MIN_READ_GAP: Duration = Duration::from_millis(20);
+/// While committed changes wait behind an older running transaction, look
+/// again this often (that transaction's end may notify nobody).
+const RETRY_SOON: Duration = Duration::from_millis(100);
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
+/// A reader without streams stops after this, so that a desktop reloading
+/// its page does not restart it.
+const LINGER: Duration = Duration::from_secs(10);
+
+pub struct ChannelFeed {
+    id: Arc<str>,
+    wake: Notify,
+    /// The channel's head when the reader started: where it begins.
+    head: OnceCell<Position>,
+    state: Mutex<State>,
+    hub: Weak<Inner>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Every change up to here has been handed to the streams; None until
+    /// the head is known.
+    position: Option<Position>,
+    /// The reader stopped: nobody may join this feed any more.
+    closed: bool,
+    next_id: u64,
+    subscribers: HashMap<u64, Subscriber>,
+    /// Streams that take every change of the channel.
+    unfiltered: Vec<u64>,
+    /// Streams that follow some user numbers, by user number.
+    by_user: HashMap<String, Vec<u64>>,
+    idle_since: Option<Instant>,
+}
+
+struct Subscriber {
+    events: mpsc::Sender<Event>,
+    user_numbers: Option<Arc<[String]>>,
+}
+
+/// A stream's place in the shared flow; leaves it when dropped.
+pub struct Subscription {
+    feed: Arc<ChannelFeed>,
+    id: u64,
+    pub events: mpsc::Receiver<Event>,
+    /// The reader's position when the stream joined: every change after it
+    /// arrives through `events`, every change up to it the stream reads from
+    /// the feed itself.
+    pub joined_at: Position,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut state = self.feed.state.lock().expect("lock not poisoned");
+        state.remove(self.id);
+        if state.subscribers.is_empty() {
+            drop(state);
+            self.feed.wake();
+        }
+    }
+}
+
+impl ChannelFeed {
+    /// A feed with its reader running on the main runtime.
+    pub(super) fn start(id: Arc<str>, hub: &Arc<Inner>) -> Arc<ChannelFeed> {
+        let feed = Arc::new(ChannelFeed {
+            id,
+            wake: Notify::new(),
+            head: OnceCell::new(),
+            // Idle from the start: a reader that never gets a stream (its
+            // first one failed to join) stops after LINGER too.
+            state: Mutex::new(State {
+                idle_since: Some(Instant::now()),
+                ..State::default()
+            }),
+            hub: Arc::downgrade(hub),
+        });
+        let (reader, shutdown) = (feed.clone(), hub.shutdown.clone());
+        hub.db.spawn(|pool| read(reader, pool, shutdown));
+        metrics::gauge!("koostatus_events_watched_channels").increment(1.0);
+        feed
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Registers a stream; None when the reader has stopped meanwhile.
+    pub(super) async fn join(
+        self: &Arc<Self>,
+        user_numbers: Option<Arc<[String]>>,
+    ) -> sqlx::Result<Option<Subscription>> {
+        let Some(hub) = self.hub.upgrade() else {
+            return Err(sqlx::Error::PoolClosed);
+        };
+        let channel = self.id.to_string();
+        let head = *self
+            .head
+            .get_or_try_init(|| {
+                hub.db
+                    .run(|pool| async move { db::changes::head(&pool, &channel).await })
+            })
+            .await?;
+        let (events, receiver) = mpsc::channel(hub.buffer);
+        let mut state = self.state.lock().expect("lock not poisoned");
+        if state.closed {
+            return Ok(None);
+        }
+        let joined_at = *state.position.get_or_insert(head);
+        let id = state.add(Subscriber {
+            events,
+            user_numbers,
+        });
+        drop(state);
+        self.wake();
+        Ok(Some(Subscription {
+            feed: self.clone(),
+            id,
+            events: receiver,
+            joined_at,
+        }))
+    }
+}
+
+impl State {
+    fn add(&mut self, subscriber: Subscriber) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        match &subscriber.user_numbers {
+            None => self.unfiltered.push(id),
+            Some(numbers) => {
+                for n in numbers.iter() {
+                    self.by_user.entry(n.clone()).or_default().push(id);
+                }
+            }
+        }
+        self.subscribers.insert(id, subscriber);
+        self.idle_since = None;
+        id
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some(subscriber) = self.subscribers.remove(&id) else {
+            return;
+        };
+        match subscriber.user_numbers {
+            None => self.unfiltered.retain(|&s| s != id),
+            Some(numbers) => {
+                for n in numbers.iter() {
+                    if let Some(ids) = self.by_user.get_mut(n) {
+                        ids.retain(|&s| s != id);
+                        if ids.is_empty() {
+                            self.by_user.remove(n);
+                        }
+                    }
+                }
+            }
+        }
+        if self.subscribers.is_empty() {
+            self.idle_since = Some(Instant::now());
+        }
+    }
+
+    /// Hands each change to its streams. A stream whose buffer is full is
+    /// dropped from the flow: it sends what it has, then ends, and its
+    /// client resumes with `Last-Event-ID`. Nobody waits for a slow client.
+    fn dispatch(&mut self, events: Vec<(Event, String)>) {
+        let mut slow = Vec::new();
+        for (event, user_number) in events {
+            let filtered = self.by_user.get(&user_number).into_iter().flatten();
+            for id in self.unfiltered.iter().chain(filtered) {
+                let sent = self.subscribers[id].events.try_send(event.clone());
+                if let Err(e) = sent {
+                    if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                        metrics::counter!("koostatus_events_streams_closed_total", "reason" => "slow")
+                            .increment(1);
+                    }
+                    slow.push(*id);
+                }
+            }
+            self.position = Some(event.position);
+            // Later changes must not reach a stream that missed this one.
+            for id in slow.drain(..) {
+                self.remove(id);
+            }
+        }
+    }
+}
+
+/// The SSE frame of a change, built once for all its streams.
+pub(super) fn frame(change: Change) -> (Event, String) {
+    let position = change.position;
+    let user_number = change.user_number.clone();
+    let data = serde_json::to_string(&crate::api::model::ChangeEntry::from(change))
+        .expect("a change serialises");
+    let frame = Bytes::from(format!("id: {position}\nevent: change\ndata: {data}\n\n"));
+    (Event { position, frame }, user_number)
+}
+
+/// The reader of one channel: runs until it has had no streams for
+/// [`LINGER`], or shutdown.
+async fn read(
+    feed: Arc<ChannelFeed>,
+    pool: sqlx::PgPool,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut again: Option<Duration> = None;
+    let mut last_read: Option<Instant> = None;
+    let mut failing = false;
+    loop {
+        let timer = tokio::time::sleep(again.unwrap_or(LINGER));
+        tokio::select! {
+            () = feed.wake.notified() => {}
+            () = timer => {}
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+        if let Some(last) = last_read {
+            tokio::time::sleep_until((last + MIN_READ_GAP).into()).await;
+        }
+        let position = {
+            let mut state = feed.state.lock().expect("lock not poisoned");
+            if state.subscribers.is_empty() {
+                if state.idle_since.is_none_or(|t| t.elapsed() >= LINGER) {
+                    state.closed = true;
+                    break;
+                }
+                again = None;
+                continue;
+            }
+            match state.position {
+                Some(p) => p,
+                None => continue,
+            }
+        };
+        last_read = Some(Instant::now());
+        again = match db::changes::after(&pool, &feed.id, position, PAGE).await {
+            Ok(changes) if changes.is_empty() => {
+                failing = false;
+                // Committed changes held back by an older running
+                // transaction become readable when it ends, and that end may
+                // notify nobody. Asked after the read, this also covers one
+                // that ended in between.
+                match db::changes::any_after(&pool, &feed.id, position).await {
+                    Ok(true) => Some(RETRY_SOON),
+                    Ok(false) => None,
+                    Err(_) => Some(RETRY_AFTER_ERROR),
+                }
+            }
+            Ok(changes) => {
+                failing = false;
+                let full = changes.len() as i64 == PAGE;
+                let events: Vec<_> = changes.into_iter().map(frame).collect();
+                metrics::counter!("koostatus_events_changes_read_total")
+                    .increment(events.len() as u64);
+                feed.state
+                    .lock()
+                    .expect("lock not poisoned")
+                    .dispatch(events);
+                full.then_some(Duration::ZERO)
+            }
+            Err(e) => {
+                // Streams stay open (heartbeats go on) and get the changes
+                // once the database answers again.
+                if !failing {
+                    tracing::warn!(error = %e, channel = %feed.id, "reading the changes feed failed; retrying");
+                }
+                failing = true;
+                Some(RETRY_AFTER_ERROR)
+            }
+        };
+    }
+    // Streams still joined (shutdown) see their flow end.
+    let mut state = feed.state.lock().expect("lock not poisoned");
+    state.closed = true;
+    state.subscribers.clear();
+    state.unfiltered.clear();
+    state.by_user.clear();
+    drop(state);
+    metrics::gauge!("koostatus_events_watched_channels").decrement(1.0);
+    if let Some(hub) = feed.hub.upgrade() {
+        hub.forget(&feed);
+    }
+}

@@ -1,0 +1,182 @@
+//! One `/events` stream: first the changes between its start and the point
+//! where it joined the shared flow (read from the feed, only its user
+//! numbers), then the shared flow; heartbeats while idle; it ends on
+//! shutdown, when its token is revoked, or when it fell too far behind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web::{Bytes, BytesMut};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::reader::Subscription;
+use crate::auth::tokens::{TokenHash, Tokens};
+use crate::db;
+use crate::db::Db;
+use crate::db::changes::Position;
+
+/// Changes read per catch-up query.
+const CATCH_UP_PAGE: i64 = 500;
+/// Events put into one chunk at most when several are waiting.
+const CHUNK_EVENTS: usize = 64;
+
+pub struct Stream {
+    pub db: Db,
+    pub tokens: Arc<Tokens>,
+    /// The token the stream was opened with (directly or by a ticket).
+    pub token: TokenHash,
+    pub channel: String,
+    pub user_numbers: Option<Arc<[String]>>,
+    pub subscription: Subscription,
+    /// The last change sent (or the start).
+    pub position: Position,
+    pub heartbeat: Duration,
+    /// How often the token is checked again.
+    pub recheck: Duration,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// A running stream's own state.
+pub struct Running {
+    s: Stream,
+    catching_up: bool,
+    next_heartbeat: Instant,
+    next_check: Instant,
+    _open: Subscribed,
+}
+
+impl Stream {
+    pub fn start(self) -> Running {
+        let now = Instant::now();
+        Running {
+            catching_up: self.position < self.subscription.joined_at,
+            next_heartbeat: now + self.heartbeat,
+            next_check: now + self.recheck,
+            s: self,
+            _open: Subscribed::new(),
+        }
+    }
+}
+
+impl Running {
+    /// The next piece of the stream; None ends it. The client reconnects
+    /// with `Last-Event-ID` and loses nothing.
+    pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if *self.s.shutdown.borrow() {
+                return None;
+            }
+            if self.catching_up {
+                match self.catch_up().await {
+                    Ok(Some(chunk)) => return Some(chunk),
+                    Ok(None) => continue,
+                    Err(()) => return None,
+                }
+            }
+            let heartbeat = tokio::time::sleep_until(self.next_heartbeat);
+            let check = tokio::time::sleep_until(self.next_check);
+            tokio::select! {
+                event = self.s.subscription.events.recv() => {
+                    // None: dropped from the flow for reading too slowly,
+                    // or the reader stopped (shutdown).
+                    let event = event?;
+                    let mut chunk = BytesMut::new();
+                    let mut next = Some(event);
+                    let mut count = 0;
+                    while let Some(e) = next.take() {
+                        // Only after the start (a resume ahead of the reader).
+                        if e.position > self.s.position {
+                            self.s.position = e.position;
+                            chunk.extend_from_slice(&e.frame);
+                        }
+                        count += 1;
+                        if count < CHUNK_EVENTS {
+                            next = self.s.subscription.events.try_recv().ok();
+                        }
+                    }
+                    if !chunk.is_empty() {
+                        self.next_heartbeat = Instant::now() + self.s.heartbeat;
+                        return Some(chunk.freeze());
+                    }
+                }
+                () = heartbeat => {
+                    self.next_heartbeat = Instant::now() + self.s.heartbeat;
+                    return Some(Bytes::from_static(b": keep-alive\n\n"));
+                }
+                () = check => {
+                    self.next_check = Instant::now() + self.s.recheck;
+                    // A database hiccup keeps the stream; a revoked token ends it.
+                    if let Ok(None) = self.s.tokens.authenticate_hash(self.s.token).await {
+                        metrics::counter!("koostatus_events_streams_closed_total", "reason" => "revoked")
+                            .increment(1);
+                        return None;
+                    }
+                }
+                _ = self.s.shutdown.changed() => return None,
+            }
+        }
+    }
+
+    /// The changes after the stream's start up to where it joined the flow,
+    /// a page at a time; None when none of them is the stream's.
+    async fn catch_up(&mut self) -> Result<Option<Bytes>, ()> {
+        let (channel, after, upto) = (
+            self.s.channel.clone(),
+            self.s.position,
+            self.s.subscription.joined_at,
+        );
+        let numbers = self.s.user_numbers.clone();
+        let read = self
+            .s
+            .db
+            .run(move |pool| async move {
+                db::changes::between(
+                    &pool,
+                    &channel,
+                    after,
+                    upto,
+                    numbers.as_deref(),
+                    CATCH_UP_PAGE,
+                )
+                .await
+            })
+            .await;
+        let changes = match read {
+            Ok(changes) => changes,
+            Err(e) => {
+                tracing::warn!(error = %e, "an events stream could not read the feed; closing it");
+                return Err(());
+            }
+        };
+        if (changes.len() as i64) < CATCH_UP_PAGE {
+            self.catching_up = false;
+        }
+        let mut chunk = BytesMut::new();
+        for change in changes {
+            self.s.position = change.position;
+            chunk.extend_from_slice(&super::reader::frame(change).0.frame);
+        }
+        if chunk.is_empty() {
+            return Ok(None);
+        }
+        self.next_heartbeat = Instant::now() + self.s.heartbeat;
+        Ok(Some(chunk.freeze()))
+    }
+}
+
+/// Counts open streams for the `koostatus_events_subscribers` gauge.
+struct Subscribed;
+
+impl Subscribed {
+    fn new() -> Subscribed {
+        metrics::gauge!("koostatus_events_subscribers").increment(1.0);
+        Subscribed
+    }
+}
+
+impl Drop for Subscribed {
+    fn drop(&mut self) {
+        metrics::gauge!("koostatus_events_subscribers").decrement(1.0);
+    }
+}
