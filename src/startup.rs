@@ -55,7 +55,13 @@ impl AppState {
         let tokens = Arc::new(Tokens::new(db.clone(), config.auth.credential_ttl));
         let writer = ingest::Writer::start(db.pool().clone(), &config.ingest);
         let shutdown = watch::Sender::new(false);
-        let hub = Hub::start(&db, config.events.buffer, shutdown.subscribe());
+        let hub = Hub::start(
+            &db,
+            tokens.clone(),
+            config.events.buffer,
+            config.auth.credential_ttl,
+            shutdown.subscribe(),
+        );
         AppState {
             config: Arc::new(config),
             db,

@@ -150,15 +150,13 @@ pub async fn events(
         .map_err(|e| state.db_error(e))?;
     let stream = Stream {
         db: state.db.clone(),
-        tokens: state.tokens.clone(),
-        token: scope.token,
+        token: state.hub.watch_token(scope.token),
         channel: channel.to_string(),
         user_numbers,
         // Without a start: the next change, which is where it joined.
         position: start.unwrap_or(subscription.joined_at),
         subscription,
         heartbeat: state.config.server.events_heartbeat,
-        recheck: state.config.auth.credential_ttl,
         shutdown: state.shutdown.subscribe(),
     }
     .start();

@@ -17,6 +17,7 @@
 //! never a change.
 
 mod reader;
+mod revocation;
 pub mod stream;
 
 use std::collections::HashMap;
@@ -26,9 +27,12 @@ use std::time::Duration;
 use actix_web::web::Bytes;
 use tokio::sync::watch;
 
+use crate::auth::tokens::{TokenHash, Tokens};
 use crate::db::Db;
 use crate::db::changes::Position;
 use reader::ChannelFeed;
+use revocation::Revocations;
+pub use revocation::TokenWatch;
 
 /// A change as every stream sends it: serialised once.
 #[derive(Clone)]
@@ -40,6 +44,7 @@ pub struct Event {
 
 pub struct Hub {
     inner: Arc<Inner>,
+    revocations: Arc<Revocations>,
 }
 
 struct Inner {
@@ -52,8 +57,15 @@ struct Inner {
 
 impl Hub {
     /// Starts listening on the main runtime (see [`Db`]). Everything ends
-    /// when `shutdown` turns true or the hub is dropped.
-    pub fn start(db: &Db, buffer: usize, shutdown: watch::Receiver<bool>) -> Hub {
+    /// when `shutdown` turns true or the hub is dropped. Streams of a token
+    /// end within `recheck` of its revocation.
+    pub fn start(
+        db: &Db,
+        tokens: Arc<Tokens>,
+        buffer: usize,
+        recheck: Duration,
+        shutdown: watch::Receiver<bool>,
+    ) -> Hub {
         let inner = Arc::new(Inner {
             db: db.clone(),
             channels: Mutex::default(),
@@ -62,7 +74,16 @@ impl Hub {
         });
         let weak = Arc::downgrade(&inner);
         db.spawn(|pool| listen(pool, weak));
-        Hub { inner }
+        let revocations = Arc::new(Revocations::default());
+        let weak = Arc::downgrade(&revocations);
+        db.spawn(move |_| Revocations::check_every(weak, tokens, recheck));
+        Hub { inner, revocations }
+    }
+
+    /// Watches a stream's token: the returned watch fires when the token is
+    /// revoked.
+    pub fn watch_token(&self, token: TokenHash) -> TokenWatch {
+        self.revocations.watch(token)
     }
 
     /// Joins the shared flow of `channel`'s changes, all of them or only

@@ -16,8 +16,9 @@ use crate::db::changes::{Change, Position};
 /// at once.
 const PAGE: i64 = 1000;
 /// A busy channel's commits wake the reader far more often than this; the
-/// wake-ups in between are coalesced into one read.
-const MIN_READ_GAP: Duration = Duration::from_millis(20);
+/// wake-ups in between are coalesced into one read: at most 20 reads a
+/// second per watched channel, for 25 ms of latency on average.
+const MIN_READ_GAP: Duration = Duration::from_millis(50);
 /// While committed changes wait behind an older running transaction, look
 /// again this often (that transaction's end may notify nobody).
 const RETRY_SOON: Duration = Duration::from_millis(100);
@@ -255,6 +256,7 @@ async fn read(
             }
         };
         last_read = Some(Instant::now());
+        metrics::counter!("koostatus_events_feed_reads_total").increment(1);
         again = match db::changes::after(&pool, &feed.id, position, PAGE).await {
             Ok(changes) if changes.is_empty() => {
                 failing = false;
@@ -262,6 +264,7 @@ async fn read(
                 // transaction become readable when it ends, and that end may
                 // notify nobody. Asked after the read, this also covers one
                 // that ended in between.
+                metrics::counter!("koostatus_events_feed_reads_total").increment(1);
                 match db::changes::any_after(&pool, &feed.id, position).await {
                     Ok(true) => Some(RETRY_SOON),
                     Ok(false) => None,

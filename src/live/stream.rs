@@ -10,8 +10,9 @@ use actix_web::web::{Bytes, BytesMut};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::Event;
 use super::reader::Subscription;
-use crate::auth::tokens::{TokenHash, Tokens};
+use super::revocation::TokenWatch;
 use crate::db;
 use crate::db::Db;
 use crate::db::changes::Position;
@@ -23,17 +24,14 @@ const CHUNK_EVENTS: usize = 64;
 
 pub struct Stream {
     pub db: Db,
-    pub tokens: Arc<Tokens>,
     /// The token the stream was opened with (directly or by a ticket).
-    pub token: TokenHash,
+    pub token: TokenWatch,
     pub channel: String,
     pub user_numbers: Option<Arc<[String]>>,
     pub subscription: Subscription,
     /// The last change sent (or the start).
     pub position: Position,
     pub heartbeat: Duration,
-    /// How often the token is checked again.
-    pub recheck: Duration,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -42,17 +40,14 @@ pub struct Running {
     s: Stream,
     catching_up: bool,
     next_heartbeat: Instant,
-    next_check: Instant,
     _open: Subscribed,
 }
 
 impl Stream {
     pub fn start(self) -> Running {
-        let now = Instant::now();
         Running {
             catching_up: self.position < self.subscription.joined_at,
-            next_heartbeat: now + self.heartbeat,
-            next_check: now + self.recheck,
+            next_heartbeat: Instant::now() + self.heartbeat,
             s: self,
             _open: Subscribed::new(),
         }
@@ -75,47 +70,58 @@ impl Running {
                 }
             }
             let heartbeat = tokio::time::sleep_until(self.next_heartbeat);
-            let check = tokio::time::sleep_until(self.next_check);
             tokio::select! {
                 event = self.s.subscription.events.recv() => {
                     // None: dropped from the flow for reading too slowly,
                     // or the reader stopped (shutdown).
                     let event = event?;
-                    let mut chunk = BytesMut::new();
-                    let mut next = Some(event);
-                    let mut count = 0;
-                    while let Some(e) = next.take() {
-                        // Only after the start (a resume ahead of the reader).
-                        if e.position > self.s.position {
-                            self.s.position = e.position;
-                            chunk.extend_from_slice(&e.frame);
-                        }
-                        count += 1;
-                        if count < CHUNK_EVENTS {
-                            next = self.s.subscription.events.try_recv().ok();
-                        }
-                    }
-                    if !chunk.is_empty() {
+                    if let Some(chunk) = self.take(event) {
                         self.next_heartbeat = Instant::now() + self.s.heartbeat;
-                        return Some(chunk.freeze());
+                        return Some(chunk);
                     }
                 }
                 () = heartbeat => {
                     self.next_heartbeat = Instant::now() + self.s.heartbeat;
                     return Some(Bytes::from_static(b": keep-alive\n\n"));
                 }
-                () = check => {
-                    self.next_check = Instant::now() + self.s.recheck;
-                    // A database hiccup keeps the stream; a revoked token ends it.
-                    if let Ok(None) = self.s.tokens.authenticate_hash(self.s.token).await {
-                        metrics::counter!("koostatus_events_streams_closed_total", "reason" => "revoked")
-                            .increment(1);
-                        return None;
-                    }
-                }
+                () = self.s.token.revoked.cancelled() => return None,
                 _ = self.s.shutdown.changed() => return None,
             }
         }
+    }
+
+    /// `event` and whatever else is waiting, up to CHUNK_EVENTS, as one
+    /// chunk: one write for a burst. Only events after the stream's
+    /// position: it may have started ahead of the reader.
+    fn take(&mut self, first: Event) -> Option<Bytes> {
+        let Ok(second) = self.s.subscription.events.try_recv() else {
+            // The common case of a filtered stream: one event, sent as it is.
+            return self.after_position(&first).then_some(first.frame);
+        };
+        let mut chunk = BytesMut::new();
+        for e in [first, second] {
+            if self.after_position(&e) {
+                chunk.extend_from_slice(&e.frame);
+            }
+        }
+        for _ in 2..CHUNK_EVENTS {
+            let Ok(e) = self.s.subscription.events.try_recv() else {
+                break;
+            };
+            if self.after_position(&e) {
+                chunk.extend_from_slice(&e.frame);
+            }
+        }
+        (!chunk.is_empty()).then(|| chunk.freeze())
+    }
+
+    /// Moves the stream's position to `e` when it is after it.
+    fn after_position(&mut self, e: &Event) -> bool {
+        let after = e.position > self.s.position;
+        if after {
+            self.s.position = e.position;
+        }
+        after
     }
 
     /// The changes after the stream's start up to where it joined the flow,

@@ -1,0 +1,671 @@
+//! Live events benchmark: callbacks beside thousands of agent desktops.
+//!
+//! Run: `cargo bench --bench events` (PostgreSQL at 127.0.0.1:5432).
+//! Options through the environment: BENCH_CONNECTIONS (64 callback
+//! connections), BENCH_SECONDS (10 per phase), BENCH_STREAMS (10000).
+//!
+//! One release `koostatus serve` (its own process), one channel, phases of
+//! BENCH_SECONDS each:
+//! 1. callbacks alone;
+//! 2. callbacks with 1,000 streams each filtered to one user number plus 10
+//!    unfiltered streams;
+//! 3. callbacks with BENCH_STREAMS streams each filtered to one user number;
+//! 4. callbacks alone again (the baseline is the mean of 1 and 4, so drift
+//!    of this shared machine over the run falls on both sides).
+//!
+//! Every callback is a new message to one of the streams' user numbers, so
+//! each change is wanted by exactly one filtered stream (and the unfiltered
+//! ones). Printed per phase: callbacks/s and the ratio to alone, callback
+//! p99, PostgreSQL transactions/s of the database (pg_stat_database) and the
+//! ratio to alone, delivery latency from the callback's 200 to the event at
+//! the client (p50/p99), events lost and repeated, and the service's
+//! resident memory per open stream. Lost or repeated events, an event of
+//! another user number, or an answer other than 200 fail the run; speeds
+//! are for people to read.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+const DB: &str = "koostatus_bench_events";
+const CHANNEL: &str = "bench";
+const PASSWORD: &str = "bench-webhook-password";
+/// How late PostgreSQL's statistics may be, and a margin.
+const STATS_LAG: Duration = Duration::from_millis(11_500);
+
+struct Phase {
+    name: &'static str,
+    filtered: usize,
+    unfiltered: usize,
+}
+
+#[derive(Default)]
+struct Figures {
+    callbacks_per_s: f64,
+    p99_ms: f64,
+    tps: f64,
+    latencies: Vec<Duration>,
+    expected: usize,
+    lost: usize,
+    repeated: usize,
+    foreign: usize,
+    errors: usize,
+    rss_per_stream_kib: Option<f64>,
+    streams: usize,
+    /// The service's own account of its transactions: write batches and
+    /// reads of the feed by the live readers, per second.
+    batches_per_s: f64,
+    feed_reads_per_s: f64,
+    /// CPU seconds per second of the service, and of this process (the
+    /// load and the stream clients), during the load.
+    service_cpu: f64,
+    client_cpu: f64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let connections: usize = env("BENCH_CONNECTIONS", 64);
+    let seconds: u64 = env("BENCH_SECONDS", 10);
+    let many: usize = env("BENCH_STREAMS", 10_000);
+    let duration = Duration::from_secs(seconds);
+    // Every stream is a socket here and in the service.
+    let limit = rlimit::increase_nofile_limit(u64::MAX)?;
+    anyhow::ensure!(
+        limit as usize > many + connections + 100,
+        "the open-file limit ({limit}) is too low for {many} streams"
+    );
+    println!(
+        "{connections} callback connections, {seconds} s per phase, {} cores, open-file limit {limit}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    fresh_database().await?;
+    let url = format!("{SERVER}/{DB}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let bin = env!("CARGO_BIN_EXE_koostatus");
+    let log_path = std::env::temp_dir().join(format!("koostatus-bench-events-{port}.log"));
+    let mut server = Command::new(bin)
+        .args(["--database-url", &url, "serve", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("KOOSTATUS_LOG__FILTER", "warn")
+        .stderr(std::fs::File::create(&log_path)?)
+        .spawn()?;
+    let outcome = run(bin, &url, port, &server, connections, duration, many).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+    if outcome.is_err() {
+        eprintln!("{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+    }
+    let _ = std::fs::remove_file(&log_path);
+    fresh_database().await?;
+    outcome
+}
+
+async fn run(
+    bin: &str,
+    url: &str,
+    port: u16,
+    server: &Child,
+    connections: usize,
+    duration: Duration,
+    many: usize,
+) -> anyhow::Result<()> {
+    wait_ready(port).await?;
+    cli(
+        bin,
+        url,
+        &["channel", "add", CHANNEL, "--password-stdin"],
+        PASSWORD,
+    )?;
+    let token = cli(bin, url, &["token", "create", "--name", "bench"], "")?;
+    let token = token.trim().to_owned();
+    let phases = [
+        Phase {
+            name: "callbacks alone",
+            filtered: 0,
+            unfiltered: 0,
+        },
+        Phase {
+            name: "+ 1,000 filtered + 10 unfiltered streams",
+            filtered: 1000,
+            unfiltered: 10,
+        },
+        Phase {
+            name: "+ many filtered streams",
+            filtered: many,
+            unfiltered: 0,
+        },
+        Phase {
+            name: "callbacks alone, again",
+            filtered: 0,
+            unfiltered: 0,
+        },
+    ];
+    let mut db = PgConnection::connect(url).await?;
+    let mut results = Vec::new();
+    for (index, phase) in phases.iter().enumerate() {
+        println!("running: {}", phase.name);
+        let rss_before = rss_kib(server)?;
+        let (stop, stopped) = watch::channel(false);
+        RECEIVED.store(0, std::sync::atomic::Ordering::Relaxed);
+        let mut clients = Vec::new();
+        let opened = Instant::now();
+        // Open the streams, 200 at a time.
+        let specs: Vec<Option<usize>> = (0..phase.filtered)
+            .map(Some)
+            .chain((0..phase.unfiltered).map(|_| None))
+            .collect();
+        for group in specs.chunks(200) {
+            let mut starting = Vec::new();
+            for &user in group {
+                let (token, stopped) = (token.clone(), stopped.clone());
+                let (ready, is_ready) = tokio::sync::oneshot::channel();
+                starting.push(is_ready);
+                clients.push(tokio::spawn(stream_client(
+                    port, token, user, ready, stopped,
+                )));
+            }
+            for r in starting {
+                r.await??;
+            }
+        }
+        let streams = clients.len();
+        let rss_per_stream_kib = (streams > 0).then(|| {
+            let after = rss_kib(server).unwrap_or(rss_before);
+            after.saturating_sub(rss_before) as f64 / streams as f64
+        });
+        if streams > 0 {
+            println!(
+                "  {streams} streams open in {:.1} s; service RSS {:.1} -> {:.1} MiB",
+                opened.elapsed().as_secs_f64(),
+                rss_before as f64 / 1024.0,
+                rss_kib(server)? as f64 / 1024.0
+            );
+        }
+        // An idle backend reports its transactions to pg_stat_database up
+        // to 10 s late (PGSTAT_IDLE_INTERVAL): let the opening settle first.
+        tokio::time::sleep(STATS_LAG).await;
+        let tx_before = transactions(&mut db).await?;
+        let batches_before = gauge(port, "koostatus_batch_size_count").await?;
+        let reads_before = gauge(port, "koostatus_events_feed_reads_total").await?;
+        let cpu_before = (cpu_seconds(server.id())?, cpu_seconds(std::process::id())?);
+        let started = Instant::now();
+        let users = phase.filtered.max(1000);
+        let load: Vec<_> = (0..connections)
+            .map(|c| tokio::spawn(callbacks(port, c, connections, users, index, duration)))
+            .collect();
+        let mut acked: Vec<(String, usize, Instant)> = Vec::new();
+        let (mut latencies, mut errors) = (Vec::new(), 0);
+        for l in load {
+            let (a, l, e) = l.await??;
+            acked.extend(a);
+            latencies.extend(l);
+            errors += e;
+        }
+        let elapsed = started.elapsed();
+        let cpu = (
+            (cpu_seconds(server.id())? - cpu_before.0) / elapsed.as_secs_f64(),
+            (cpu_seconds(std::process::id())? - cpu_before.1) / elapsed.as_secs_f64(),
+        );
+        let batches = gauge(port, "koostatus_batch_size_count").await? - batches_before;
+        let reads = gauge(port, "koostatus_events_feed_reads_total").await? - reads_before;
+        tokio::time::sleep(STATS_LAG).await;
+        let tps = (transactions(&mut db).await? - tx_before) as f64 / elapsed.as_secs_f64();
+        latencies.sort();
+
+        // Every stream should have what was acked for it; wait for
+        // stragglers, then stop the clients.
+        let wanted = |user: Option<usize>| -> usize {
+            match user {
+                Some(u) => acked.iter().filter(|a| a.1 == u).count(),
+                None => acked.len(),
+            }
+        };
+        let expected: usize = specs.iter().map(|&u| wanted(u)).sum();
+        let settle = Instant::now();
+        while streams > 0
+            && received_total() < expected
+            && settle.elapsed() < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.send_replace(true);
+        let acked_at: HashMap<u64, Instant> =
+            acked.iter().map(|(id, _, at)| (key(id), *at)).collect();
+        let mut figures = Figures {
+            callbacks_per_s: acked.len() as f64 / elapsed.as_secs_f64(),
+            p99_ms: pct(&latencies, 0.99),
+            tps,
+            errors,
+            expected,
+            rss_per_stream_kib,
+            streams,
+            batches_per_s: batches / elapsed.as_secs_f64(),
+            feed_reads_per_s: reads / elapsed.as_secs_f64(),
+            service_cpu: cpu.0,
+            client_cpu: cpu.1,
+            ..Default::default()
+        };
+        for (client, &user) in clients.into_iter().zip(&specs) {
+            let got = client.await??;
+            let mut seen = HashSet::new();
+            for (id, at) in &got.events {
+                if !seen.insert(*id) {
+                    figures.repeated += 1;
+                } else if let Some(acked) = acked_at.get(id) {
+                    figures.latencies.push(at.saturating_duration_since(*acked));
+                }
+            }
+            figures.foreign += got.foreign + got.out_of_order;
+            figures.lost += wanted(user).saturating_sub(seen.len());
+        }
+        figures.latencies.sort();
+        results.push(figures);
+        // Wait until the service has let go of the streams.
+        let gone = Instant::now();
+        while gauge(port, "koostatus_events_subscribers").await? > 0.0
+            && gone.elapsed() < Duration::from_secs(30)
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    let alone = |f: fn(&Figures) -> f64| (f(&results[0]) + f(&results[3])) / 2.0;
+    let alone_rate = alone(|f| f.callbacks_per_s);
+    let alone_tps = alone(|f| f.tps);
+    println!(
+        "\n{:<42} {:>11} {:>6} {:>8} {:>8} {:>6} {:>9} {:>9} {:>6} {:>6} {:>12}",
+        "phase",
+        "callbacks/s",
+        "ratio",
+        "p99 ms",
+        "db tx/s",
+        "ratio",
+        "event p50",
+        "event p99",
+        "lost",
+        "twice",
+        "RSS/stream"
+    );
+    for (phase, f) in phases.iter().zip(&results) {
+        let name = if phase.filtered > 0 && phase.unfiltered == 0 {
+            format!("+ {} filtered streams", phase.filtered)
+        } else {
+            phase.name.to_owned()
+        };
+        let (p50, p99) = if f.streams > 0 {
+            (
+                format!("{:.1} ms", pct(&f.latencies, 0.5)),
+                format!("{:.1} ms", pct(&f.latencies, 0.99)),
+            )
+        } else {
+            ("-".into(), "-".into())
+        };
+        println!(
+            "{name:<42} {:>11.0} {:>6.2} {:>8.2} {:>8.0} {:>6.2} {p50:>9} {p99:>9} {:>6} {:>6} {:>12}",
+            f.callbacks_per_s,
+            f.callbacks_per_s / alone_rate,
+            f.p99_ms,
+            f.tps,
+            f.tps / alone_tps,
+            f.lost,
+            f.repeated,
+            f.rss_per_stream_kib
+                .map_or("-".into(), |k| format!("{k:.1} KiB")),
+        );
+    }
+    for (phase, f) in phases.iter().zip(&results) {
+        if f.streams > 0 {
+            println!(
+                "{}: {} streams, {} events expected, {} delivered",
+                phase.name,
+                f.streams,
+                f.expected,
+                f.latencies.len()
+            );
+        }
+        println!(
+            "{}: the service's transactions: {:.0} write batches/s, {:.0} feed reads/s; CPU: service {:.2}, this benchmark's clients {:.2} cores",
+            phase.name, f.batches_per_s, f.feed_reads_per_s, f.service_cpu, f.client_cpu
+        );
+        anyhow::ensure!(
+            f.errors == 0,
+            "{}: {} callbacks not answered 200",
+            phase.name,
+            f.errors
+        );
+        anyhow::ensure!(
+            f.lost == 0 && f.repeated == 0,
+            "{}: {} events lost, {} repeated",
+            phase.name,
+            f.lost,
+            f.repeated
+        );
+        anyhow::ensure!(
+            f.foreign == 0,
+            "{}: {} events of another user number or out of order",
+            phase.name,
+            f.foreign
+        );
+    }
+    Ok(())
+}
+
+/// What one stream client saw.
+#[derive(Default)]
+struct Received {
+    /// (message key, when it arrived)
+    events: Vec<(u64, Instant)>,
+    /// Events of another user number than the stream's filter.
+    foreign: usize,
+    /// Events whose position was not after the one before.
+    out_of_order: usize,
+}
+
+static RECEIVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Events received by this phase's streams so far.
+fn received_total() -> usize {
+    RECEIVED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// One desktop: `/events`, filtered to user number `u<user>` or not, read
+/// until told to stop. Says when the stream answered.
+async fn stream_client(
+    port: u16,
+    token: String,
+    user: Option<usize>,
+    ready: tokio::sync::oneshot::Sender<anyhow::Result<()>>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Received> {
+    let query = user.map_or(String::new(), |u| format!("?user_number=u{u}"));
+    let opened = async {
+        let mut stream = BufReader::new(TcpStream::connect(("127.0.0.1", port)).await?);
+        stream
+            .get_mut()
+            .write_all(
+                format!(
+                    "GET /api/v1/channels/{CHANNEL}/events{query} HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {token}\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await?;
+        let mut line = String::new();
+        stream.read_line(&mut line).await?;
+        anyhow::ensure!(line.contains(" 200 "), "the stream answered {line}");
+        loop {
+            line.clear();
+            stream.read_line(&mut line).await?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        anyhow::Ok(stream)
+    }
+    .await;
+    let mut stream = match opened {
+        Ok(s) => {
+            let _ = ready.send(Ok(()));
+            s
+        }
+        Err(e) => {
+            let _ = ready.send(Err(anyhow::anyhow!("{e}")));
+            return Err(e);
+        }
+    };
+    let mut received = Received::default();
+    let (mut body, mut last) = (Vec::<u8>::new(), (0u64, 0u64));
+    let mut line = String::new();
+    loop {
+        // Chunked transfer: a size line, that many bytes, CRLF.
+        line.clear();
+        let size = tokio::select! {
+            read = stream.read_line(&mut line) => read?,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        if size == 0 {
+            break;
+        }
+        let size = usize::from_str_radix(line.trim(), 16)?;
+        if size == 0 {
+            break;
+        }
+        let start = body.len();
+        body.resize(start + size + 2, 0);
+        stream.read_exact(&mut body[start..]).await?;
+        body.truncate(start + size);
+        let arrived = Instant::now();
+        // Whole events only; a partial one waits for the next chunk. Parsed
+        // in place: the 10 unfiltered streams take every change.
+        let mut consumed = 0;
+        while let Some(end) = find(&body[consumed..], b"\n\n") {
+            let block = &body[consumed..consumed + end];
+            consumed += end + 2;
+            let Some(data) = find(block, b"data: ").map(|i| &block[i..]) else {
+                continue; // a heartbeat
+            };
+            let position = field(data, "position");
+            let (x, s) = position.split_once('-').unwrap_or(("0", "0"));
+            let position = (x.parse()?, s.parse()?);
+            if position <= last {
+                received.out_of_order += 1;
+            }
+            last = position;
+            if user.is_some_and(|u| {
+                field(data, "user_number").strip_prefix('u') != Some(&u.to_string())
+            }) {
+                received.foreign += 1;
+            }
+            received
+                .events
+                .push((key(field(data, "message_id")), arrived));
+            RECEIVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        body.drain(..consumed);
+    }
+    Ok(received)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A string field of an event's JSON data (no escapes in this benchmark).
+fn field<'a>(data: &'a [u8], name: &str) -> &'a str {
+    let key = format!("\"{name}\":\"");
+    find(data, key.as_bytes())
+        .map(|i| &data[i + key.len()..])
+        .and_then(|rest| rest.split(|&b| b == b'"').next())
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .unwrap_or_default()
+}
+
+/// `p<phase>-c<connection>-<n>` as one number: connection and n.
+fn key(message_id: &str) -> u64 {
+    let mut parts = message_id.split('-').skip(1);
+    let c: u64 = parts
+        .next()
+        .and_then(|c| c[1..].parse().ok())
+        .unwrap_or(u64::MAX >> 32);
+    let n: u64 = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    c << 32 | n
+}
+
+type Acked = (Vec<(String, usize, Instant)>, Vec<Duration>, usize);
+
+/// One keep-alive connection posting new messages back to back, each to
+/// user number `u<n>` for n below `users`.
+async fn callbacks(
+    port: u16,
+    connection: usize,
+    connections: usize,
+    users: usize,
+    phase: usize,
+    duration: Duration,
+) -> anyhow::Result<Acked> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.set_nodelay(true)?;
+    let mut stream = BufReader::new(stream);
+    let deadline = Instant::now() + duration;
+    let (mut acked, mut latencies, mut errors) = (Vec::new(), Vec::new(), 0);
+    let mut line = String::new();
+    let mut n = 0usize;
+    while Instant::now() < deadline {
+        let user = (connection + n * connections) % users;
+        let id = format!("p{phase}-c{connection}-{n}");
+        n += 1;
+        let body = format!(
+            r#"{{"message_id":"{id}","sender":"86173xxxx4526","user_number":"u{user}","status":"delivered"}}"#
+        );
+        let request = format!(
+            "POST /social/on/whatsapp/koomessage/report/{CHANNEL} HTTP/1.1\r\nhost: bench\r\nauthorization: {PASSWORD}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let sent = Instant::now();
+        stream.get_mut().write_all(request.as_bytes()).await?;
+        line.clear();
+        stream.read_line(&mut line).await?;
+        let ok = line.contains(" 200 ");
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            if stream.read_line(&mut line).await? == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse()?;
+            }
+        }
+        let mut skip = vec![0u8; length];
+        stream.read_exact(&mut skip).await?;
+        let answered = Instant::now();
+        latencies.push(answered - sent);
+        if ok {
+            acked.push((id, user, answered));
+        } else {
+            errors += 1;
+        }
+    }
+    Ok((acked, latencies, errors))
+}
+
+/// Committed and rolled-back transactions of the benchmark's database.
+async fn transactions(db: &mut PgConnection) -> anyhow::Result<i64> {
+    // A fresh snapshot of the statistics, not the one cached in this session.
+    db.execute("select pg_stat_clear_snapshot()").await?;
+    Ok(sqlx::query_scalar(
+        "select (xact_commit + xact_rollback)::int8 from pg_stat_database where datname = $1",
+    )
+    .bind(DB)
+    .fetch_one(&mut *db)
+    .await?)
+}
+
+async fn gauge(port: u16, name: &str) -> anyhow::Result<f64> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0))
+}
+
+fn cli(bin: &str, url: &str, args: &[&str], stdin: &str) -> anyhow::Result<String> {
+    let mut child = Command::new(bin)
+        .args(["--database-url", url])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        format!("{stdin}\n").as_bytes(),
+    )?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "koostatus {args:?} failed");
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+async fn fresh_database() -> anyhow::Result<()> {
+    let mut admin = PgConnection::connect(&format!("{SERVER}/postgres")).await?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "drop database if exists {DB} with (force)"
+        )))
+        .await?;
+    admin.execute("checkpoint").await?;
+    Ok(())
+}
+
+async fn wait_ready(port: u16) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await {
+            s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await?;
+            let mut buf = [0u8; 12];
+            if s.read_exact(&mut buf).await.is_ok() && &buf[9..12] == b"200" {
+                return Ok(());
+            }
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the service did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// User and system CPU time a process has used, in seconds.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+/// VmRSS: the service's resident memory now.
+fn rss_kib(server: &Child) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.id()))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
+    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -1,0 +1,232 @@
+// An agent desktop in a real browser (SPEC §8): a page served from another
+// origin reads a message with fetch and a bearer token, follows /events
+// with a native EventSource and a stream ticket, sees a report sent during
+// the test, and after the service restarts resumes without loss.
+//
+// Run by run.sh (which installs what it needs); expects a built binary
+// (KOOSTATUS_BIN, default target/debug/koostatus) and PostgreSQL at
+// 127.0.0.1:5432. Prints "N passed, N failed".
+
+import { spawn, execFileSync } from 'node:child_process';
+import { createServer } from 'node:http';
+import { once } from 'node:events';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import net from 'node:net';
+import { chromium } from 'playwright-core';
+
+const BIN = process.env.KOOSTATUS_BIN ?? 'target/debug/koostatus';
+const DB = `koostatus_browser_${process.pid}`;
+const DB_URL = `postgres://postgres@127.0.0.1:5432/${DB}`;
+const CHANNEL = 'desk';
+const PASSWORD = 'browser-test-webhook-password';
+const USER = '8613800000001';
+
+const results = [];
+async function check(name, fn) {
+  try {
+    await fn();
+    results.push([name, true]);
+    console.log(`ok: ${name}`);
+  } catch (e) {
+    results.push([name, false]);
+    console.log(`FAILED: ${name}: ${e.stack ?? e}`);
+  }
+}
+
+function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+async function freePort() {
+  const s = net.createServer();
+  s.listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const port = s.address().port;
+  s.close();
+  return port;
+}
+
+function cli(args, stdin = '') {
+  return execFileSync(BIN, ['--database-url', DB_URL, ...args], {
+    input: stdin,
+    encoding: 'utf8',
+    stdio: ['pipe', 'pipe', 'ignore'],
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(what, fn, ms = 10000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+let server;
+let serverLog = '';
+async function startServe(apiPort, configPath) {
+  server = spawn(BIN, ['--config', configPath, '--database-url', DB_URL, 'serve', '--listen', `127.0.0.1:${apiPort}`], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, KOOSTATUS_LOG__FILTER: 'warn' },
+  });
+  server.stderr.on('data', (d) => (serverLog += d));
+  await waitFor('the service', async () => {
+    try {
+      return (await fetch(`http://127.0.0.1:${apiPort}/readyz`)).status === 200;
+    } catch {
+      return false;
+    }
+  }, 30000);
+}
+
+async function stopServe() {
+  const exited = once(server, 'exit');
+  server.kill('SIGTERM');
+  const [code] = await exited;
+  return code;
+}
+
+async function report(apiPort, messageId, status) {
+  const r = await fetch(`http://127.0.0.1:${apiPort}/social/on/whatsapp/koomessage/report/${CHANNEL}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: PASSWORD },
+    body: JSON.stringify({ message_id: messageId, sender: '86173xxxx4526', user_number: USER, status }),
+  });
+  assert(r.status === 200, `report ${messageId} answered ${r.status}`);
+}
+
+// The desktop page: what a contact centre's own web app would do.
+const PAGE = `<!doctype html>
+<meta charset="utf-8">
+<title>desk</title>
+<ul id="events"></ul>
+<script>
+  window.seen = [];
+  window.opened = 0;
+  // Called by the test with where the API is and the agent's token.
+  window.desk = async function (api, token, channel, user, messageId) {
+    const message = await fetch(api + '/api/v1/channels/' + channel + '/messages/' + messageId, {
+      headers: { authorization: 'Bearer ' + token },
+    }).then((r) => r.json());
+    window.message = message;
+    const { ticket } = await fetch(api + '/api/v1/tickets', {
+      method: 'POST',
+      headers: { authorization: 'Bearer ' + token },
+    }).then((r) => r.json());
+    const source = new EventSource(api + '/api/v1/channels/' + channel + '/events?ticket=' +
+      encodeURIComponent(ticket) + '&user_number=' + encodeURIComponent(user));
+    source.onopen = () => window.opened++;
+    source.addEventListener('change', (e) => {
+      const change = JSON.parse(e.data);
+      window.seen.push({ id: e.lastEventId, message_id: change.message_id, status: change.status });
+      const li = document.createElement('li');
+      li.textContent = change.message_id + ' ' + change.status;
+      document.getElementById('events').append(li);
+    });
+    return message.status;
+  };
+</script>`;
+
+async function main() {
+  const apiPort = await freePort();
+  const pagePort = await freePort();
+  const pageOrigin = `http://127.0.0.1:${pagePort}`;
+  const dir = mkdtempSync(join(tmpdir(), 'koostatus-browser-'));
+  const configPath = join(dir, 'config.toml');
+  writeFileSync(configPath, `[cors]\nallowed_origins = ["${pageOrigin}"]\n`);
+  const pages = createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    res.end(PAGE);
+  });
+  pages.listen(pagePort, '127.0.0.1');
+  await once(pages, 'listening');
+
+  let browser;
+  try {
+    await startServe(apiPort, configPath); // creates and migrates the database
+    cli(['channel', 'add', CHANNEL, '--password-stdin'], `${PASSWORD}\n`);
+    const token = cli(['token', 'create', '--name', 'agent']).trim();
+    await report(apiPort, 'm1', 'delivered');
+
+    browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'],
+    });
+    const page = await browser.newPage();
+    const consoleErrors = [];
+    page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
+    await page.goto(pageOrigin);
+    const api = `http://127.0.0.1:${apiPort}`;
+
+    await check('fetch with a bearer token across origins reads a message', async () => {
+      const status = await page.evaluate(([a, t, c, u]) => window.desk(a, t, c, u, 'm1'), [api, token, CHANNEL, USER]);
+      assert(status === 'delivered', `status ${status}`);
+      await waitFor('the stream to open', () => page.evaluate(() => window.opened === 1));
+      assert(consoleErrors.length === 0, `console errors: ${consoleErrors}`);
+    });
+
+    await check('EventSource with a ticket sees a report sent during the test', async () => {
+      const sent = Date.now();
+      await report(apiPort, 'm1', 'read');
+      await report(apiPort, 'm2', 'delivered');
+      const seen = await waitFor('two events', async () => {
+        const s = await page.evaluate(() => window.seen);
+        return s.length >= 2 && s;
+      }, 5000);
+      assert(seen[0].message_id === 'm1' && seen[0].status === 'read', JSON.stringify(seen));
+      assert(seen[1].message_id === 'm2', JSON.stringify(seen));
+      console.log(`  pushed to the page within ${Date.now() - sent} ms`);
+    });
+
+    await check('after the service restarts the page resumes without loss', async () => {
+      assert((await stopServe()) === 0, 'serve did not stop cleanly');
+      await startServe(apiPort, configPath);
+      // Changes while the page is still reconnecting (EventSource retries
+      // after about 3 s): it must get them through Last-Event-ID.
+      await report(apiPort, 'm3', 'delivered');
+      await report(apiPort, 'm2', 'read');
+      await report(apiPort, 'm4', 'failed');
+      const seen = await waitFor('the missed changes', async () => {
+        const s = await page.evaluate(() => window.seen);
+        return s.length >= 5 && s;
+      }, 15000);
+      await sleep(500);
+      const all = await page.evaluate(() => window.seen);
+      const got = all.map((e) => `${e.message_id}:${e.status}`);
+      assert(
+        JSON.stringify(got) === JSON.stringify(['m1:read', 'm2:delivered', 'm3:delivered', 'm2:read', 'm4:failed']),
+        `events ${JSON.stringify(got)}`
+      );
+      const ids = all.map((e) => e.id);
+      assert(new Set(ids).size === ids.length, 'an event came twice');
+      assert((await page.evaluate(() => window.opened)) === 2, 'reconnected once, by itself');
+      console.log(`  ${seen.length} events in order, none twice, after one reconnection`);
+    });
+  } finally {
+    if (browser) await browser.close();
+    if (server && server.exitCode === null) await stopServe();
+    pages.close();
+    rmSync(dir, { recursive: true, force: true });
+    try {
+      execFileSync('psql', ['-h', '127.0.0.1', '-U', 'postgres', '-qc', `drop database if exists ${DB} with (force)`]);
+    } catch {}
+  }
+  const passed = results.filter(([, ok]) => ok).length;
+  const failed = results.length - passed;
+  if (failed) console.log(serverLog);
+  console.log(`browser: ${passed} passed, ${failed} failed`);
+  process.exit(failed ? 1 : 0);
+}
+
+main().catch((e) => {
+  console.log(e.stack ?? e);
+  console.log(serverLog);
+  console.log('browser: 0 passed, 1 failed');
+  process.exit(1);
+});
