@@ -406,8 +406,9 @@ impl Config {
                 "must be longer than 0s and at most 24h",
             );
         }
-        if !(16..=1_000_000).contains(&self.events.buffer) {
-            return bad("events.buffer", "must be from 16 to 1000000");
+        // One read of the feed (live/reader.rs) must fit.
+        if !(1000..=1_000_000).contains(&self.events.buffer) {
+            return bad("events.buffer", "must be from 1000 to 1000000");
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return bad("log.filter", &e.to_string());

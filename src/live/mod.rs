@@ -42,6 +42,30 @@ pub struct Event {
     pub frame: Bytes,
 }
 
+/// What a reader hands a stream from one read of the feed: the whole read,
+/// framed once for every unfiltered stream, or the few events of it that a
+/// filtered stream follows. One wake-up and one write per read, not per
+/// event.
+pub enum Delivery {
+    All(Arc<Batch>),
+    Some(Vec<Event>),
+}
+
+pub struct Batch {
+    pub events: Vec<Event>,
+    /// Every event's frame, one after the other.
+    pub frames: Bytes,
+}
+
+impl Delivery {
+    pub fn events(&self) -> &[Event] {
+        match self {
+            Delivery::All(batch) => &batch.events,
+            Delivery::Some(events) => events,
+        }
+    }
+}
+
 pub struct Hub {
     inner: Arc<Inner>,
     revocations: Arc<Revocations>,

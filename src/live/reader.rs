@@ -2,19 +2,20 @@
 //! position when woken and hands each change to the streams that want it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use actix_web::web::Bytes;
+use actix_web::web::{Bytes, BytesMut};
 use tokio::sync::{Notify, OnceCell, mpsc};
 
-use super::{Event, Inner};
+use super::{Batch, Delivery, Event, Inner};
 use crate::db;
 use crate::db::changes::{Change, Position};
 
 /// The most changes one read takes; a full page is followed by another read
-/// at once.
-const PAGE: i64 = 1000;
+/// at once. `events.buffer` must hold one page.
+pub const PAGE: i64 = 1000;
 /// A busy channel's commits wake the reader far more often than this; the
 /// wake-ups in between are coalesced into one read: at most 20 reads a
 /// second per watched channel, for 25 ms of latency on average.
@@ -53,7 +54,10 @@ struct State {
 }
 
 struct Subscriber {
-    events: mpsc::Sender<Event>,
+    deliveries: mpsc::UnboundedSender<Delivery>,
+    /// Events handed over and not yet taken by the stream: bounded by
+    /// `events.buffer`, which makes the channel bounded in events.
+    pending: Arc<AtomicUsize>,
     user_numbers: Option<Arc<[String]>>,
 }
 
@@ -61,11 +65,23 @@ struct Subscriber {
 pub struct Subscription {
     feed: Arc<ChannelFeed>,
     id: u64,
-    pub events: mpsc::Receiver<Event>,
+    deliveries: mpsc::UnboundedReceiver<Delivery>,
+    pending: Arc<AtomicUsize>,
     /// The reader's position when the stream joined: every change after it
-    /// arrives through `events`, every change up to it the stream reads from
-    /// the feed itself.
+    /// arrives through [`Subscription::recv`], every change up to it the
+    /// stream reads from the feed itself.
     pub joined_at: Position,
+}
+
+impl Subscription {
+    /// The next delivery; None once the stream was dropped from the flow
+    /// (too slow) or the reader stopped, after what was handed over.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        let delivery = self.deliveries.recv().await?;
+        self.pending
+            .fetch_sub(delivery.events().len(), Ordering::Relaxed);
+        Some(delivery)
+    }
 }
 
 impl Drop for Subscription {
@@ -94,8 +110,9 @@ impl ChannelFeed {
             }),
             hub: Arc::downgrade(hub),
         });
-        let (reader, shutdown) = (feed.clone(), hub.shutdown.clone());
-        hub.db.spawn(|pool| read(reader, pool, shutdown));
+        let (reader, buffer, shutdown) = (feed.clone(), hub.buffer, hub.shutdown.clone());
+        hub.db
+            .spawn(move |pool| read(reader, pool, buffer, shutdown));
         metrics::gauge!("koostatus_events_watched_channels").increment(1.0);
         feed
     }
@@ -124,14 +141,16 @@ impl ChannelFeed {
                     .run(|pool| async move { db::changes::head(&pool, &channel).await })
             })
             .await?;
-        let (events, receiver) = mpsc::channel(hub.buffer);
+        let (deliveries, receiver) = mpsc::unbounded_channel();
+        let pending = Arc::new(AtomicUsize::new(0));
         let mut state = self.state.lock().expect("lock not poisoned");
         if state.closed {
             return Ok(None);
         }
         let joined_at = *state.position.get_or_insert(head);
         let id = state.add(Subscriber {
-            events,
+            deliveries,
+            pending: pending.clone(),
             user_numbers,
         });
         drop(state);
@@ -139,7 +158,8 @@ impl ChannelFeed {
         Ok(Some(Subscription {
             feed: self.clone(),
             id,
-            events: receiver,
+            deliveries: receiver,
+            pending,
             joined_at,
         }))
     }
@@ -184,29 +204,63 @@ impl State {
         }
     }
 
-    /// Hands each change to its streams. A stream whose buffer is full is
-    /// dropped from the flow: it sends what it has, then ends, and its
-    /// client resumes with `Last-Event-ID`. Nobody waits for a slow client.
-    fn dispatch(&mut self, events: Vec<(Event, String)>) {
+    /// Hands one read's changes to their streams: the whole batch, framed
+    /// once, to every unfiltered stream; to each filtered one its own
+    /// changes. A stream that would hold more than `buffer` events not yet
+    /// sent is dropped from the flow: it sends what it has, then ends, and
+    /// its client resumes with `Last-Event-ID`. Nobody waits for a slow
+    /// client.
+    fn dispatch(&mut self, read: Vec<(Event, String)>, buffer: usize) {
+        let Some(last) = read.last().map(|(e, _)| e.position) else {
+            return;
+        };
+        let mut filtered: HashMap<u64, Vec<Event>> = HashMap::new();
+        let mut events = Vec::with_capacity(read.len());
+        for (event, user_number) in read {
+            for id in self.by_user.get(&user_number).into_iter().flatten() {
+                filtered.entry(*id).or_default().push(event.clone());
+            }
+            events.push(event);
+        }
         let mut slow = Vec::new();
-        for (event, user_number) in events {
-            let filtered = self.by_user.get(&user_number).into_iter().flatten();
-            for id in self.unfiltered.iter().chain(filtered) {
-                let sent = self.subscribers[id].events.try_send(event.clone());
-                if let Err(e) = sent {
-                    if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                        metrics::counter!("koostatus_events_streams_closed_total", "reason" => "slow")
-                            .increment(1);
-                    }
+        if !self.unfiltered.is_empty() {
+            let mut frames = BytesMut::new();
+            for e in &events {
+                frames.extend_from_slice(&e.frame);
+            }
+            let batch = Arc::new(Batch {
+                events,
+                frames: frames.freeze(),
+            });
+            for id in &self.unfiltered {
+                if !self.subscribers[id].hand(Delivery::All(batch.clone()), buffer) {
                     slow.push(*id);
                 }
             }
-            self.position = Some(event.position);
-            // Later changes must not reach a stream that missed this one.
-            for id in slow.drain(..) {
-                self.remove(id);
+        }
+        for (id, events) in filtered {
+            if !self.subscribers[&id].hand(Delivery::Some(events), buffer) {
+                slow.push(id);
             }
         }
+        self.position = Some(last);
+        for id in slow {
+            self.remove(id);
+        }
+    }
+}
+
+impl Subscriber {
+    /// False when the stream is gone or too far behind.
+    fn hand(&self, delivery: Delivery, buffer: usize) -> bool {
+        let n = delivery.events().len();
+        if self.pending.load(Ordering::Relaxed) + n > buffer {
+            metrics::counter!("koostatus_events_streams_closed_total", "reason" => "slow")
+                .increment(1);
+            return false;
+        }
+        self.pending.fetch_add(n, Ordering::Relaxed);
+        self.deliveries.send(delivery).is_ok()
     }
 }
 
@@ -225,6 +279,7 @@ pub(super) fn frame(change: Change) -> (Event, String) {
 async fn read(
     feed: Arc<ChannelFeed>,
     pool: sqlx::PgPool,
+    buffer: usize,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut again: Option<Duration> = None;
@@ -280,7 +335,7 @@ async fn read(
                 feed.state
                     .lock()
                     .expect("lock not poisoned")
-                    .dispatch(events);
+                    .dispatch(events, buffer);
                 full.then_some(Duration::ZERO)
             }
             Err(e) => {

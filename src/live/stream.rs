@@ -10,17 +10,15 @@ use actix_web::web::{Bytes, BytesMut};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::Event;
 use super::reader::Subscription;
 use super::revocation::TokenWatch;
+use super::{Delivery, Event};
 use crate::db;
 use crate::db::Db;
 use crate::db::changes::Position;
 
 /// Changes read per catch-up query.
 const CATCH_UP_PAGE: i64 = 500;
-/// Events put into one chunk at most when several are waiting.
-const CHUNK_EVENTS: usize = 64;
 
 pub struct Stream {
     pub db: Db,
@@ -71,11 +69,10 @@ impl Running {
             }
             let heartbeat = tokio::time::sleep_until(self.next_heartbeat);
             tokio::select! {
-                event = self.s.subscription.events.recv() => {
+                delivery = self.s.subscription.recv() => {
                     // None: dropped from the flow for reading too slowly,
                     // or the reader stopped (shutdown).
-                    let event = event?;
-                    if let Some(chunk) = self.take(event) {
+                    if let Some(chunk) = self.take(delivery?) {
                         self.next_heartbeat = Instant::now() + self.s.heartbeat;
                         return Some(chunk);
                     }
@@ -90,25 +87,31 @@ impl Running {
         }
     }
 
-    /// `event` and whatever else is waiting, up to CHUNK_EVENTS, as one
-    /// chunk: one write for a burst. Only events after the stream's
-    /// position: it may have started ahead of the reader.
-    fn take(&mut self, first: Event) -> Option<Bytes> {
-        let Ok(second) = self.s.subscription.events.try_recv() else {
-            // The common case of a filtered stream: one event, sent as it is.
-            return self.after_position(&first).then_some(first.frame);
-        };
-        let mut chunk = BytesMut::new();
-        for e in [first, second] {
-            if self.after_position(&e) {
-                chunk.extend_from_slice(&e.frame);
-            }
+    /// A delivery as one chunk: one write per read of the feed. Only events
+    /// after the stream's position: it may have started ahead of the reader.
+    fn take(&mut self, delivery: Delivery) -> Option<Bytes> {
+        let events = delivery.events();
+        let (first, last) = (events.first()?.position, events.last()?.position);
+        if first > self.s.position {
+            // All of it, as it was framed: no copy.
+            self.s.position = last;
+            return Some(match delivery {
+                Delivery::All(batch) => batch.frames.clone(),
+                Delivery::Some(mut events) if events.len() == 1 => {
+                    events.pop().expect("one event").frame
+                }
+                Delivery::Some(events) => {
+                    let mut chunk = BytesMut::new();
+                    events
+                        .iter()
+                        .for_each(|e| chunk.extend_from_slice(&e.frame));
+                    chunk.freeze()
+                }
+            });
         }
-        for _ in 2..CHUNK_EVENTS {
-            let Ok(e) = self.s.subscription.events.try_recv() else {
-                break;
-            };
-            if self.after_position(&e) {
+        let mut chunk = BytesMut::new();
+        for e in delivery.events() {
+            if self.after_position(e) {
                 chunk.extend_from_slice(&e.frame);
             }
         }
