@@ -5,13 +5,16 @@
 //! connections), BENCH_SECONDS (10 per phase), BENCH_STREAMS (10000).
 //!
 //! One release `koostatus serve` (its own process), one channel, phases of
-//! BENCH_SECONDS each:
-//! 1. callbacks alone;
-//! 2. callbacks with 1,000 streams each filtered to one user number plus 10
-//!    unfiltered streams;
-//! 3. callbacks with BENCH_STREAMS streams each filtered to one user number;
-//! 4. callbacks alone again (the baseline is the mean of 1 and 4, so drift
-//!    of this shared machine over the run falls on both sides).
+//! BENCH_SECONDS each in three configurations:
+//! - callbacks alone;
+//! - callbacks with 1,000 streams each filtered to one user number plus 10
+//!   unfiltered streams;
+//! - callbacks with BENCH_STREAMS streams each filtered to one user number;
+//!
+//! run in the order alone, 1,000, many, alone, many, 1,000, alone, so that
+//! drift of this shared machine over the run falls on every configuration
+//! alike; each configuration's ratio is the mean of its runs against the
+//! mean of the runs alone.
 //!
 //! Every callback is a new message to one of the streams' user numbers, so
 //! each change is wanted by exactly one filtered stream (and the unfiltered
@@ -25,12 +28,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, Executor, PgConnection};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 const DB: &str = "koostatus_bench_events";
@@ -128,34 +131,30 @@ async fn run(
     )?;
     let token = cli(bin, url, &["token", "create", "--name", "bench"], "")?;
     let token = token.trim().to_owned();
-    let phases = [
-        Phase {
-            name: "callbacks alone",
-            filtered: 0,
-            unfiltered: 0,
-        },
-        Phase {
-            name: "+ 1,000 filtered + 10 unfiltered streams",
-            filtered: 1000,
-            unfiltered: 10,
-        },
-        Phase {
-            name: "+ many filtered streams",
-            filtered: many,
-            unfiltered: 0,
-        },
-        Phase {
-            name: "callbacks alone, again",
-            filtered: 0,
-            unfiltered: 0,
-        },
-    ];
+    let alone = Phase {
+        name: "callbacks alone",
+        filtered: 0,
+        unfiltered: 0,
+    };
+    let few = Phase {
+        name: "+ 1,000 filtered + 10 unfiltered streams",
+        filtered: 1000,
+        unfiltered: 10,
+    };
+    let lots = Phase {
+        name: "+ many filtered streams",
+        filtered: many,
+        unfiltered: 0,
+    };
+    // Alone between and around the others, each configuration twice, in
+    // mirrored order: drift of this shared machine over the run falls on
+    // every configuration alike.
+    let phases = [&alone, &few, &lots, &alone, &lots, &few, &alone];
     let mut db = PgConnection::connect(url).await?;
     let mut results = Vec::new();
     for (index, phase) in phases.iter().enumerate() {
         println!("running: {}", phase.name);
         let rss_before = rss_kib(server)?;
-        let (stop, stopped) = watch::channel(false);
         RECEIVED.store(0, std::sync::atomic::Ordering::Relaxed);
         let mut clients = Vec::new();
         let opened = Instant::now();
@@ -167,12 +166,14 @@ async fn run(
         for group in specs.chunks(200) {
             let mut starting = Vec::new();
             for &user in group {
-                let (token, stopped) = (token.clone(), stopped.clone());
+                let token = token.clone();
+                let received = Arc::new(Mutex::new(Received::default()));
                 let (ready, is_ready) = tokio::sync::oneshot::channel();
                 starting.push(is_ready);
-                clients.push(tokio::spawn(stream_client(
-                    port, token, user, ready, stopped,
-                )));
+                clients.push((
+                    tokio::spawn(stream_client(port, token, user, ready, received.clone())),
+                    received,
+                ));
             }
             for r in starting {
                 r.await??;
@@ -238,7 +239,9 @@ async fn run(
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        stop.send_replace(true);
+        for (task, _) in &clients {
+            task.abort();
+        }
         let acked_at: HashMap<u64, Instant> =
             acked.iter().map(|(id, _, at)| (key(id), *at)).collect();
         let mut figures = Figures {
@@ -255,8 +258,11 @@ async fn run(
             client_cpu: cpu.1,
             ..Default::default()
         };
-        for (client, &user) in clients.into_iter().zip(&specs) {
-            let got = client.await??;
+        for ((task, received), &user) in clients.into_iter().zip(&specs) {
+            if let Ok(outcome) = task.await {
+                outcome?; // it ended by itself: only an error may end it
+            }
+            let got = std::mem::take(&mut *received.lock().unwrap());
             let mut seen = HashSet::new();
             for (id, at) in &got.events {
                 if !seen.insert(*id) {
@@ -279,12 +285,24 @@ async fn run(
         }
     }
 
-    let alone = |f: fn(&Figures) -> f64| (f(&results[0]) + f(&results[3])) / 2.0;
-    let alone_rate = alone(|f| f.callbacks_per_s);
-    let alone_tps = alone(|f| f.tps);
+    // Per configuration: the mean of its phases, against the mean alone.
+    let of = |kind: &Phase| -> Vec<&Figures> {
+        phases
+            .iter()
+            .zip(&results)
+            .filter(|(p, _)| std::ptr::eq(**p, kind))
+            .map(|(_, f)| f)
+            .collect()
+    };
+    let mean = |fs: &[&Figures], f: fn(&Figures) -> f64| {
+        fs.iter().map(|x| f(x)).sum::<f64>() / fs.len() as f64
+    };
+    let alone_runs = of(&alone);
+    let alone_rate = mean(&alone_runs, |f| f.callbacks_per_s);
+    let alone_tps = mean(&alone_runs, |f| f.tps);
     println!(
         "\n{:<42} {:>11} {:>6} {:>8} {:>8} {:>6} {:>9} {:>9} {:>6} {:>6} {:>12}",
-        "phase",
+        "phase, in the order run",
         "callbacks/s",
         "ratio",
         "p99 ms",
@@ -296,12 +314,14 @@ async fn run(
         "twice",
         "RSS/stream"
     );
-    for (phase, f) in phases.iter().zip(&results) {
-        let name = if phase.filtered > 0 && phase.unfiltered == 0 {
+    let name = |phase: &Phase| {
+        if phase.filtered > 0 && phase.unfiltered == 0 {
             format!("+ {} filtered streams", phase.filtered)
         } else {
             phase.name.to_owned()
-        };
+        }
+    };
+    for (phase, f) in phases.iter().zip(&results) {
         let (p50, p99) = if f.streams > 0 {
             (
                 format!("{:.1} ms", pct(&f.latencies, 0.5)),
@@ -311,7 +331,8 @@ async fn run(
             ("-".into(), "-".into())
         };
         println!(
-            "{name:<42} {:>11.0} {:>6.2} {:>8.2} {:>8.0} {:>6.2} {p50:>9} {p99:>9} {:>6} {:>6} {:>12}",
+            "{:<42} {:>11.0} {:>6.2} {:>8.2} {:>8.0} {:>6.2} {p50:>9} {p99:>9} {:>6} {:>6} {:>12}",
+            name(phase),
             f.callbacks_per_s,
             f.callbacks_per_s / alone_rate,
             f.p99_ms,
@@ -321,6 +342,33 @@ async fn run(
             f.repeated,
             f.rss_per_stream_kib
                 .map_or("-".into(), |k| format!("{k:.1} KiB")),
+        );
+    }
+    println!(
+        "\nsummary (mean of each configuration's runs against the mean of the {} runs alone):",
+        alone_runs.len()
+    );
+    for kind in [&few, &lots] {
+        let runs = of(kind);
+        let mut latencies: Vec<Duration> = runs
+            .iter()
+            .flat_map(|f| f.latencies.iter().copied())
+            .collect();
+        latencies.sort();
+        println!(
+            "{}: callbacks {:.0}/s = {:.2} of alone ({alone_rate:.0}/s), p99 {:.1} ms; db {:.0} tx/s = {:.2} of alone ({alone_tps:.0}); events p50 {:.1} ms, p99 {:.1} ms; lost {}, twice {}; RSS {:.1} KiB per open stream (first opening)",
+            name(kind),
+            mean(&runs, |f| f.callbacks_per_s),
+            mean(&runs, |f| f.callbacks_per_s) / alone_rate,
+            mean(&runs, |f| f.p99_ms),
+            mean(&runs, |f| f.tps),
+            mean(&runs, |f| f.tps) / alone_tps,
+            pct(&latencies, 0.5),
+            pct(&latencies, 0.99),
+            runs.iter().map(|f| f.lost).sum::<usize>(),
+            runs.iter().map(|f| f.repeated).sum::<usize>(),
+            // The first opening: later ones reuse memory freed before.
+            runs[0].rss_per_stream_kib.unwrap_or(0.0),
         );
     }
     for (phase, f) in phases.iter().zip(&results) {
@@ -379,14 +427,14 @@ fn received_total() -> usize {
 }
 
 /// One desktop: `/events`, filtered to user number `u<user>` or not, read
-/// until told to stop. Says when the stream answered.
+/// until aborted, into `received`. Says when the stream answered.
 async fn stream_client(
     port: u16,
     token: String,
     user: Option<usize>,
     ready: tokio::sync::oneshot::Sender<anyhow::Result<()>>,
-    mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<Received> {
+    shared: Arc<Mutex<Received>>,
+) -> anyhow::Result<()> {
     let query = user.map_or(String::new(), |u| format!("?user_number=u{u}"));
     let opened = async {
         let mut stream = BufReader::new(TcpStream::connect(("127.0.0.1", port)).await?);
@@ -429,16 +477,12 @@ async fn stream_client(
     loop {
         // Chunked transfer: a size line, that many bytes, CRLF.
         line.clear();
-        let size = tokio::select! {
-            read = stream.read_line(&mut line) => read?,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        if size == 0 {
-            break;
+        if stream.read_line(&mut line).await? == 0 {
+            anyhow::bail!("the service ended a stream");
         }
         let size = usize::from_str_radix(line.trim(), 16)?;
         if size == 0 {
-            break;
+            anyhow::bail!("the service ended a stream");
         }
         let start = body.len();
         body.resize(start + size + 2, 0);
@@ -473,8 +517,12 @@ async fn stream_client(
             RECEIVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         body.drain(..consumed);
+        // Handed over once per chunk: the main task reads it after aborting.
+        let mut shared = shared.lock().unwrap();
+        shared.events.append(&mut received.events);
+        shared.foreign += std::mem::take(&mut received.foreign);
+        shared.out_of_order += std::mem::take(&mut received.out_of_order);
     }
-    Ok(received)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -181,6 +181,10 @@ async fn no_secret_appears_in_logs_debug_prints_or_tables() {
         logs.contains("ticket=…&user_number=…"),
         "query strings are logged by their names"
     );
+    assert!(
+        logs.contains("open-file limit"),
+        "serve says what open-file limit it runs with"
+    );
 
     let dump = Command::new("pg_dump")
         .args(["--data-only", "-h", "127.0.0.1", "-U", "postgres", &db.name])

@@ -4,7 +4,7 @@
 // the test, and after the service restarts resumes without loss.
 //
 // Run by run.sh (which installs what it needs); expects a built binary
-// (KOOSTATUS_BIN, default target/debug/koostatus) and PostgreSQL at
+// (BROWSER_TEST_BINARY, default target/debug/koostatus) and PostgreSQL at
 // 127.0.0.1:5432. Prints "N passed, N failed".
 
 import { spawn, execFileSync } from 'node:child_process';
@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import net from 'node:net';
 import { chromium } from 'playwright-core';
 
-const BIN = process.env.KOOSTATUS_BIN ?? 'target/debug/koostatus';
+const BIN = process.env.BROWSER_TEST_BINARY ?? 'target/debug/koostatus';
 const DB = `koostatus_browser_${process.pid}`;
 const DB_URL = `postgres://postgres@127.0.0.1:5432/${DB}`;
 const CHANNEL = 'desk';
@@ -77,6 +77,7 @@ async function startServe(apiPort, configPath) {
   });
   server.stderr.on('data', (d) => (serverLog += d));
   await waitFor('the service', async () => {
+    if (server.exitCode !== null) throw new Error(`serve exited: ${serverLog}`);
     try {
       return (await fetch(`http://127.0.0.1:${apiPort}/readyz`)).status === 200;
     } catch {
@@ -109,6 +110,7 @@ const PAGE = `<!doctype html>
 <script>
   window.seen = [];
   window.opened = 0;
+  window.openedAt = [];
   // Called by the test with where the API is and the agent's token.
   window.desk = async function (api, token, channel, user, messageId) {
     const message = await fetch(api + '/api/v1/channels/' + channel + '/messages/' + messageId, {
@@ -121,7 +123,10 @@ const PAGE = `<!doctype html>
     }).then((r) => r.json());
     const source = new EventSource(api + '/api/v1/channels/' + channel + '/events?ticket=' +
       encodeURIComponent(ticket) + '&user_number=' + encodeURIComponent(user));
-    source.onopen = () => window.opened++;
+    source.onopen = () => {
+      window.opened++;
+      window.openedAt.push(Date.now());
+    };
     source.addEventListener('change', (e) => {
       const change = JSON.parse(e.data);
       window.seen.push({ id: e.lastEventId, message_id: change.message_id, status: change.status });
@@ -192,6 +197,7 @@ async function main() {
       await report(apiPort, 'm3', 'delivered');
       await report(apiPort, 'm2', 'read');
       await report(apiPort, 'm4', 'failed');
+      const sentAt = Date.now();
       const seen = await waitFor('the missed changes', async () => {
         const s = await page.evaluate(() => window.seen);
         return s.length >= 5 && s;
@@ -206,6 +212,10 @@ async function main() {
       const ids = all.map((e) => e.id);
       assert(new Set(ids).size === ids.length, 'an event came twice');
       assert((await page.evaluate(() => window.opened)) === 2, 'reconnected once, by itself');
+      // The changes were made before the page reconnected: it got them by
+      // resuming after its last event, not live.
+      const reopened = (await page.evaluate(() => window.openedAt))[1];
+      assert(reopened > sentAt, `reconnected ${sentAt - reopened} ms before the changes were made`);
       console.log(`  ${seen.length} events in order, none twice, after one reconnection`);
     });
   } finally {

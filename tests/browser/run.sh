@@ -18,5 +18,5 @@ if [ ! -d node_modules/playwright-core ]; then
 fi
 
 cd ../..
-export KOOSTATUS_BIN="${KOOSTATUS_BIN:-$PWD/target/debug/koostatus}"
+export BROWSER_TEST_BINARY="${BROWSER_TEST_BINARY:-$PWD/target/debug/koostatus}"
 node tests/browser/desktop.mjs
