@@ -32,10 +32,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, Executor, PgConnection};
+use support::{SERVER, env, metric, pct, read_answer, report_request, wait_ready};
+
+mod support;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 const DB: &str = "koostatus_bench_events";
 const CHANNEL: &str = "bench";
 const PASSWORD: &str = "bench-webhook-password";
@@ -87,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
         "{connections} callback connections, {seconds} s per phase, {} cores, open-file limit {limit}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    fresh_database().await?;
+    support::drop_database(DB).await?;
     let url = format!("{SERVER}/{DB}");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -109,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("{}", std::fs::read_to_string(&log_path).unwrap_or_default());
     }
     let _ = std::fs::remove_file(&log_path);
-    fresh_database().await?;
+    support::drop_database(DB).await?;
     outcome
 }
 
@@ -196,8 +198,8 @@ async fn run(
         // to 10 s late (PGSTAT_IDLE_INTERVAL): let the opening settle first.
         tokio::time::sleep(STATS_LAG).await;
         let tx_before = transactions(&mut db).await?;
-        let batches_before = gauge(port, "koostatus_batch_size_count").await?;
-        let reads_before = gauge(port, "koostatus_events_feed_reads_total").await?;
+        let batches_before = metric(port, "koostatus_batch_size_count").await?;
+        let reads_before = metric(port, "koostatus_events_feed_reads_total").await?;
         let cpu_before = (cpu_seconds(server.id())?, cpu_seconds(std::process::id())?);
         let started = Instant::now();
         let users = phase.filtered.max(1000);
@@ -217,8 +219,8 @@ async fn run(
             (cpu_seconds(server.id())? - cpu_before.0) / elapsed.as_secs_f64(),
             (cpu_seconds(std::process::id())? - cpu_before.1) / elapsed.as_secs_f64(),
         );
-        let batches = gauge(port, "koostatus_batch_size_count").await? - batches_before;
-        let reads = gauge(port, "koostatus_events_feed_reads_total").await? - reads_before;
+        let batches = metric(port, "koostatus_batch_size_count").await? - batches_before;
+        let reads = metric(port, "koostatus_events_feed_reads_total").await? - reads_before;
         tokio::time::sleep(STATS_LAG).await;
         let tps = (transactions(&mut db).await? - tx_before) as f64 / elapsed.as_secs_f64();
         latencies.sort();
@@ -278,7 +280,7 @@ async fn run(
         results.push(figures);
         // Wait until the service has let go of the streams.
         let gone = Instant::now();
-        while gauge(port, "koostatus_events_subscribers").await? > 0.0
+        while metric(port, "koostatus_events_subscribers").await? > 0.0
             && gone.elapsed() < Duration::from_secs(30)
         {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -567,7 +569,6 @@ async fn callbacks(
     let mut stream = BufReader::new(stream);
     let deadline = Instant::now() + duration;
     let (mut acked, mut latencies, mut errors) = (Vec::new(), Vec::new(), 0);
-    let mut line = String::new();
     let mut n = 0usize;
     while Instant::now() < deadline {
         let user = (connection + n * connections) % users;
@@ -576,27 +577,12 @@ async fn callbacks(
         let body = format!(
             r#"{{"message_id":"{id}","sender":"86173xxxx4526","user_number":"u{user}","status":"delivered"}}"#
         );
-        let request = format!(
-            "POST /social/on/whatsapp/koomessage/report/{CHANNEL} HTTP/1.1\r\nhost: bench\r\nauthorization: {PASSWORD}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        );
         let sent = Instant::now();
-        stream.get_mut().write_all(request.as_bytes()).await?;
-        line.clear();
-        stream.read_line(&mut line).await?;
-        let ok = line.contains(" 200 ");
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            if stream.read_line(&mut line).await? == 0 || line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse()?;
-            }
-        }
-        let mut skip = vec![0u8; length];
-        stream.read_exact(&mut skip).await?;
+        stream
+            .get_mut()
+            .write_all(report_request(CHANNEL, PASSWORD, &body).as_bytes())
+            .await?;
+        let ok = read_answer(&mut stream).await? == 200;
         let answered = Instant::now();
         latencies.push(answered - sent);
         if ok {
@@ -620,21 +606,6 @@ async fn transactions(db: &mut PgConnection) -> anyhow::Result<i64> {
     .await?)
 }
 
-async fn gauge(port: u16, name: &str) -> anyhow::Result<f64> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
-        .await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
-    Ok(text
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0))
-}
-
 fn cli(bin: &str, url: &str, args: &[&str], stdin: &str) -> anyhow::Result<String> {
     let mut child = Command::new(bin)
         .args(["--database-url", url])
@@ -650,36 +621,6 @@ fn cli(bin: &str, url: &str, args: &[&str], stdin: &str) -> anyhow::Result<Strin
     let out = child.wait_with_output()?;
     anyhow::ensure!(out.status.success(), "koostatus {args:?} failed");
     Ok(String::from_utf8(out.stdout)?)
-}
-
-async fn fresh_database() -> anyhow::Result<()> {
-    let mut admin = PgConnection::connect(&format!("{SERVER}/postgres")).await?;
-    admin
-        .execute(sqlx::AssertSqlSafe(format!(
-            "drop database if exists {DB} with (force)"
-        )))
-        .await?;
-    admin.execute("checkpoint").await?;
-    Ok(())
-}
-
-async fn wait_ready(port: u16) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await {
-            s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n")
-                .await?;
-            let mut buf = [0u8; 12];
-            if s.read_exact(&mut buf).await.is_ok() && &buf[9..12] == b"200" {
-                return Ok(());
-            }
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "the service did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// User and system CPU time a process has used, in seconds.
@@ -703,19 +644,4 @@ fn rss_kib(server: &Child) -> anyhow::Result<u64> {
         .find(|l| l.starts_with("VmRSS:"))
         .ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
     Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
-    sorted[i].as_secs_f64() * 1000.0
-}
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }

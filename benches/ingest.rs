@@ -29,10 +29,12 @@ use koostatus::db::messages::Incoming;
 use koostatus::domain::{ChannelId, Report, Status};
 use secrecy::SecretString;
 use sqlx::{Connection, Executor, PgConnection};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use support::{SERVER, env, metric, pct, read_answer, report_request, wait_ready};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+mod support;
+
 const DB: &str = "koostatus_bench_ingest";
 const CHANNEL: &str = "bench";
 const PASSWORD: &str = "bench-webhook-password";
@@ -205,17 +207,8 @@ struct ServerStats {
     missing: usize,
 }
 
-/// Drops the benchmark's database and checkpoints, so that every run starts
-/// alike: no run pays for the WAL of the one before.
 async fn fresh_database() -> anyhow::Result<()> {
-    let mut admin = PgConnection::connect(&format!("{SERVER}/postgres")).await?;
-    admin
-        .execute(sqlx::AssertSqlSafe(format!(
-            "drop database if exists {DB} with (force)"
-        )))
-        .await?;
-    admin.execute("checkpoint").await?;
-    Ok(())
+    support::drop_database(DB).await
 }
 
 async fn service_run(
@@ -300,7 +293,7 @@ async fn service_run(
             });
         }
         let peak_rss_kib = peak_rss(&server)?;
-        let mut stats = stop(&mut server, &log_path)?;
+        let mut stats = stop(&mut server, port).await?;
         stats.peak_rss_kib = peak_rss_kib;
         stats.missing = missing(&url, &run.acked).await?;
         Ok((run, stats))
@@ -311,25 +304,6 @@ async fn service_run(
     let _ = std::fs::remove_file(&log_path);
     fresh_database().await?;
     outcome
-}
-
-async fn wait_ready(port: u16) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await {
-            s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n")
-                .await?;
-            let mut buf = [0u8; 12];
-            if s.read_exact(&mut buf).await.is_ok() && &buf[9..12] == b"200" {
-                return Ok(());
-            }
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "the service did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// VmHWM: the most resident memory the process has had.
@@ -352,31 +326,19 @@ fn peak_rss(server: &Child) -> anyhow::Result<u64> {
     Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
 }
 
-/// SIGTERM, then the counters the service logs when it stops.
-fn stop(server: &mut Child, log_path: &std::path::Path) -> anyhow::Result<ServerStats> {
+/// The service's counters from `/metrics`, then SIGTERM.
+async fn stop(server: &mut Child, port: u16) -> anyhow::Result<ServerStats> {
+    let stats = ServerStats {
+        verifications: metric(port, "koostatus_argon2_verifications_total").await? as u64,
+        batches: metric(port, "koostatus_batch_size_count").await? as u64,
+        reports: metric(port, "koostatus_batch_size_sum").await? as u64,
+        ..Default::default()
+    };
     Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status()?;
     anyhow::ensure!(server.wait()?.success(), "the service did not exit 0");
-    let log = std::fs::read_to_string(log_path)?;
-    let line = log
-        .lines()
-        .find(|l| l.contains("stopped"))
-        .unwrap_or_default();
-    let field = |name: &str| -> u64 {
-        line.split(&format!("{name}\u{1b}[0m\u{1b}[2m=\u{1b}[0m"))
-            .nth(1)
-            .or_else(|| line.split(&format!("{name}=")).nth(1))
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    Ok(ServerStats {
-        verifications: field("argon2_verifications"),
-        batches: field("batches"),
-        reports: field("reports"),
-        ..Default::default()
-    })
+    Ok(stats)
 }
 
 /// How many acknowledged (message, status) pairs the database lacks.
@@ -420,42 +382,20 @@ type ClientResult = (Vec<Duration>, Vec<(String, Status, Instant)>, usize);
 async fn http_client(port: u16, deadline: Instant, seed: u64) -> anyhow::Result<ClientResult> {
     let stream = TcpStream::connect(("127.0.0.1", port)).await?;
     stream.set_nodelay(true)?;
-    let (read, mut write) = stream.into_split();
-    let mut read = BufReader::new(read);
+    let mut stream = BufReader::new(stream);
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let (mut latencies, mut acked, mut errors) = (Vec::new(), Vec::new(), 0);
-    let mut line = String::new();
     while Instant::now() < deadline {
         let (id, status) = rng.report();
         let body = format!(
             r#"{{"message_id":"{id}","sender":"86173xxxx4526","user_number":"86187xxxx5632","status":"{status}"}}"#
         );
-        let request = format!(
-            "POST /social/on/whatsapp/koomessage/report/{CHANNEL} HTTP/1.1\r\nhost: bench\r\nauthorization: {PASSWORD}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        );
         let sent = Instant::now();
-        write.write_all(request.as_bytes()).await?;
-        line.clear();
-        read.read_line(&mut line).await?;
-        let code: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            read.read_line(&mut line).await?;
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse()?;
-            }
-        }
-        let mut skip = vec![0u8; length];
-        read.read_exact(&mut skip).await?;
+        stream
+            .get_mut()
+            .write_all(report_request(CHANNEL, PASSWORD, &body).as_bytes())
+            .await?;
+        let code = read_answer(&mut stream).await?;
         latencies.push(sent.elapsed());
         if code == 200 {
             acked.push((id, status, Instant::now()));
@@ -476,14 +416,10 @@ async fn flood(port: u16, per_s: u32, duration: Duration) -> anyhow::Result<(u64
         .map(|_| {
             tokio::spawn(async move {
                 let body = r#"{"message_id":"x","sender":"s","user_number":"u","status":"read"}"#;
-                let request = format!(
-                    "POST /social/on/whatsapp/koomessage/report/{CHANNEL} HTTP/1.1\r\nhost: bench\r\nauthorization: a-wrong-guess\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
+                let request = report_request(CHANNEL, "a-wrong-guess", body);
                 let mut tick = tokio::time::interval(Duration::from_secs_f64(8.0 / per_s as f64));
                 let (mut sent, mut bad) = (0u64, 0usize);
                 let mut connection: Option<BufReader<TcpStream>> = None;
-                let mut line = String::new();
                 while Instant::now() < deadline {
                     tick.tick().await;
                     let stream = match connection.as_mut() {
@@ -496,22 +432,8 @@ async fn flood(port: u16, per_s: u32, duration: Duration) -> anyhow::Result<(u64
                     // One answer: status line, headers, body by content-length.
                     let answered = async {
                         stream.get_mut().write_all(request.as_bytes()).await?;
-                        line.clear();
-                        stream.read_line(&mut line).await?;
-                        let refused = line.contains(" 401 ") || line.contains(" 429 ");
-                        let mut length = 0usize;
-                        loop {
-                            line.clear();
-                            if stream.read_line(&mut line).await? == 0 || line == "\r\n" {
-                                break;
-                            }
-                            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                                length = v.trim().parse().unwrap_or(0);
-                            }
-                        }
-                        let mut skip = vec![0u8; length];
-                        stream.read_exact(&mut skip).await?;
-                        std::io::Result::Ok(refused)
+                        let code = read_answer(stream).await?;
+                        std::io::Result::Ok(code == 401 || code == 429)
                     }
                     .await;
                     match answered {
@@ -618,21 +540,6 @@ impl Rng {
         let id = format!("msg-{}", self.next() % ID_SPACE);
         (id, Status::ALL[(self.next() % 3) as usize])
     }
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
-    sorted[i].as_secs_f64() * 1000.0
-}
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn num_cores() -> usize {

@@ -13,29 +13,23 @@ use koostatus::db::messages::Keyset;
 use koostatus::startup::Application;
 use secrecy::SecretString;
 use sqlx::{Connection, Executor, PgConnection, Row};
+use support::{SERVER, pct};
+
+mod support;
 
 const MESSAGES: i64 = 1_000_000;
 const DB: &str = "koostatus_bench_read";
-const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    support::drop_database(DB).await?;
     let mut admin = PgConnection::connect(&format!("{SERVER}/postgres")).await?;
-    admin
-        .execute(sqlx::AssertSqlSafe(format!(
-            "drop database if exists {DB} with (force)"
-        )))
-        .await?;
     admin
         .execute(sqlx::AssertSqlSafe(format!("create database {DB}")))
         .await?;
     let url = format!("{SERVER}/{DB}");
     let result = run(&url).await;
-    admin
-        .execute(sqlx::AssertSqlSafe(format!(
-            "drop database if exists {DB} with (force)"
-        )))
-        .await?;
+    support::drop_database(DB).await?;
     result
 }
 
@@ -212,9 +206,4 @@ where
     }
     times.sort();
     Ok(times)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
-    sorted[i].as_secs_f64() * 1000.0
 }

@@ -244,7 +244,7 @@ impl Default for EventsConfig {
     fn default() -> Self {
         EventsConfig {
             ticket_ttl: Duration::from_secs(600),
-            buffer: 4096,
+            buffer: 8192,
         }
     }
 }
@@ -407,8 +407,8 @@ impl Config {
             );
         }
         // One read of the feed (live/reader.rs) must fit.
-        if !(1000..=1_000_000).contains(&self.events.buffer) {
-            return bad("events.buffer", "must be from 1000 to 1000000");
+        if !(crate::live::READ_PAGE as usize..=1_000_000).contains(&self.events.buffer) {
+            return bad("events.buffer", "must be from 2000 to 1000000");
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return bad("log.filter", &e.to_string());

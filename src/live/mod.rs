@@ -31,6 +31,7 @@ use crate::auth::tokens::{TokenHash, Tokens};
 use crate::db::Db;
 use crate::db::changes::Position;
 use reader::ChannelFeed;
+pub use reader::PAGE as READ_PAGE;
 use revocation::Revocations;
 pub use revocation::TokenWatch;
 

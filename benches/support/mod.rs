@@ -1,0 +1,116 @@
+//! What the benchmarks share: the scratch database, waiting for a service,
+//! reading an HTTP/1.1 answer on a keep-alive connection, percentiles and
+//! settings from the environment. (Each benchmark includes this module;
+//! not every one uses all of it.)
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+pub const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// Drops a benchmark's database and checkpoints, so that every run starts
+/// alike: no run pays for the WAL of the one before.
+pub async fn drop_database(name: &str) -> anyhow::Result<()> {
+    let mut admin = PgConnection::connect(&format!("{SERVER}/postgres")).await?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "drop database if exists {name} with (force)"
+        )))
+        .await?;
+    admin.execute("checkpoint").await?;
+    Ok(())
+}
+
+/// Until `/readyz` on `port` answers 200, for at most 30 s.
+pub async fn wait_ready(port: u16) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await {
+            s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await?;
+            let mut buf = [0u8; 12];
+            if s.read_exact(&mut buf).await.is_ok() && &buf[9..12] == b"200" {
+                return Ok(());
+            }
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the service did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads one answer on a keep-alive connection: the status line, the
+/// headers, and a body of `content-length` bytes, which it skips. Returns
+/// the status code (0 when the status line is not HTTP).
+pub async fn read_answer(stream: &mut BufReader<TcpStream>) -> std::io::Result<u16> {
+    let mut line = String::new();
+    if stream.read_line(&mut line).await? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let code = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        if stream.read_line(&mut line).await? == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut skip = vec![0u8; length];
+    stream.read_exact(&mut skip).await?;
+    Ok(code)
+}
+
+/// A metric's value (a counter, a gauge, or a histogram's `_count` or
+/// `_sum`) from the service's `/metrics`; 0 when it has none yet.
+pub async fn metric(port: u16, name: &str) -> anyhow::Result<f64> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0))
+}
+
+/// A webhook request for `body` on `channel`.
+pub fn report_request(channel: &str, password: &str, body: &str) -> String {
+    format!(
+        "POST /social/on/whatsapp/koomessage/report/{channel} HTTP/1.1\r\nhost: bench\r\nauthorization: {password}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The `p` quantile of sorted durations, in milliseconds.
+pub fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// A setting from the environment, else `default`.
+pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
