@@ -17,7 +17,7 @@ use crate::db::Db;
 use crate::error::ApiError;
 use crate::live::Hub;
 use crate::{api, db, ingest, telemetry};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub struct AppState {
     pub config: Arc<Config>,
@@ -26,9 +26,10 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     pub writer: ingest::Writer,
     pub hub: Hub,
-    /// Set on SIGTERM / Ctrl-C: ends the `/events` streams, which would
-    /// otherwise hold the graceful shutdown for its whole grace period.
-    pub shutdown: watch::Sender<bool>,
+    /// Cancelled on SIGTERM / Ctrl-C: ends the background tasks, and the
+    /// `/events` streams, which would otherwise hold the graceful shutdown
+    /// for its whole grace period.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -40,12 +41,20 @@ impl AppState {
             .expect("database.read_url was validated")
             .map(|opts| db::pool(&config.database, opts));
         let db = Db::new(pool, read);
+        // Stops the background tasks (event streams and their readers,
+        // LISTEN, token checks, limiter upkeep, scheduled pruning) on
+        // SIGTERM; the writers stop by themselves once the server has let
+        // go of them, after the last request in flight.
+        let shutdown = CancellationToken::new();
         let credentials = Arc::new(Credentials::new(db.clone(), &config.auth).await);
-        let forgetful = Arc::downgrade(&credentials);
+        let (forgetful, stop) = (Arc::downgrade(&credentials), shutdown.clone());
         tokio::spawn(async move {
             let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
-                every_minute.tick().await;
+                tokio::select! {
+                    _ = every_minute.tick() => {}
+                    () = stop.cancelled() => break,
+                }
                 let Some(credentials) = forgetful.upgrade() else {
                     break;
                 };
@@ -54,13 +63,12 @@ impl AppState {
         });
         let tokens = Arc::new(Tokens::new(db.clone(), config.auth.credential_ttl));
         let writer = ingest::Writer::start(db.pool().clone(), &config.ingest);
-        let shutdown = watch::Sender::new(false);
         let hub = Hub::start(
             &db,
             tokens.clone(),
             config.events.buffer,
             config.auth.credential_ttl,
-            shutdown.subscribe(),
+            shutdown.clone(),
         );
         AppState {
             config: Arc::new(config),

@@ -157,7 +157,7 @@ pub async fn events(
         position: start.unwrap_or(subscription.joined_at),
         subscription,
         heartbeat: state.config.server.events_heartbeat,
-        shutdown: state.shutdown.subscribe(),
+        shutdown: state.shutdown.clone(),
     }
     .start();
     let body = futures_util::stream::unfold(stream, |mut s| async move {

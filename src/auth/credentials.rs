@@ -1,32 +1,34 @@
 //! Authenticates webhook callbacks against a channel's argon2id hashes.
 //!
-//! Two caches keep argon2 off the steady stream of callbacks:
-//! - channel credentials (enabled flag and hashes) are re-read from the
-//!   database after `auth.credential_ttl`, so a change made on any instance
-//!   takes effect everywhere within that time;
+//! Two caches (moka) keep argon2 off the steady stream of callbacks:
+//! - channel credentials (enabled flag and hashes) expire after
+//!   `auth.credential_ttl` and are read again, so a change made on any
+//!   instance takes effect everywhere within that time;
 //! - successful verifications are remembered under the channel and an HMAC
 //!   of the presented password (per-process random key, so the cache never
 //!   holds anything that could be attacked offline). An entry counts only
 //!   while the hash it matched is still one of the channel's valid hashes.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::db::Db;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use secrecy::{ExposeSecret, SecretSlice, SecretString};
+use secrecy::SecretString;
 use sha2::Sha256;
-
-use std::net::IpAddr;
 
 use super::limiter::Limiter;
 use super::password;
+use super::verifier::Pool;
 use crate::config::AuthConfig;
 use crate::db;
+use crate::db::Db;
 use crate::domain::ChannelId;
+
+/// Channels and remembered passwords held at most: far above any real
+/// deployment, a bound all the same.
+const CACHE_CAPACITY: u64 = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -41,9 +43,24 @@ pub enum AuthError {
     Throttled { retry_after_secs: u64 },
 }
 
+/// Why a verification refused: shared by every callback that waited for it.
+#[derive(Debug, Clone)]
+enum Refusal {
+    Denied,
+    Throttled { retry_after_secs: u64 },
+}
+
+impl From<Refusal> for AuthError {
+    fn from(r: Refusal) -> AuthError {
+        match r {
+            Refusal::Denied => AuthError::Denied,
+            Refusal::Throttled { retry_after_secs } => AuthError::Throttled { retry_after_secs },
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Snapshot {
-    fetched_at: Instant,
     enabled: bool,
     current: Arc<str>,
     previous: Option<(Arc<str>, DateTime<Utc>)>,
@@ -61,33 +78,31 @@ impl Snapshot {
 }
 
 type Fingerprint = [u8; 32];
+type Key = (String, Fingerprint);
 
 pub struct Credentials {
     db: Db,
-    ttl: Duration,
     hmac_key: [u8; 32],
-    /// Only channels that exist are cached, so the map is bounded by the
+    /// Only channels that exist are cached, so the cache is bounded by the
     /// channels table, whatever ids callers make up.
-    channels: RwLock<HashMap<String, Snapshot>>,
-    /// Bounded by channels x valid passwords: only successes are stored.
-    verified: RwLock<HashMap<(String, Fingerprint), Arc<str>>>,
-    /// argon2 runs on these threads only, one verification each at a time:
-    /// the bound on concurrent checks, and on memory (each check takes
-    /// 19 MiB, which the allocator keeps per thread).
-    verifiers: std::sync::mpsc::Sender<VerifyJob>,
-    /// One verification at a time per (channel, presented password): a burst
-    /// of callbacks with a new password pays argon2 once, not once each.
-    in_flight: std::sync::Mutex<HashMap<(String, Fingerprint), Arc<tokio::sync::Mutex<()>>>>,
+    channels: moka::sync::Cache<String, Snapshot>,
+    /// The hash each remembered password matched; only successes are
+    /// stored. Callbacks arriving together with one new password share one
+    /// verification (moka coalesces them, and lets another waiter take over
+    /// when the first one's client disconnects), so a burst pays argon2
+    /// once, and nothing stays behind when clients go away.
+    verified: moka::future::Cache<Key, Arc<str>>,
+    /// Verifications under way, for tests and metrics.
+    flights: Arc<AtomicUsize>,
     /// A hash of a random password with the production parameters, so that
     /// an unknown channel costs the same as a wrong password.
     dummy_hash: Arc<str>,
-    verifications: AtomicU64,
+    pool: Pool,
     limiter: Limiter,
 }
 
 impl Credentials {
     pub async fn new(db: Db, cfg: &AuthConfig) -> Credentials {
-        let (ttl, max_concurrent) = (cfg.credential_ttl, cfg.verification_permits());
         let mut hmac_key = [0u8; 32];
         getrandom::getrandom(&mut hmac_key).expect("the OS random source works");
         let mut dummy = [0u8; 32];
@@ -98,21 +113,32 @@ impl Credentials {
             .expect("hashing does not panic");
         Credentials {
             db,
-            ttl,
             hmac_key,
-            channels: RwLock::default(),
-            verified: RwLock::default(),
-            verifiers: start_verifiers(max_concurrent),
-            in_flight: std::sync::Mutex::default(),
+            channels: moka::sync::Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(cfg.credential_ttl)
+                .build(),
+            verified: moka::future::Cache::new(CACHE_CAPACITY),
+            flights: Arc::default(),
             dummy_hash: dummy_hash.into(),
-            verifications: AtomicU64::new(0),
+            pool: Pool::start(cfg.verification_permits()),
             limiter: Limiter::new(cfg),
         }
     }
 
     /// How many argon2 verifications this process has run.
     pub fn verifications(&self) -> u64 {
-        self.verifications.load(Ordering::Relaxed)
+        self.pool.verifications()
+    }
+
+    /// Verifications waiting or running, and passwords remembered: what
+    /// authentication holds in memory besides the channels.
+    pub async fn held(&self) -> (usize, u64) {
+        self.verified.run_pending_tasks().await;
+        (
+            self.flights.load(Ordering::Relaxed),
+            self.verified.entry_count(),
+        )
     }
 
     pub fn limiter(&self) -> &Limiter {
@@ -137,76 +163,52 @@ impl Credentials {
             channel.as_str().to_owned(),
             self.fingerprint(channel, presented),
         );
-        if self.remembered(&key, &snapshot) {
-            metrics::counter!("koostatus_credential_cache_hits_total").increment(1);
-            return Ok(());
-        }
-        let gate = self
-            .in_flight
-            .lock()
-            .expect("lock not poisoned")
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        let result = {
-            let _turn = gate.lock().await;
-            // Whoever held the gate before may have verified this password.
-            if self.remembered(&key, &snapshot) {
-                Ok(())
-            } else if let Err(retry_after_secs) = self.limiter.attempt(client, channel.as_str()) {
-                metrics::counter!("koostatus_auth_throttled_total").increment(1);
-                Err(AuthError::Throttled { retry_after_secs })
-            } else {
-                self.verify_against(&key, &snapshot, presented).await
+        // Twice at most: a remembered password whose hash is no longer
+        // valid (the password was changed) is forgotten and checked again.
+        for _ in 0..2 {
+            let hash = match self.verified.get(&key).await {
+                Some(hash) => {
+                    metrics::counter!("koostatus_credential_cache_hits_total").increment(1);
+                    hash
+                }
+                None => self
+                    .verified
+                    .try_get_with(
+                        key.clone(),
+                        self.verify_new(&snapshot, presented, client, channel.as_str()),
+                    )
+                    .await
+                    .map_err(|refusal| AuthError::from((*refusal).clone()))?,
+            };
+            if snapshot.valid_hashes(Utc::now()).any(|h| *h == hash) {
+                return Ok(());
             }
-        };
-        let mut in_flight = self.in_flight.lock().expect("lock not poisoned");
-        // Only the map and this call hold it: nobody else is waiting.
-        if Arc::strong_count(&gate) == 2 {
-            in_flight.remove(&key);
+            self.verified.invalidate(&key).await;
         }
-        result
+        Err(AuthError::Denied)
     }
 
-    /// Whether this password was verified before against a hash that is
-    /// still valid for the channel.
-    fn remembered(&self, key: &(String, Fingerprint), snapshot: &Snapshot) -> bool {
-        let hash = self
-            .verified
-            .read()
-            .expect("lock not poisoned")
-            .get(key)
-            .cloned();
-        match hash {
-            Some(hash) if snapshot.valid_hashes(Utc::now()).any(|h| *h == hash) => true,
-            Some(_) => {
-                self.verified
-                    .write()
-                    .expect("lock not poisoned")
-                    .remove(key);
-                false
-            }
-            None => false,
-        }
-    }
-
-    async fn verify_against(
+    /// A password not remembered: spends the guessing budget, then argon2
+    /// against each valid hash; the hash it matched.
+    async fn verify_new(
         &self,
-        key: &(String, Fingerprint),
         snapshot: &Snapshot,
         presented: &[u8],
-    ) -> Result<(), AuthError> {
+        client: Option<IpAddr>,
+        channel: &str,
+    ) -> Result<Arc<str>, Refusal> {
+        let _flight = Flight::enter(&self.flights);
+        if let Err(retry_after_secs) = self.limiter.attempt(client, channel) {
+            metrics::counter!("koostatus_auth_throttled_total").increment(1);
+            return Err(Refusal::Throttled { retry_after_secs });
+        }
         for hash in snapshot.valid_hashes(Utc::now()) {
-            if self.verify(hash.clone(), presented).await {
-                self.verified
-                    .write()
-                    .expect("lock not poisoned")
-                    .insert(key.clone(), hash.clone());
-                return Ok(());
+            if self.pool.verify(hash.clone(), presented).await {
+                return Ok(hash.clone());
             }
         }
         metrics::counter!("koostatus_auth_failures_total").increment(1);
-        Err(AuthError::Denied)
+        Err(Refusal::Denied)
     }
 
     /// Fails the way a wrong password does, for a channel that does not
@@ -221,7 +223,9 @@ impl Credentials {
             metrics::counter!("koostatus_auth_throttled_total").increment(1);
             return AuthError::Throttled { retry_after_secs };
         }
-        self.verify(self.dummy_hash.clone(), presented.unwrap_or_default())
+        let _flight = Flight::enter(&self.flights);
+        self.pool
+            .verify(self.dummy_hash.clone(), presented.unwrap_or_default())
             .await;
         metrics::counter!("koostatus_auth_failures_total").increment(1);
         AuthError::Denied
@@ -236,102 +240,45 @@ impl Credentials {
     }
 
     async fn snapshot(&self, channel: &ChannelId) -> Result<Option<Snapshot>, sqlx::Error> {
-        let cached = self
-            .channels
-            .read()
-            .expect("lock not poisoned")
-            .get(channel.as_str())
-            .cloned();
-        if let Some(s) = cached.filter(|s| s.fetched_at.elapsed() < self.ttl) {
+        if let Some(s) = self.channels.get(channel.as_str()) {
             return Ok(Some(s));
         }
-        let fetched_at = Instant::now();
         let id = channel.to_string();
         let Some(row) = self
             .db
             .run(|pool| async move { db::channels::credentials(&pool, &id).await })
             .await?
         else {
-            self.channels
-                .write()
-                .expect("lock not poisoned")
-                .remove(channel.as_str());
+            self.channels.invalidate(channel.as_str());
             return Ok(None);
         };
         let previous = row
             .previous_password_hash
             .zip(row.previous_password_expires_at);
         let snapshot = Snapshot {
-            fetched_at,
             enabled: row.enabled,
             current: row.password_hash.into(),
             previous: previous.map(|(h, until)| (h.into(), until)),
         };
         self.channels
-            .write()
-            .expect("lock not poisoned")
             .insert(channel.as_str().to_owned(), snapshot.clone());
         Ok(Some(snapshot))
     }
+}
 
-    /// argon2 on the verifier threads: a flood of wrong passwords queues
-    /// there instead of occupying the async workers.
-    async fn verify(&self, hash: Arc<str>, presented: &[u8]) -> bool {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = VerifyJob {
-            hash,
-            presented: SecretSlice::from(presented.to_vec()),
-            reply,
-        };
-        self.verifications.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("koostatus_argon2_verifications_total").increment(1);
-        self.verifiers.send(job).is_ok() && answer.await.unwrap_or(false)
+/// Counts a verification from its start until it ends or is dropped (its
+/// client went away).
+struct Flight(Arc<AtomicUsize>);
+
+impl Flight {
+    fn enter(count: &Arc<AtomicUsize>) -> Flight {
+        count.fetch_add(1, Ordering::Relaxed);
+        Flight(count.clone())
     }
 }
 
-struct VerifyJob {
-    hash: Arc<str>,
-    presented: SecretSlice<u8>,
-    reply: tokio::sync::oneshot::Sender<bool>,
-}
-
-/// Threads that stop when the `Credentials` holding the sender is dropped.
-fn start_verifiers(count: usize) -> std::sync::mpsc::Sender<VerifyJob> {
-    let (sender, receiver) = std::sync::mpsc::channel::<VerifyJob>();
-    let receiver = Arc::new(std::sync::Mutex::new(receiver));
-    for i in 0..count {
-        let receiver = receiver.clone();
-        std::thread::Builder::new()
-            .name(format!("argon2-{i}"))
-            .spawn(move || {
-                lower_priority();
-                let mut verifier = password::Verifier::default();
-                loop {
-                    let job = match receiver.lock() {
-                        Ok(queue) => queue.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok(job) = job else { return };
-                    let ok = verifier.verify(&job.hash, job.presented.expose_secret());
-                    let _ = job.reply.send(ok);
-                }
-            })
-            .expect("the OS starts a thread");
-    }
-    sender
-}
-
-/// Verifications run at nice 10: when the CPU is saturated, a flood of
-/// guesses gets what committed traffic leaves over (about a tenth of a
-/// contended core) instead of an equal share, and still progresses. Linux
-/// applies `setpriority` on a thread id to that thread alone.
-fn lower_priority() {
-    // SAFETY: plain system calls on this thread's own id; no memory passed.
-    let result = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
-    };
-    if result != 0 {
-        tracing::debug!("could not lower the priority of an argon2 thread");
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

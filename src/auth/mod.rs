@@ -4,5 +4,6 @@ mod credentials;
 pub mod limiter;
 pub mod password;
 pub mod tokens;
+mod verifier;
 
 pub use credentials::{AuthError, Credentials};

@@ -2,9 +2,8 @@
 //! stored only as their SHA-256. A token needs no slow hash: it is random,
 //! not chosen by a person, so its hash cannot be guessed backwards.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::db::Db;
 use chrono::{DateTime, Utc};
@@ -74,22 +73,30 @@ impl Scope {
     }
 }
 
+/// Tokens held at most in each cache: far above any real deployment.
+const CACHE_CAPACITY: u64 = 100_000;
+
 pub struct Tokens {
     db: Db,
-    ttl: Duration,
     /// Known tokens only, so bounded by the table; a revoked token is gone
-    /// from every instance within `ttl`.
-    cache: RwLock<HashMap<TokenHash, (Instant, Scope)>>,
-    touched: Mutex<HashMap<String, Instant>>,
+    /// from every instance within `auth.credential_ttl`.
+    cache: moka::sync::Cache<TokenHash, Scope>,
+    /// Tokens whose use was recorded within TOUCH_EVERY, by name.
+    touched: moka::sync::Cache<String, ()>,
 }
 
 impl Tokens {
     pub fn new(db: Db, ttl: Duration) -> Tokens {
         Tokens {
             db,
-            ttl,
-            cache: RwLock::default(),
-            touched: Mutex::default(),
+            cache: moka::sync::Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(ttl)
+                .build(),
+            touched: moka::sync::Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(TOUCH_EVERY)
+                .build(),
         }
     }
 
@@ -104,21 +111,15 @@ impl Tokens {
     /// As [`Tokens::authenticate`], for the token with this hash: cached for
     /// `ttl`, so a revoked token is refused on every instance within `ttl`.
     pub async fn authenticate_hash(&self, key: TokenHash) -> sqlx::Result<Option<Scope>> {
-        let cached = self
-            .cache
-            .read()
-            .expect("lock not poisoned")
-            .get(&key)
-            .cloned();
-        let scope = match cached.filter(|(at, _)| at.elapsed() < self.ttl) {
-            Some((_, scope)) => scope,
+        let scope = match self.cache.get(&key) {
+            Some(scope) => scope,
             None => {
                 let Some(row) = self
                     .db
                     .run(|pool| async move { db::tokens::find_by_hash(&pool, &key).await })
                     .await?
                 else {
-                    self.cache.write().expect("lock not poisoned").remove(&key);
+                    self.cache.invalidate(&key);
                     return Ok(None);
                 };
                 let scope = Scope {
@@ -126,10 +127,7 @@ impl Tokens {
                     token: key,
                     channels: row.channels.map(Into::into),
                 };
-                self.cache
-                    .write()
-                    .expect("lock not poisoned")
-                    .insert(key, (Instant::now(), scope.clone()));
+                self.cache.insert(key, scope.clone());
                 scope
             }
         };
@@ -176,16 +174,10 @@ impl Tokens {
 
     /// Records the use in the background, at most once per TOUCH_EVERY.
     fn touch(&self, name: &str) {
-        {
-            let mut touched = self.touched.lock().expect("lock not poisoned");
-            if touched
-                .get(name)
-                .is_some_and(|at| at.elapsed() < TOUCH_EVERY)
-            {
-                return;
-            }
-            touched.insert(name.to_owned(), Instant::now());
+        if self.touched.contains_key(name) {
+            return;
         }
+        self.touched.insert(name.to_owned(), ());
         let (name, now) = (name.to_owned(), Utc::now());
         self.db.spawn(|pool| async move {
             if let Err(e) = db::tokens::touch(&pool, &name, now).await {

@@ -20,12 +20,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let pool = db::connect(&config.database).await?;
-    if !config.retention.max_age.is_zero() {
-        tokio::spawn(prune_on_schedule(pool.clone(), config.retention.clone()));
-    }
+    let retention = config.retention.clone();
     // Signals are handled here rather than by actix-web, so that the
     // `/events` streams can be ended before the graceful stop waits on them.
-    let app = Application::build(config, pool).await?;
+    let app = Application::build(config, pool.clone()).await?;
+    if !retention.max_age.is_zero() {
+        tokio::spawn(prune_on_schedule(
+            pool,
+            retention,
+            app.state.shutdown.clone(),
+        ));
+    }
     tracing::info!(port = app.port(), "listening");
     let (state, handle) = (app.state.clone(), app.handle());
     let server = app.run_until_stopped();
@@ -34,7 +39,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stopped = &mut server => stopped?,
         () = stop_signal() => {
             tracing::info!("stopping: finishing in-flight requests");
-            state.shutdown.send_replace(true);
+            state.shutdown.cancel();
             // The server future must be polled for the stop to proceed.
             let (_, stopped) = tokio::join!(handle.stop(true), server);
             stopped?;
@@ -50,10 +55,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn prune_on_schedule(pool: sqlx::PgPool, retention: RetentionConfig) {
+async fn prune_on_schedule(
+    pool: sqlx::PgPool,
+    retention: RetentionConfig,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     let mut every = tokio::time::interval(retention.interval);
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
         let progress = |line: String| tracing::debug!(line, "prune");
         match super::prune::prune(&pool, retention.max_age, false, 1000, progress).await {
             Ok(deleted) => tracing::info!(deleted, "pruned old messages"),

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::web::Bytes;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::tokens::{TokenHash, Tokens};
 use crate::db::Db;
@@ -77,19 +77,19 @@ struct Inner {
     channels: Mutex<HashMap<Arc<str>, Arc<ChannelFeed>>>,
     /// Events waiting for one stream at most (`events.buffer`).
     buffer: usize,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 }
 
 impl Hub {
     /// Starts listening on the main runtime (see [`Db`]). Everything ends
-    /// when `shutdown` turns true or the hub is dropped. Streams of a token
+    /// when `shutdown` is cancelled or the hub is dropped. Streams of a token
     /// end within `recheck` of its revocation.
     pub fn start(
         db: &Db,
         tokens: Arc<Tokens>,
         buffer: usize,
         recheck: Duration,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) -> Hub {
         let inner = Arc::new(Inner {
             db: db.clone(),
@@ -100,8 +100,8 @@ impl Hub {
         let weak = Arc::downgrade(&inner);
         db.spawn(|pool| listen(pool, weak));
         let revocations = Arc::new(Revocations::default());
-        let weak = Arc::downgrade(&revocations);
-        db.spawn(move |_| Revocations::check_every(weak, tokens, recheck));
+        let (weak, stop) = (Arc::downgrade(&revocations), inner.shutdown.clone());
+        db.spawn(move |_| Revocations::check_every(weak, tokens, recheck, stop));
         Hub { inner, revocations }
     }
 
@@ -173,7 +173,7 @@ impl Inner {
 /// Holds only a weak reference, so that it ends once the hub is dropped
 /// (tests build many apps in one process).
 async fn listen(pool: sqlx::PgPool, hub: std::sync::Weak<Inner>) {
-    let Some(mut shutdown) = hub.upgrade().map(|h| h.shutdown.clone()) else {
+    let Some(shutdown) = hub.upgrade().map(|h| h.shutdown.clone()) else {
         return;
     };
     loop {
@@ -188,7 +188,7 @@ async fn listen(pool: sqlx::PgPool, hub: std::sync::Weak<Inner>) {
                 loop {
                     let received = tokio::select! {
                         received = listener.try_recv() => received,
-                        _ = shutdown.wait_for(|stop| *stop) => return,
+                        () = shutdown.cancelled() => return,
                     };
                     let Some(inner) = hub.upgrade() else { return };
                     match received {
@@ -205,7 +205,7 @@ async fn listen(pool: sqlx::PgPool, hub: std::sync::Weak<Inner>) {
             }
             Err(e) => tracing::warn!(error = %e, "cannot listen for changes; retrying"),
         }
-        if hub.upgrade().is_none() || *shutdown.borrow() {
+        if hub.upgrade().is_none() || shutdown.is_cancelled() {
             return;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::web::{Bytes, BytesMut};
 use tokio::sync::{Notify, OnceCell, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use super::{Batch, Delivery, Event, Inner};
 use crate::db;
@@ -283,7 +284,7 @@ async fn read(
     feed: Arc<ChannelFeed>,
     pool: sqlx::PgPool,
     buffer: usize,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let mut again: Option<Duration> = None;
     // The earliest time of the next read; None right after a full page,
@@ -295,7 +296,7 @@ async fn read(
         tokio::select! {
             () = feed.wake.notified() => {}
             () = timer => {}
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            () = shutdown.cancelled() => break,
         }
         if let Some(at) = next_read {
             tokio::time::sleep_until(at.into()).await;

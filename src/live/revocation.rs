@@ -63,11 +63,15 @@ impl Revocations {
         revocations: Weak<Revocations>,
         tokens: Arc<Tokens>,
         period: Duration,
+        shutdown: CancellationToken,
     ) {
         let mut every = tokio::time::interval(period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            every.tick().await;
+            tokio::select! {
+                _ = every.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
             let Some(revocations) = revocations.upgrade() else {
                 return;
             };

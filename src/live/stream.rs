@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web::{Bytes, BytesMut};
-use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::reader::Subscription;
 use super::revocation::TokenWatch;
@@ -30,7 +30,7 @@ pub struct Stream {
     /// The last change sent (or the start).
     pub position: Position,
     pub heartbeat: Duration,
-    pub shutdown: watch::Receiver<bool>,
+    pub shutdown: CancellationToken,
 }
 
 /// A running stream's own state.
@@ -57,7 +57,7 @@ impl Running {
     /// with `Last-Event-ID` and loses nothing.
     pub async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
-            if *self.s.shutdown.borrow() {
+            if self.s.shutdown.is_cancelled() {
                 return None;
             }
             if self.catching_up {
@@ -82,7 +82,7 @@ impl Running {
                     return Some(Bytes::from_static(b": keep-alive\n\n"));
                 }
                 () = self.s.token.revoked.cancelled() => return None,
-                _ = self.s.shutdown.changed() => return None,
+                () = self.s.shutdown.cancelled() => return None,
             }
         }
     }

@@ -104,3 +104,57 @@ async fn disable_refuses_every_callback_and_enable_restores_it() {
     assert!(cli(&app, &["channel", "enable", CH], "").status.success());
     wait_for(&app, PASSWORD, 200).await;
 }
+
+/// Clients that send a callback with a password nobody verified yet and
+/// hang up while it waits for argon2 leave nothing behind: no verification
+/// waiting forever, no remembered password (keyed by what they chose).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_hang_up_during_verification_leave_nothing_behind() {
+    use tokio::io::AsyncWriteExt;
+    let app = crate::helpers::spawn_app_with(|c| c.auth.max_concurrent_verifications = 1).await;
+    app.add_channel(CH, PASSWORD).await;
+    let port = app.address.rsplit(':').next().unwrap().to_owned();
+    let mut connections = Vec::new();
+    for i in 0..15 {
+        let body = report("m1", "delivered").to_string();
+        let request = format!(
+            "POST /social/on/whatsapp/koomessage/report/{CH} HTTP/1.1\r\nHost: x\r\nAuthorization: guess-{i}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        connections.push(stream);
+    }
+    // One argon2 thread: most of them are still waiting for their turn.
+    let started = Instant::now();
+    while app.app.credentials.held().await.0 == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (waiting, _) = app.app.credentials.held().await;
+    drop(connections);
+    let started = Instant::now();
+    loop {
+        let held = app.app.credentials.held().await;
+        if held == (0, 0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still held after the clients left: {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The service still answers, and a right password is remembered.
+    assert_eq!(status_with(&app, PASSWORD).await, 200);
+    assert_eq!(app.app.credentials.held().await, (0, 1));
+    println!(
+        "{waiting} verifications in flight when 15 clients hung up; none left after {:?}",
+        started.elapsed()
+    );
+}

@@ -188,7 +188,9 @@ pub struct TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        // Stop the server; the handle's future need not be awaited.
+        // Stop the server and its background tasks; the handle's future
+        // need not be awaited.
+        self.app.shutdown.cancel();
         drop(self.handle.stop(false));
     }
 }
