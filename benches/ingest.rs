@@ -8,11 +8,11 @@
 //! 2. the service with `ingest.batch_max = 1` (one transaction per report),
 //!    with the default writers and with 15, so that it is not starved of
 //!    concurrent transactions;
-//! 2b. the service with group commit while a flood of wrong passwords
+//! 3. the service with group commit while a flood of wrong passwords
 //!    (BENCH_FLOOD_PER_S, 1,000 by default) runs in every other window
 //!    (A B B A A B B A, twice BENCH_SECONDS in all): the rate valid callbacks
 //!    keep under the flood against their rate in the windows without;
-//! 3. the same batched SQL driven directly (the writer of `src/ingest`, no
+//! 4. the same batched SQL driven directly (the writer of `src/ingest`, no
 //!    HTTP, no authentication), as the ceiling the database allows.
 //!
 //! The load generator speaks HTTP/1.1 over keep-alive connections by hand,

@@ -457,6 +457,8 @@ mod tests {
         assert_eq!(format!("{from_file:?}"), format!("{:?}", Config::default()));
     }
 
+    // figment's test jail returns its own (large) error type.
+    #[allow(clippy::result_large_err)]
     #[test]
     fn a_bad_setting_is_named() {
         figment::Jail::expect_with(|jail| {
@@ -478,6 +480,7 @@ mod tests {
         });
     }
 
+    #[allow(clippy::result_large_err)]
     #[test]
     fn precedence_is_file_then_env_then_flags() {
         figment::Jail::expect_with(|jail| {

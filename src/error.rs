@@ -122,9 +122,6 @@ impl ResponseError for ApiError {
         if let ApiError::BadToken(_) = self {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
-        response
-            .extensions_mut()
-            .insert(crate::telemetry::ErrorCode(self.code()));
         response.json(ErrorBody {
             error: self.code(),
             message: self.to_string(),

@@ -100,16 +100,7 @@ fn record_metrics<B>(
         .increment(1);
     metrics::histogram!("koostatus_http_request_duration_seconds", "route" => route.to_owned())
         .record(elapsed.as_secs_f64());
-    if route == crate::ingest::ROUTE {
-        if let Some(ErrorCode(reason)) = response.response().extensions().get::<ErrorCode>() {
-            metrics::counter!("koostatus_reports_rejected_total", "reason" => *reason).increment(1);
-        }
-    }
 }
-
-/// Set on an error response: its error code, for the metrics.
-#[derive(Clone, Copy)]
-pub struct ErrorCode(pub &'static str);
 
 /// Set on a response by a handler to say what became of a report
 /// (stored, late, duplicate), for the request log.

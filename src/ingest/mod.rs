@@ -38,9 +38,23 @@ pub const ROUTE: &str = "/social/on/whatsapp/koomessage/report/{channel_id}";
         (status = 503, description = "Database unavailable; retry after Retry-After seconds", body = crate::api::model::ErrorBody),
     )
 )]
+/// The webhook, counting its refusals by error code.
+pub async fn report(
+    req: HttpRequest,
+    channel_id: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let answer = handle(req, channel_id, payload, state).await;
+    if let Err(e) = &answer {
+        metrics::counter!("koostatus_reports_rejected_total", "reason" => e.code()).increment(1);
+    }
+    answer
+}
+
 /// Checks run in the order of the contract: size, authentication, content
 /// type, body, state. Nothing of the body is read before authentication.
-pub async fn report(
+async fn handle(
     req: HttpRequest,
     channel_id: web::Path<String>,
     payload: web::Payload,

@@ -196,8 +196,10 @@ impl Drop for TestApp {
 }
 
 pub fn test_config(db_url: &str) -> Config {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
     config.database.url = SecretString::from(db_url);
     config.server.workers = 2;
     if let Ok(filter) = std::env::var("TEST_LOG") {

@@ -52,21 +52,21 @@ fn parse(text: &str) -> HashMap<String, f64> {
         };
         let name = series.split('{').next().unwrap();
         assert!(name_ok(name), "bad metric name in {line:?}");
-        if let Some(labels) = series.strip_prefix(name) {
-            if !labels.is_empty() {
-                let inner = labels
-                    .strip_prefix('{')
-                    .and_then(|l| l.strip_suffix('}'))
-                    .unwrap_or_else(|| panic!("bad labels in {line:?}"));
-                for pair in inner.split("\",").filter(|p| !p.is_empty()) {
-                    let (label, quoted) = pair
-                        .split_once('=')
-                        .unwrap_or_else(|| panic!("bad label in {line:?}"));
-                    assert!(
-                        name_ok(label) && quoted.starts_with('"'),
-                        "bad label in {line:?}"
-                    );
-                }
+        if let Some(labels) = series.strip_prefix(name)
+            && !labels.is_empty()
+        {
+            let inner = labels
+                .strip_prefix('{')
+                .and_then(|l| l.strip_suffix('}'))
+                .unwrap_or_else(|| panic!("bad labels in {line:?}"));
+            for pair in inner.split("\",").filter(|p| !p.is_empty()) {
+                let (label, quoted) = pair
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("bad label in {line:?}"));
+                assert!(
+                    name_ok(label) && quoted.starts_with('"'),
+                    "bad label in {line:?}"
+                );
             }
         }
         let family = ["_bucket", "_sum", "_count"]
