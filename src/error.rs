@@ -32,11 +32,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("This method is not allowed here.")]
     MethodNotAllowed,
+    /// Answered 503 with `Retry-After` (`webhook.retry_after`, added by
+    /// [`retry_after`] for every 503).
     #[error("The database is unavailable; nothing was stored. Retry later.")]
-    Unavailable {
-        retry_after_secs: u64,
-        cause: String,
-    },
+    Unavailable { cause: String },
     #[error("An internal error occurred; nothing was stored.")]
     Internal(#[source] anyhow::Error),
 }
@@ -55,16 +54,9 @@ impl ApiError {
         }
     }
 
-    /// Maps a database error: unavailability answers 503 so the sender
-    /// retries; anything else is a fault of ours.
-    pub fn from_db(e: sqlx::Error, retry_after_secs: u64) -> ApiError {
-        if crate::db::is_unavailable(&e) {
-            ApiError::Unavailable {
-                retry_after_secs,
-                cause: e.to_string(),
-            }
-        } else {
-            ApiError::Internal(e.into())
+    pub fn unavailable(cause: impl Into<String>) -> ApiError {
+        ApiError::Unavailable {
+            cause: cause.into(),
         }
     }
 
@@ -112,11 +104,7 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());
-        if let ApiError::Unavailable {
-            retry_after_secs, ..
-        }
-        | ApiError::TooManyAttempts { retry_after_secs } = self
-        {
+        if let ApiError::TooManyAttempts { retry_after_secs } = self {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
         }
         if let ApiError::BadToken(_) = self {
@@ -126,5 +114,69 @@ impl ResponseError for ApiError {
             error: self.code(),
             message: self.to_string(),
         })
+    }
+}
+
+/// A database error: unavailability answers 503 so the sender retries;
+/// anything else is a fault of ours.
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> ApiError {
+        if crate::db::is_unavailable(&e) {
+            ApiError::unavailable(e.to_string())
+        } else {
+            ApiError::Internal(e.into())
+        }
+    }
+}
+
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> ApiError {
+        use crate::auth::AuthError;
+        match e {
+            AuthError::Denied => ApiError::Unauthorized,
+            AuthError::Throttled { retry_after_secs } => {
+                ApiError::TooManyAttempts { retry_after_secs }
+            }
+            AuthError::Database(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::ingest::WriteError> for ApiError {
+    fn from(e: crate::ingest::WriteError) -> ApiError {
+        use crate::ingest::WriteError;
+        match e {
+            WriteError::Unavailable(cause) => ApiError::unavailable(cause),
+            WriteError::Failed(e) => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+/// The one place `Retry-After` is set for 503 answers: the configured
+/// `webhook.retry_after`, in whole seconds (at least 1).
+pub async fn retry_after(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let secs = req
+        .app_data::<actix_web::web::Data<RetryAfter>>()
+        .map_or(1, |r| r.0);
+    let mut response = next.call(req).await?;
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE
+        && !response.headers().contains_key(header::RETRY_AFTER)
+    {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    Ok(response)
+}
+
+/// `webhook.retry_after` in whole seconds, for [`retry_after`].
+pub struct RetryAfter(pub u64);
+
+impl RetryAfter {
+    pub fn new(d: std::time::Duration) -> RetryAfter {
+        RetryAfter(d.as_secs_f64().ceil().max(1.0) as u64)
     }
 }

@@ -80,26 +80,6 @@ impl AppState {
             shutdown,
         }
     }
-
-    fn retry_after_secs(&self) -> u64 {
-        self.config
-            .webhook
-            .retry_after
-            .as_secs_f64()
-            .ceil()
-            .max(1.0) as u64
-    }
-
-    pub fn db_error(&self, e: sqlx::Error) -> ApiError {
-        ApiError::from_db(e, self.retry_after_secs())
-    }
-
-    pub fn unavailable(&self, cause: &str) -> ApiError {
-        ApiError::Unavailable {
-            retry_after_secs: self.retry_after_secs(),
-            cause: cause.into(),
-        }
-    }
 }
 
 /// The routes, shared by the server and by tests that build an app in-process.
@@ -138,17 +118,13 @@ pub async fn healthz() -> HttpResponse {
     (status = 503, description = "The database does not answer or the schema is behind", body = crate::api::model::ErrorBody),
 ))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let version = state
-        .db
-        .run(|pool| async move { db::migrations::schema_version(&pool).await })
-        .await
-        .map_err(|e| state.db_error(e))?;
+    let version = state.db.schema_version().await?;
     let latest = db::migrations::latest_version();
     if version == Some(latest) {
         Ok(HttpResponse::Ok()
             .json(serde_json::json!({"status": "ready", "schema_version": latest})))
     } else {
-        Err(state.unavailable(&format!(
+        Err(ApiError::unavailable(format!(
             "the schema is at version {version:?}, this binary needs {latest}; run `koostatus migrate`"
         )))
     }
@@ -180,17 +156,22 @@ impl Application {
         let state = web::Data::new(AppState::new(config, pool).await);
         let app_state = state.clone();
         let cors = api::cors::Cors::new(&state.config.cors).map(web::Data::new);
+        let retry_after = web::Data::new(crate::error::RetryAfter::new(
+            state.config.webhook.retry_after,
+        ));
         let mut server = HttpServer::new(move || {
             let app = match &cors {
                 Some(cors) => App::new().app_data(cors.clone()),
                 None => App::new(),
             };
             app.app_data(app_state.clone())
+                .app_data(retry_after.clone())
                 // A path that does not decode (invalid UTF-8 in %-escapes)
                 // names nothing that exists.
                 .app_data(web::PathConfig::default().error_handler(|_, _| {
                     ApiError::NotFound("No such route or resource.".into()).into()
                 }))
+                .wrap(from_fn(crate::error::retry_after))
                 .wrap(from_fn(telemetry::log_request))
                 .configure(routes)
                 .default_service(web::to(not_found))

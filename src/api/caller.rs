@@ -30,7 +30,7 @@ impl FromRequest for Caller {
             match state.tokens.authenticate(&token).await {
                 Ok(Some(scope)) => Ok(Caller(scope)),
                 Ok(None) => Err(ApiError::BadToken("The bearer token is not valid.")),
-                Err(e) => Err(state.db_error(e)),
+                Err(e) => Err(e.into()),
             }
         })
     }

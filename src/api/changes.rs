@@ -7,7 +7,6 @@ use serde::Deserialize;
 
 use super::model::ChangePage;
 use super::{Caller, model, parse_limit, readable};
-use crate::db;
 use crate::db::changes::Position;
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -59,12 +58,10 @@ pub async fn changes(
         .as_deref()
         .map_or(Ok(Position::default()), parse_position)?;
     let limit = parse_limit(params.limit.as_deref(), MAX_LIMIT)?;
-    let ch = channel.to_string();
     let changes = state
         .db
-        .run(|pool| async move { db::changes::after(&pool, &ch, after, limit).await })
-        .await
-        .map_err(|e| state.db_error(e))?;
+        .changes_after(channel.to_string(), after, limit)
+        .await?;
     let next = changes.last().map_or(after, |c| c.position);
     Ok(HttpResponse::Ok().json(ChangePage {
         changes: changes.into_iter().map(Into::into).collect(),

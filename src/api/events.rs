@@ -49,8 +49,7 @@ pub async fn create_ticket(
     let issued = state
         .tokens
         .issue_ticket(&caller.0, state.config.events.ticket_ttl)
-        .await
-        .map_err(|e| state.db_error(e))?;
+        .await?;
     let (ticket, expires_at) =
         issued.ok_or(ApiError::BadToken("The bearer token is not valid."))?;
     Ok(HttpResponse::Created()
@@ -146,8 +145,7 @@ pub async fn events(
     let subscription = state
         .hub
         .subscribe(channel.as_str(), user_numbers.clone())
-        .await
-        .map_err(|e| state.db_error(e))?;
+        .await?;
     let stream = Stream {
         db: state.db.clone(),
         token: state.hub.watch_token(scope.token),
@@ -182,8 +180,7 @@ async fn authenticate(
         return state
             .tokens
             .authenticate(token)
-            .await
-            .map_err(|e| state.db_error(e))?
+            .await?
             .ok_or(ApiError::BadToken("The bearer token is not valid."));
     }
     let Some(ticket) = ticket else {
@@ -194,8 +191,7 @@ async fn authenticate(
     state
         .tokens
         .redeem_ticket(ticket)
-        .await
-        .map_err(|e| state.db_error(e))?
+        .await?
         .ok_or(ApiError::BadToken(
             "The ticket is not valid or has expired; get a new one with POST /api/v1/tickets.",
         ))

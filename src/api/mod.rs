@@ -15,7 +15,6 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::auth::tokens::Scope;
-use crate::db;
 use crate::db::messages::{Keyset, ListFilter};
 use crate::domain::{ChannelId, Status};
 use crate::error::ApiError;
@@ -79,13 +78,7 @@ async fn readable(
     if !scope.allows(channel.as_str()) {
         return Err(not_found());
     }
-    let id = channel.to_string();
-    if !state
-        .db
-        .run(|pool| async move { db::channels::exists(&pool, &id).await })
-        .await
-        .map_err(|e| state.db_error(e))?
-    {
+    if !state.db.channel_exists(channel.to_string()).await? {
         return Err(not_found());
     }
     Ok(channel)
@@ -110,12 +103,10 @@ pub async fn get_message(
 ) -> Result<HttpResponse, ApiError> {
     let (channel_id, message_id) = path.into_inner();
     let channel = readable(&state, &caller.0, &channel_id).await?;
-    let (ch, id) = (channel.to_string(), message_id.clone());
     let found = state
         .db
-        .run_read(|pool| async move { db::messages::find(&pool, &ch, &id).await })
-        .await
-        .map_err(|e| state.db_error(e))?;
+        .message(channel.to_string(), message_id.clone())
+        .await?;
     let (message, history) = found.ok_or_else(|| {
         ApiError::NotFound(format!(
             "There is no message `{message_id}` on channel `{channel}`."
@@ -155,15 +146,8 @@ pub async fn lookup(
         )
     })?;
     let ids = unique_ids(request.message_ids)?;
-    let ch = channel.to_string();
-    let (rows, ids) = state
-        .db
-        .run_read(|pool| async move {
-            let rows = db::messages::lookup(&pool, &ch, &ids).await?;
-            Ok((rows, ids))
-        })
-        .await
-        .map_err(|e| state.db_error(e))?;
+    let ids: std::sync::Arc<[String]> = ids.into();
+    let rows = state.db.lookup(channel.to_string(), ids.clone()).await?;
     let mut found: std::collections::HashMap<String, Message> = rows
         .into_iter()
         .map(|m| (m.message_id.clone(), m.into()))
@@ -172,10 +156,10 @@ pub async fn lookup(
         messages: Vec::with_capacity(found.len()),
         missing: Vec::new(),
     };
-    for id in ids {
-        match found.remove(&id) {
+    for id in ids.iter() {
+        match found.remove(id) {
             Some(message) => response.messages.push(message),
-            None => response.missing.push(id),
+            None => response.missing.push(id.clone()),
         }
     }
     Ok(HttpResponse::Ok().json(response))
@@ -246,12 +230,7 @@ pub async fn list(
     let channel = readable(&state, &caller.0, &path).await?;
     let filter = parse_list_params(params.into_inner())?;
     let page_size = filter.limit as usize - 1;
-    let ch = channel.to_string();
-    let mut rows = state
-        .db
-        .run_read(|pool| async move { db::messages::list(&pool, &ch, &filter).await })
-        .await
-        .map_err(|e| state.db_error(e))?;
+    let mut rows = state.db.list(channel.to_string(), filter).await?;
     // One row more than the page was asked for: it says whether a next page exists.
     let next_cursor = (rows.len() > page_size).then(|| {
         rows.truncate(page_size);

@@ -22,7 +22,6 @@ use super::limiter::Limiter;
 use super::password;
 use super::verifier::Pool;
 use crate::config::AuthConfig;
-use crate::db;
 use crate::db::Db;
 use crate::domain::ChannelId;
 
@@ -243,12 +242,7 @@ impl Credentials {
         if let Some(s) = self.channels.get(channel.as_str()) {
             return Ok(Some(s));
         }
-        let id = channel.to_string();
-        let Some(row) = self
-            .db
-            .run(|pool| async move { db::channels::credentials(&pool, &id).await })
-            .await?
-        else {
+        let Some(row) = self.db.channel_credentials(channel.to_string()).await? else {
             self.channels.invalidate(channel.as_str());
             return Ok(None);
         };

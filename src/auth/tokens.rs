@@ -114,11 +114,7 @@ impl Tokens {
         let scope = match self.cache.get(&key) {
             Some(scope) => scope,
             None => {
-                let Some(row) = self
-                    .db
-                    .run(|pool| async move { db::tokens::find_by_hash(&pool, &key).await })
-                    .await?
-                else {
+                let Some(row) = self.db.token(key).await? else {
                     self.cache.invalidate(&key);
                     return Ok(None);
                 };
@@ -148,9 +144,7 @@ impl Tokens {
         let token = scope.token;
         let stored = self
             .db
-            .run(move |pool| async move {
-                db::tickets::insert(&pool, &ticket_hash, &token, expires_at).await
-            })
+            .insert_ticket(ticket_hash, token, expires_at)
             .await?;
         Ok(stored.then_some((ticket, expires_at)))
     }
@@ -162,10 +156,7 @@ impl Tokens {
             return Ok(None);
         }
         let ticket_hash = hash(ticket);
-        let token = self
-            .db
-            .run(move |pool| async move { db::tickets::token_of(&pool, &ticket_hash).await })
-            .await?;
+        let token = self.db.ticket_token(ticket_hash).await?;
         match token.and_then(|t| TokenHash::try_from(t.as_slice()).ok()) {
             Some(token) => self.authenticate_hash(token).await,
             None => Ok(None),

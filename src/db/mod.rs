@@ -3,12 +3,14 @@
 
 pub mod changes;
 pub mod channels;
+mod handle;
 pub mod messages;
 pub mod migrations;
 pub mod tickets;
 pub mod tokens;
 
-use std::future::Future;
+pub use handle::Db;
+
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -17,76 +19,6 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use crate::config::DatabaseConfig;
-
-/// The pool, and the Tokio runtime its connections belong to.
-///
-/// A connection's socket is registered with the runtime that opened it, and
-/// sqlx opens connections inside whichever task acquires. actix-web runs each
-/// worker on a runtime of its own and, on graceful shutdown, stops an idle
-/// worker's runtime while the others still answer: a connection opened there
-/// then fails under whoever holds it (seen as a 503 for a report in flight
-/// during SIGTERM). So request handlers run their queries through
-/// [`Db::run`], on the main runtime, which outlives every worker.
-#[derive(Clone)]
-pub struct Db {
-    pool: PgPool,
-    /// The replica of `database.read_url`, else the same pool.
-    read: PgPool,
-    runtime: tokio::runtime::Handle,
-}
-
-impl Db {
-    /// Must be called on the runtime that outlives the HTTP workers.
-    pub fn new(pool: PgPool, read: Option<PgPool>) -> Db {
-        Db {
-            read: read.unwrap_or_else(|| pool.clone()),
-            pool,
-            runtime: tokio::runtime::Handle::current(),
-        }
-    }
-
-    /// For code that already runs on the main runtime (writers, commands).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// Runs `query` on the main runtime. It completes even if the caller is
-    /// dropped (a client gone mid-request), so a connection is never
-    /// abandoned mid-statement.
-    pub async fn run<T, F, Fut>(&self, query: F) -> sqlx::Result<T>
-    where
-        F: FnOnce(PgPool) -> Fut,
-        Fut: Future<Output = sqlx::Result<T>> + Send + 'static,
-        T: Send + 'static,
-    {
-        match self.runtime.spawn(query(self.pool.clone())).await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // Cancelled: the runtime is shutting down.
-            Err(_) => Err(sqlx::Error::PoolClosed),
-        }
-    }
-
-    /// As [`Db::run`], on the read replica when one is configured: for
-    /// queries that may lag the primary by the replica's delay.
-    pub async fn run_read<T, F, Fut>(&self, query: F) -> sqlx::Result<T>
-    where
-        F: FnOnce(PgPool) -> Fut,
-        Fut: Future<Output = sqlx::Result<T>> + Send + 'static,
-        T: Send + 'static,
-    {
-        let read = self.read.clone();
-        self.run(move |_| query(read)).await
-    }
-
-    /// Runs `query` on the main runtime without waiting for it.
-    pub fn spawn<Fut>(&self, query: impl FnOnce(PgPool) -> Fut)
-    where
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.runtime.spawn(query(self.pool.clone()));
-    }
-}
 
 /// Where a database lives, for messages: host, port and name, never the
 /// password of the URL.

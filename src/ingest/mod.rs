@@ -7,7 +7,6 @@ use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use chrono::Utc;
 
-use crate::auth::AuthError;
 use crate::db::messages::Incoming;
 use crate::domain::{ChannelId, Report};
 use crate::error::ApiError;
@@ -99,13 +98,7 @@ async fn handle(
                 state.config.server.body_timeout,
             )
             .await;
-            return Err(match e {
-                AuthError::Denied => ApiError::Unauthorized,
-                AuthError::Throttled { retry_after_secs } => {
-                    ApiError::TooManyAttempts { retry_after_secs }
-                }
-                AuthError::Database(e) => state.db_error(e),
-            });
+            return Err(e.into());
         }
     };
 
@@ -134,11 +127,7 @@ async fn handle(
         }),
     )
     .await
-    .map_err(|_| state.unavailable("the database did not answer in time"))?
-    .map_err(|e| match e {
-        WriteError::Unavailable(cause) => state.unavailable(&cause),
-        WriteError::Failed(e) => ApiError::Internal(e.into()),
-    })?
+    .map_err(|_| ApiError::unavailable("the database did not answer in time"))??
     .ok_or(ApiError::Conflict { message_id })?;
 
     let outcome = match (recorded.first_of_status, recorded.advanced) {

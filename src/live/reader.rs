@@ -140,10 +140,7 @@ impl ChannelFeed {
         let channel = self.id.to_string();
         let head = *self
             .head
-            .get_or_try_init(|| {
-                hub.db
-                    .run(|pool| async move { db::changes::head(&pool, &channel).await })
-            })
+            .get_or_try_init(|| hub.db.changes_head(channel))
             .await?;
         let (deliveries, receiver) = mpsc::unbounded_channel();
         let pending = Arc::new(AtomicUsize::new(0));

@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 use super::reader::Subscription;
 use super::revocation::TokenWatch;
 use super::{Delivery, Event};
-use crate::db;
 use crate::db::Db;
 use crate::db::changes::Position;
 
@@ -139,17 +138,7 @@ impl Running {
         let read = self
             .s
             .db
-            .run(move |pool| async move {
-                db::changes::between(
-                    &pool,
-                    &channel,
-                    after,
-                    upto,
-                    numbers.as_deref(),
-                    CATCH_UP_PAGE,
-                )
-                .await
-            })
+            .changes_between(channel, after, upto, numbers, CATCH_UP_PAGE)
             .await;
         let changes = match read {
             Ok(changes) => changes,
