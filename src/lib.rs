@@ -14,4 +14,5 @@ pub mod ingest;
 pub mod live;
 pub mod metrics;
 pub mod startup;
+pub mod state;
 pub mod telemetry;

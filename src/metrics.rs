@@ -10,7 +10,7 @@ use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gaug
 use actix_web::{HttpResponse, web};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,

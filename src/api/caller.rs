@@ -9,7 +9,7 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 
 use crate::auth::tokens::Scope;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub struct Caller(pub Scope);
 

@@ -9,7 +9,7 @@ use super::model::ChangePage;
 use super::{Caller, model, parse_limit, readable};
 use crate::db::changes::Position;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 const MAX_LIMIT: i64 = 1000;
 

@@ -14,7 +14,7 @@ use super::{Caller, bearer, model, readable};
 use crate::auth::tokens::Scope;
 use crate::error::ApiError;
 use crate::live::stream::Stream;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// User numbers one stream may follow at most.
 const MAX_USER_NUMBERS: usize = 100;

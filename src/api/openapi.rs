@@ -15,9 +15,9 @@ use super::model;
     ),
     paths(
         crate::ingest::report,
-        super::get_message,
-        super::lookup,
-        super::list,
+        super::messages::get_message,
+        super::messages::lookup,
+        super::messages::list,
         super::changes::changes,
         super::events::events,
         super::events::create_ticket,

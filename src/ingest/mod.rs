@@ -10,7 +10,7 @@ use chrono::Utc;
 use crate::db::messages::Incoming;
 use crate::domain::{ChannelId, Report};
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::telemetry::Outcome;
 
 mod writer;

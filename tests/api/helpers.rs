@@ -181,7 +181,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// A pool of the test's own, for looking at the database.
     pub pool: PgPool,
-    pub app: actix_web::web::Data<koostatus::startup::AppState>,
+    pub app: actix_web::web::Data<koostatus::state::AppState>,
     handle: actix_web::dev::ServerHandle,
     pub db: TestDatabase,
 }

@@ -1,0 +1,144 @@
+//! Query parameters of the read API: the listing's filters, page sizes and
+//! the keyset cursor.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::db::messages::{Keyset, ListFilter};
+use crate::domain::Status;
+use crate::error::ApiError;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only messages whose current status is this: `failed`, `delivered` or `read`.
+    status: Option<String>,
+    /// Only messages to this recipient.
+    user_number: Option<String>,
+    /// Only messages whose status changed after this RFC 3339 time.
+    updated_after: Option<String>,
+    /// Page size, 1 to 500, default 100.
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A page size: 100 when absent, else a whole number from 1 to `max`.
+pub fn parse_limit(limit: Option<&str>, max: i64) -> Result<i64, ApiError> {
+    let Some(l) = limit else { return Ok(100) };
+    l.parse::<i64>()
+        .ok()
+        .filter(|l| (1..=max).contains(l))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_limit",
+                format!("`limit` must be a whole number from 1 to {max}."),
+            )
+        })
+}
+
+pub fn parse_list_params(p: ListParams) -> Result<ListFilter, ApiError> {
+    let status = p
+        .status
+        .map(|s| {
+            Status::parse(&s).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_status",
+                    "`status` must be one of `delivered`, `read` or `failed`.",
+                )
+            })
+        })
+        .transpose()?;
+    let updated_after =
+        p.updated_after
+            .map(|t| {
+                DateTime::parse_from_rfc3339(&t).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_time",
+                    "`updated_after` must be an RFC 3339 time such as 2026-11-23T10:00:00Z.",
+                )
+            })
+            })
+            .transpose()?;
+    let limit = parse_limit(p.limit.as_deref(), 500)?;
+    let after = p.cursor.map(|c| decode_cursor(&c)).transpose()?;
+    if p.user_number
+        .as_ref()
+        .is_some_and(|u| u.is_empty() || u.contains('\0'))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_user_number",
+            "`user_number` must not be empty.",
+        ));
+    }
+    Ok(ListFilter {
+        status,
+        user_number: p.user_number,
+        updated_after,
+        after,
+        limit: limit + 1,
+    })
+}
+
+pub fn encode_cursor(k: &Keyset) -> String {
+    URL_SAFE_NO_PAD.encode(format!(
+        "{}:{}",
+        k.updated_at.timestamp_micros(),
+        k.message_id
+    ))
+}
+
+fn decode_cursor(cursor: &str) -> Result<Keyset, ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_cursor",
+            "`cursor` must be a `next_cursor` this API returned.",
+        )
+    };
+    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let (micros, message_id) = raw.split_once(':').ok_or_else(bad)?;
+    let updated_at = micros
+        .parse()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(bad)?;
+    if message_id.is_empty() || message_id.contains('\0') {
+        return Err(bad());
+    }
+    Ok(Keyset {
+        updated_at,
+        message_id: message_id.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let k = Keyset {
+            updated_at: Utc::now(),
+            message_id: "a:b:c".into(),
+        };
+        let decoded = decode_cursor(&encode_cursor(&k)).unwrap();
+        assert_eq!(decoded.message_id, k.message_id);
+        assert_eq!(
+            decoded.updated_at.timestamp_micros(),
+            k.updated_at.timestamp_micros()
+        );
+        for bad in [
+            "",
+            "!!!",
+            &URL_SAFE_NO_PAD.encode("nocolon"),
+            &URL_SAFE_NO_PAD.encode("x:y"),
+            &URL_SAFE_NO_PAD.encode("1:"),
+        ] {
+            assert!(decode_cursor(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The state every handler shares: configuration, the database, the
+//! credential and token caches, the writer, the live-events hub, and the
+//! token that stops the background tasks.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Credentials;
+use crate::auth::tokens::Tokens;
+use crate::config::Config;
+use crate::db::Db;
+use crate::live::Hub;
+use crate::{db, ingest};
+
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub credentials: Arc<Credentials>,
+    pub tokens: Arc<Tokens>,
+    pub writer: ingest::Writer,
+    pub hub: Hub,
+    /// Cancelled on SIGTERM / Ctrl-C: ends the background tasks, and the
+    /// `/events` streams, which would otherwise hold the graceful shutdown
+    /// for its whole grace period.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// Must be called on the main runtime (see [`Db`]).
+    pub async fn new(config: Config, pool: PgPool) -> AppState {
+        crate::metrics::handle();
+        // Validated at start-up (Config::load), so it parses here.
+        let read = db::read_connect_options(&config.database)
+            .expect("database.read_url was validated")
+            .map(|opts| db::pool(&config.database, opts));
+        let db = Db::new(pool, read);
+        // Stops the background tasks (event streams and their readers,
+        // LISTEN, token checks, limiter upkeep, scheduled pruning) on
+        // SIGTERM; the writers stop by themselves once the server has let
+        // go of them, after the last request in flight.
+        let shutdown = CancellationToken::new();
+        let credentials = Arc::new(Credentials::new(db.clone(), &config.auth).await);
+        let (forgetful, stop) = (Arc::downgrade(&credentials), shutdown.clone());
+        tokio::spawn(async move {
+            let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = every_minute.tick() => {}
+                    () = stop.cancelled() => break,
+                }
+                let Some(credentials) = forgetful.upgrade() else {
+                    break;
+                };
+                credentials.limiter().forget_idle();
+            }
+        });
+        let tokens = Arc::new(Tokens::new(db.clone(), config.auth.credential_ttl));
+        let writer = ingest::Writer::start(db.pool().clone(), &config.ingest);
+        let hub = Hub::start(
+            &db,
+            tokens.clone(),
+            config.events.buffer,
+            config.auth.credential_ttl,
+            shutdown.clone(),
+        );
+        AppState {
+            config: Arc::new(config),
+            db,
+            credentials,
+            tokens,
+            writer,
+            hub,
+            shutdown,
+        }
+    }
+}
