@@ -16,6 +16,7 @@
 //! The feed stays the source of truth: a lost notification costs latency,
 //! never a change.
 
+mod flow;
 mod reader;
 mod revocation;
 pub mod stream;

@@ -1,18 +1,17 @@
 //! One reader per watched channel: reads the channel's feed after its
 //! position when woken and hands each change to the streams that want it.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use actix_web::web::{Bytes, BytesMut};
 use tokio::sync::{Notify, OnceCell, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{Batch, Delivery, Event, Inner};
+use super::flow::{State, Subscriber, frame};
+use super::{Delivery, Inner};
 use crate::db;
-use crate::db::changes::{Change, Position};
+use crate::db::changes::Position;
 
 /// The most changes one read takes; a full page is followed by another read
 /// at once. `events.buffer` must hold one page.
@@ -39,30 +38,6 @@ pub struct ChannelFeed {
     head: OnceCell<Position>,
     state: Mutex<State>,
     hub: Weak<Inner>,
-}
-
-#[derive(Default)]
-struct State {
-    /// Every change up to here has been handed to the streams; None until
-    /// the head is known.
-    position: Option<Position>,
-    /// The reader stopped: nobody may join this feed any more.
-    closed: bool,
-    next_id: u64,
-    subscribers: HashMap<u64, Subscriber>,
-    /// Streams that take every change of the channel.
-    unfiltered: Vec<u64>,
-    /// Streams that follow some user numbers, by user number.
-    by_user: HashMap<String, Vec<u64>>,
-    idle_since: Option<Instant>,
-}
-
-struct Subscriber {
-    deliveries: mpsc::UnboundedSender<Delivery>,
-    /// Events handed over and not yet taken by the stream: bounded by
-    /// `events.buffer`, which makes the channel bounded in events.
-    pending: Arc<AtomicUsize>,
-    user_numbers: Option<Arc<[String]>>,
 }
 
 /// A stream's place in the shared flow; leaves it when dropped.
@@ -164,115 +139,6 @@ impl ChannelFeed {
             joined_at,
         }))
     }
-}
-
-impl State {
-    fn add(&mut self, subscriber: Subscriber) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        match &subscriber.user_numbers {
-            None => self.unfiltered.push(id),
-            Some(numbers) => {
-                for n in numbers.iter() {
-                    self.by_user.entry(n.clone()).or_default().push(id);
-                }
-            }
-        }
-        self.subscribers.insert(id, subscriber);
-        self.idle_since = None;
-        id
-    }
-
-    fn remove(&mut self, id: u64) {
-        let Some(subscriber) = self.subscribers.remove(&id) else {
-            return;
-        };
-        match subscriber.user_numbers {
-            None => self.unfiltered.retain(|&s| s != id),
-            Some(numbers) => {
-                for n in numbers.iter() {
-                    if let Some(ids) = self.by_user.get_mut(n) {
-                        ids.retain(|&s| s != id);
-                        if ids.is_empty() {
-                            self.by_user.remove(n);
-                        }
-                    }
-                }
-            }
-        }
-        if self.subscribers.is_empty() {
-            self.idle_since = Some(Instant::now());
-        }
-    }
-
-    /// Hands one read's changes to their streams: the whole batch, framed
-    /// once, to every unfiltered stream; to each filtered one its own
-    /// changes. A stream that would hold more than `buffer` events not yet
-    /// sent is dropped from the flow: it sends what it has, then ends, and
-    /// its client resumes with `Last-Event-ID`. Nobody waits for a slow
-    /// client.
-    fn dispatch(&mut self, read: Vec<(Event, String)>, buffer: usize) {
-        let Some(last) = read.last().map(|(e, _)| e.position) else {
-            return;
-        };
-        let mut filtered: HashMap<u64, Vec<Event>> = HashMap::new();
-        let mut events = Vec::with_capacity(read.len());
-        for (event, user_number) in read {
-            for id in self.by_user.get(&user_number).into_iter().flatten() {
-                filtered.entry(*id).or_default().push(event.clone());
-            }
-            events.push(event);
-        }
-        let mut slow = Vec::new();
-        if !self.unfiltered.is_empty() {
-            let mut frames = BytesMut::new();
-            for e in &events {
-                frames.extend_from_slice(&e.frame);
-            }
-            let batch = Arc::new(Batch {
-                events,
-                frames: frames.freeze(),
-            });
-            for id in &self.unfiltered {
-                if !self.subscribers[id].hand(Delivery::All(batch.clone()), buffer) {
-                    slow.push(*id);
-                }
-            }
-        }
-        for (id, events) in filtered {
-            if !self.subscribers[&id].hand(Delivery::Some(events), buffer) {
-                slow.push(id);
-            }
-        }
-        self.position = Some(last);
-        for id in slow {
-            self.remove(id);
-        }
-    }
-}
-
-impl Subscriber {
-    /// False when the stream is gone or too far behind.
-    fn hand(&self, delivery: Delivery, buffer: usize) -> bool {
-        let n = delivery.events().len();
-        if self.pending.load(Ordering::Relaxed) + n > buffer {
-            metrics::counter!("koostatus_events_streams_closed_total", "reason" => "slow")
-                .increment(1);
-            return false;
-        }
-        self.pending.fetch_add(n, Ordering::Relaxed);
-        self.deliveries.send(delivery).is_ok()
-    }
-}
-
-/// The SSE frame of a change, built once for all its streams.
-pub(super) fn frame(change: Change) -> (Event, String) {
-    let position = change.position;
-    let user_number = change.user_number.clone();
-    let data = serde_json::to_string(&crate::api::model::ChangeEntry::from(change))
-        .expect("a change serialises");
-    let frame = Bytes::from(format!("id: {position}\nevent: change\ndata: {data}\n\n"));
-    (Event { position, frame }, user_number)
 }
 
 /// The reader of one channel: runs until it has had no streams for

@@ -153,7 +153,7 @@ impl Running {
         let mut chunk = BytesMut::new();
         for change in changes {
             self.s.position = change.position;
-            chunk.extend_from_slice(&super::reader::frame(change).0.frame);
+            chunk.extend_from_slice(&super::flow::frame(change).0.frame);
         }
         if chunk.is_empty() {
             return Ok(None);
