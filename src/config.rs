@@ -1,6 +1,7 @@
 //! Settings: built-in defaults < config file < environment < command-line flags.
 
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address the HTTP service binds.
     pub listen: SocketAddr,
@@ -26,12 +27,12 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub url: SecretString,
     /// A replica for the read API's message queries; None uses `url`.
     pub read_url: Option<SecretString>,
-    pub max_connections: u32,
+    pub max_connections: NonZeroU32,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -42,7 +43,7 @@ pub struct DatabaseConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub max_body_bytes: usize,
     #[serde(with = "humantime_serde")]
@@ -50,41 +51,41 @@ pub struct WebhookConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     /// Most reports written by one statement and transaction; 1 writes each
     /// report in its own transaction.
-    pub batch_max: usize,
+    pub batch_max: NonZeroUsize,
     /// How long a batch waits for more reports once it has one.
     #[serde(with = "humantime_serde")]
     pub batch_wait: Duration,
     /// Batches written at once, each on its own connection.
-    pub writers: usize,
+    pub writers: NonZeroUsize,
     /// Reports waiting for a writer at most; more requests wait to queue.
-    pub queue_capacity: usize,
+    pub queue_capacity: NonZeroUsize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// 0 means one per CPU core.
     pub max_concurrent_verifications: usize,
     #[serde(with = "humantime_serde")]
     pub credential_ttl: Duration,
     /// Authentication attempts that need argon2, per client and per channel.
-    pub client_failures_per_minute: u32,
-    pub client_failure_burst: u32,
-    pub channel_failures_per_minute: u32,
-    pub channel_failure_burst: u32,
+    pub client_failures_per_minute: NonZeroU32,
+    pub client_failure_burst: NonZeroU32,
+    pub channel_failures_per_minute: NonZeroU32,
+    pub channel_failure_burst: NonZeroU32,
     /// Peers whose X-Forwarded-For / X-Real-IP name the real client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub workers: usize,
-    pub max_connections: usize,
+    pub max_connections: NonZeroUsize,
     #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
     #[serde(with = "humantime_serde")]
@@ -100,7 +101,7 @@ pub struct ServerConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
     /// `serve` prunes messages whose last change is older than this; 0 is off.
     #[serde(with = "humantime_serde")]
@@ -110,7 +111,7 @@ pub struct RetentionConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct CorsConfig {
     /// Origins (`scheme://host[:port]`) whose pages may call `/api/v1/`.
     pub allowed_origins: Vec<String>,
@@ -120,7 +121,7 @@ pub struct CorsConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct EventsConfig {
     /// How long a stream ticket opens `/events`.
     #[serde(with = "humantime_serde")]
@@ -130,7 +131,7 @@ pub struct EventsConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
     pub filter: String,
@@ -143,118 +144,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// The defaults are `config.toml` of this repository, built into the
+/// binary: the file documents every setting and is the only place a
+/// default is written.
+const DEFAULTS: &str = include_str!("../config.toml");
+
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            database: DatabaseConfig::default(),
-            webhook: WebhookConfig::default(),
-            ingest: IngestConfig::default(),
-            auth: AuthConfig::default(),
-            server: ServerConfig::default(),
-            retention: RetentionConfig::default(),
-            log: LogConfig::default(),
-            cors: CorsConfig::default(),
-            events: EventsConfig::default(),
-        }
-    }
-}
-
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        DatabaseConfig {
-            url: SecretString::from("postgres://postgres@127.0.0.1:5432/koostatus"),
-            read_url: None,
-            max_connections: 16,
-            connect_timeout: Duration::from_secs(5),
-            acquire_timeout: Duration::from_secs(2),
-            statement_timeout: Duration::from_secs(5),
-            auto_migrate: true,
-        }
-    }
-}
-
-impl Default for WebhookConfig {
-    fn default() -> Self {
-        WebhookConfig {
-            max_body_bytes: 16 * 1024,
-            retry_after: Duration::from_secs(1),
-        }
-    }
-}
-
-impl Default for IngestConfig {
-    fn default() -> Self {
-        IngestConfig {
-            batch_max: 256,
-            batch_wait: Duration::ZERO,
-            writers: 2,
-            queue_capacity: 8192,
-        }
-    }
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            max_concurrent_verifications: 0,
-            credential_ttl: Duration::from_secs(2),
-            client_failures_per_minute: 60,
-            client_failure_burst: 20,
-            channel_failures_per_minute: 600,
-            channel_failure_burst: 100,
-            trusted_proxies: Vec::new(),
-        }
-    }
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            workers: 0,
-            max_connections: 10_000,
-            keep_alive: Duration::from_secs(75),
-            client_request_timeout: Duration::from_secs(5),
-            body_timeout: Duration::from_secs(10),
-            shutdown_timeout: Duration::from_secs(30),
-            events_heartbeat: Duration::from_secs(15),
-        }
-    }
-}
-
-impl Default for RetentionConfig {
-    fn default() -> Self {
-        RetentionConfig {
-            max_age: Duration::ZERO,
-            interval: Duration::from_secs(3600),
-        }
-    }
-}
-
-impl Default for CorsConfig {
-    fn default() -> Self {
-        CorsConfig {
-            allowed_origins: Vec::new(),
-            max_age: Duration::from_secs(3600),
-        }
-    }
-}
-
-impl Default for EventsConfig {
-    fn default() -> Self {
-        EventsConfig {
-            ticket_ttl: Duration::from_secs(600),
-            buffer: 8192,
-        }
-    }
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Human,
-            filter: "info".into(),
-        }
+        Figment::from(Toml::string(DEFAULTS))
+            .extract()
+            .expect("the built-in config.toml is a valid configuration")
     }
 }
 
@@ -283,7 +182,7 @@ impl AuthConfig {
 
 impl Config {
     pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
-        let mut figment = Figment::new();
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
         match &overrides.config_file {
             Some(path) if !path.is_file() => {
                 return Err(ConfigError(format!(
@@ -321,9 +220,6 @@ impl Config {
         if let Err(e) = crate::db::read_connect_options(&self.database) {
             return Err(ConfigError(e.to_string()));
         }
-        if self.database.max_connections == 0 {
-            return bad("database.max_connections", "must be at least 1");
-        }
         for (name, d) in [
             ("database.connect_timeout", self.database.connect_timeout),
             ("database.acquire_timeout", self.database.acquire_timeout),
@@ -342,17 +238,14 @@ impl Config {
                 return bad(name, "must be longer than 0s");
             }
         }
-        if !(1..=10_000).contains(&self.ingest.batch_max) {
+        if self.ingest.batch_max.get() > 10_000 {
             return bad("ingest.batch_max", "must be from 1 to 10000");
         }
-        if self.ingest.writers == 0 || self.ingest.writers as u32 >= self.database.max_connections {
+        if self.ingest.writers.get() as u64 >= u64::from(self.database.max_connections.get()) {
             return bad(
                 "ingest.writers",
-                "must be at least 1 and below `database.max_connections`, which other requests need too",
+                "must be below `database.max_connections`, which other requests need too",
             );
-        }
-        if self.ingest.queue_capacity == 0 {
-            return bad("ingest.queue_capacity", "must be at least 1");
         }
         if self.ingest.batch_wait > Duration::from_secs(1) {
             return bad("ingest.batch_wait", "must be at most 1s");
@@ -364,30 +257,8 @@ impl Config {
         if self.auth.credential_ttl > Duration::from_secs(5) {
             return bad("auth.credential_ttl", "must be at most 5s");
         }
-        for (name, n) in [
-            (
-                "auth.client_failures_per_minute",
-                self.auth.client_failures_per_minute,
-            ),
-            ("auth.client_failure_burst", self.auth.client_failure_burst),
-            (
-                "auth.channel_failures_per_minute",
-                self.auth.channel_failures_per_minute,
-            ),
-            (
-                "auth.channel_failure_burst",
-                self.auth.channel_failure_burst,
-            ),
-        ] {
-            if n == 0 {
-                return bad(name, "must be at least 1");
-            }
-        }
         if !self.retention.max_age.is_zero() && self.retention.interval < Duration::from_secs(1) {
             return bad("retention.interval", "must be at least 1s");
-        }
-        if self.server.max_connections == 0 {
-            return bad("server.max_connections", "must be at least 1");
         }
         for origin in &self.cors.allowed_origins {
             if !is_origin(origin) {
@@ -448,13 +319,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_committed_config_file_matches_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
-        let from_file: Config = Figment::new()
-            .merge(Toml::file_exact(path))
-            .extract()
-            .unwrap();
-        assert_eq!(format!("{from_file:?}"), format!("{:?}", Config::default()));
+    fn the_built_in_defaults_are_the_documented_ones_and_valid() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        use secrecy::ExposeSecret;
+        assert_eq!(
+            c.database.url.expose_secret(),
+            "postgres://postgres@127.0.0.1:5432/koostatus"
+        );
+        assert!(c.database.read_url.is_none());
+        assert_eq!(c.database.max_connections.get(), 16);
+        assert_eq!(c.database.statement_timeout, Duration::from_secs(5));
+        assert_eq!(c.ingest.batch_max.get(), 256);
+        assert_eq!(c.auth.credential_ttl, Duration::from_secs(2));
+        assert_eq!(c.server.events_heartbeat, Duration::from_secs(15));
+        assert_eq!(c.events.ticket_ttl, Duration::from_secs(600));
+        assert_eq!(c.events.buffer, 8192);
+        assert!(c.cors.allowed_origins.is_empty());
+        assert_eq!(c.log.format, LogFormat::Human);
     }
 
     // figment's test jail returns its own (large) error type.
@@ -476,6 +359,13 @@ mod tests {
             jail.create_file("c.toml", "[webhook]\nmax_body = 3\n")?;
             let err = Config::load(&o).unwrap_err().to_string();
             assert!(err.contains("`webhook.max_body`"), "{err}");
+            // A count that must not be zero is named by serde.
+            jail.create_file("c.toml", "[ingest]\nwriters = 0\n")?;
+            let err = Config::load(&o).unwrap_err().to_string();
+            assert!(
+                err.contains("`ingest.writers`") && err.contains("nonzero"),
+                "{err}"
+            );
             Ok(())
         });
     }

@@ -108,7 +108,7 @@ impl Application {
                 .configure(routes)
                 .default_service(web::to(not_found))
         })
-        .max_connections(server_cfg.max_connections)
+        .max_connections(server_cfg.max_connections.get())
         .keep_alive(server_cfg.keep_alive)
         .client_request_timeout(server_cfg.client_request_timeout)
         .shutdown_timeout(server_cfg.shutdown_timeout.as_secs());

@@ -19,9 +19,8 @@ pub struct Limiter {
     trusted_proxies: Vec<IpAddr>,
 }
 
-fn quota(per_minute: u32, burst: u32) -> Quota {
-    Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN))
-        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
+fn quota(per_minute: NonZeroU32, burst: NonZeroU32) -> Quota {
+    Quota::per_minute(per_minute).allow_burst(burst)
 }
 
 impl Limiter {

@@ -6,7 +6,7 @@ use crate::db;
 use crate::startup::Application;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    raise_open_file_limit(config.server.max_connections);
+    raise_open_file_limit(config.server.max_connections.get());
     if config.database.auto_migrate {
         if db::migrations::create_database_if_missing(&config.database).await? {
             tracing::info!("created the database");

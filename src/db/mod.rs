@@ -67,7 +67,7 @@ pub async fn connect(cfg: &DatabaseConfig) -> anyhow::Result<PgPool> {
 
 pub fn pool(cfg: &DatabaseConfig, opts: PgConnectOptions) -> PgPool {
     PgPoolOptions::new()
-        .max_connections(cfg.max_connections)
+        .max_connections(cfg.max_connections.get())
         .acquire_timeout(cfg.acquire_timeout)
         .idle_timeout(Duration::from_secs(300))
         .connect_lazy_with(opts)

@@ -60,16 +60,16 @@ impl Writer {
     /// Starts `cfg.writers` tasks on the current runtime. They stop when the
     /// last `Writer` is dropped, after writing what was queued.
     pub fn start(pool: PgPool, cfg: &IngestConfig) -> Writer {
-        let (queue, receiver) = mpsc::channel(cfg.queue_capacity);
+        let (queue, receiver) = mpsc::channel(cfg.queue_capacity.get());
         let receiver = Arc::new(Mutex::new(receiver));
         let stats = Arc::new(Stats::default());
-        for _ in 0..cfg.writers {
+        for _ in 0..cfg.writers.get() {
             let (receiver, pool, stats) = (receiver.clone(), pool.clone(), stats.clone());
             tokio::spawn(write_batches(
                 receiver,
                 pool,
                 stats,
-                cfg.batch_max,
+                cfg.batch_max.get(),
                 cfg.batch_wait,
             ));
         }

@@ -10,7 +10,7 @@ const CH: &str = "ch";
 /// One writer that waits long enough for concurrent requests to share a batch.
 async fn batching_app(adjust: impl FnOnce(&mut koostatus::config::Config)) -> TestApp {
     let app = spawn_app_with(|c| {
-        c.ingest.writers = 1;
+        c.ingest.writers = std::num::NonZeroUsize::MIN;
         c.ingest.batch_wait = Duration::from_millis(300);
         adjust(c);
     })

@@ -30,8 +30,8 @@ async fn post_from(
 async fn a_guessing_client_gets_429_without_argon2_while_others_and_valid_passwords_pass() {
     let app = spawn_app_with(|c| {
         c.auth.trusted_proxies = vec!["127.0.0.1".parse().unwrap(), "10.9.9.9".parse().unwrap()];
-        c.auth.client_failure_burst = 5;
-        c.auth.client_failures_per_minute = 1; // no refill during the test
+        c.auth.client_failure_burst = std::num::NonZeroU32::new(5).unwrap();
+        c.auth.client_failures_per_minute = std::num::NonZeroU32::new(1).unwrap(); // no refill during the test
     })
     .await;
     app.add_channel(CH, PASSWORD).await;
@@ -84,8 +84,8 @@ async fn a_guessing_client_gets_429_without_argon2_while_others_and_valid_passwo
 #[tokio::test]
 async fn forwarded_headers_from_an_untrusted_peer_are_ignored() {
     let app = spawn_app_with(|c| {
-        c.auth.client_failure_burst = 3;
-        c.auth.client_failures_per_minute = 1;
+        c.auth.client_failure_burst = std::num::NonZeroU32::new(3).unwrap();
+        c.auth.client_failures_per_minute = std::num::NonZeroU32::new(1).unwrap();
     })
     .await;
     app.add_channel(CH, PASSWORD).await;
@@ -110,8 +110,8 @@ async fn forwarded_headers_from_an_untrusted_peer_are_ignored() {
 async fn guesses_spread_over_many_clients_are_limited_per_channel() {
     let app = spawn_app_with(|c| {
         c.auth.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
-        c.auth.channel_failure_burst = 4;
-        c.auth.channel_failures_per_minute = 1;
+        c.auth.channel_failure_burst = std::num::NonZeroU32::new(4).unwrap();
+        c.auth.channel_failures_per_minute = std::num::NonZeroU32::new(1).unwrap();
     })
     .await;
     app.add_channel(CH, PASSWORD).await;

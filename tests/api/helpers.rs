@@ -42,10 +42,9 @@ fn template_name() -> String {
 }
 
 pub fn database_config(url: &str) -> koostatus::config::DatabaseConfig {
-    koostatus::config::DatabaseConfig {
-        url: SecretString::from(url),
-        ..Default::default()
-    }
+    let mut cfg = Config::default().database;
+    cfg.url = SecretString::from(url);
+    cfg
 }
 
 /// Creates an empty database owned by the test; dropped with the guard.
