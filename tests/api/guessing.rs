@@ -249,7 +249,13 @@ async fn a_flood_of_wrong_passwords_gets_only_401_or_429_and_little_argon2() {
         "{} argon2 checks",
         app.verifications()
     );
-    assert!(loaded > 0.0);
+    // Under the flood valid callbacks keep a fair share of their rate (0.45
+    // seen in a debug build beside the other tests; 0.9 and more in the
+    // release benchmark): a flood that starved them would fail here.
+    assert!(
+        loaded >= alone * 0.1,
+        "valid callbacks fell to {loaded:.0}/s from {alone:.0}/s"
+    );
 }
 
 /// A refused guess leaves its connection open: through a load balancer's

@@ -100,4 +100,6 @@ async fn five_hundred_slow_connections_do_not_stop_valid_callbacks() {
     println!(
         "slow clients: {header_408} of 400 header drips answered 408, {body_408} of 100 body drips answered 408; slowest valid callback {slowest:?}"
     );
+    assert_eq!(header_408, 400, "every header drip is told 408");
+    assert_eq!(body_408, 100, "every body drip is told 408");
 }
