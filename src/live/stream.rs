@@ -3,12 +3,13 @@
 //! numbers), then the shared flow; heartbeats while idle; it ends on
 //! shutdown, when its token is revoked, or when it fell too far behind.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web::{Bytes, BytesMut};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::reader::Subscription;
 use super::revocation::TokenWatch;
@@ -36,7 +37,11 @@ pub struct Stream {
 pub struct Running {
     s: Stream,
     catching_up: bool,
-    next_heartbeat: Instant,
+    // Made once and kept: ten thousand streams must not register with the
+    // shared tokens and the timer wheel again on every event.
+    heartbeat: Pin<Box<tokio::time::Sleep>>,
+    stop: Pin<Box<WaitForCancellationFutureOwned>>,
+    revoked: Pin<Box<WaitForCancellationFutureOwned>>,
     _open: Subscribed,
 }
 
@@ -44,7 +49,9 @@ impl Stream {
     pub fn start(self) -> Running {
         Running {
             catching_up: self.position < self.subscription.joined_at,
-            next_heartbeat: Instant::now() + self.heartbeat,
+            heartbeat: Box::pin(tokio::time::sleep(self.heartbeat)),
+            stop: Box::pin(self.shutdown.clone().cancelled_owned()),
+            revoked: Box::pin(self.token.revoked.clone().cancelled_owned()),
             s: self,
             _open: Subscribed::new(),
         }
@@ -66,24 +73,29 @@ impl Running {
                     Err(()) => return None,
                 }
             }
-            let heartbeat = tokio::time::sleep_until(self.next_heartbeat);
             tokio::select! {
                 delivery = self.s.subscription.recv() => {
                     // None: dropped from the flow for reading too slowly,
                     // or the reader stopped (shutdown).
                     if let Some(chunk) = self.take(delivery?) {
-                        self.next_heartbeat = Instant::now() + self.s.heartbeat;
+                        self.beat_later();
                         return Some(chunk);
                     }
                 }
-                () = heartbeat => {
-                    self.next_heartbeat = Instant::now() + self.s.heartbeat;
+                () = &mut self.heartbeat => {
+                    self.beat_later();
                     return Some(Bytes::from_static(b": keep-alive\n\n"));
                 }
-                () = self.s.token.revoked.cancelled() => return None,
-                () = self.s.shutdown.cancelled() => return None,
+                () = &mut self.revoked => return None,
+                () = &mut self.stop => return None,
             }
         }
+    }
+
+    /// Something was sent: the next heartbeat is due a period from now.
+    fn beat_later(&mut self) {
+        let next = Instant::now() + self.s.heartbeat;
+        self.heartbeat.as_mut().reset(next);
     }
 
     /// A delivery as one chunk: one write per read of the feed. Only events
@@ -158,7 +170,7 @@ impl Running {
         if chunk.is_empty() {
             return Ok(None);
         }
-        self.next_heartbeat = Instant::now() + self.s.heartbeat;
+        self.beat_later();
         Ok(Some(chunk.freeze()))
     }
 }
