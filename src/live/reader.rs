@@ -123,6 +123,7 @@ impl ChannelFeed {
         if state.closed {
             return Ok(None);
         }
+        let first = state.position.is_none();
         let joined_at = *state.position.get_or_insert(head);
         let id = state.add(Subscriber {
             deliveries,
@@ -130,7 +131,11 @@ impl ChannelFeed {
             user_numbers,
         });
         drop(state);
-        self.wake();
+        // The reader waits for a start position; later streams join a
+        // reader already woken by every commit, and need not read again.
+        if first {
+            self.wake();
+        }
         Ok(Some(Subscription {
             feed: self.clone(),
             id,
