@@ -144,18 +144,16 @@ pub async fn events(
         (!query.user_numbers.is_empty()).then(|| query.user_numbers.into());
     let subscription = state
         .hub
-        .subscribe(channel.as_str(), user_numbers.clone())
+        .subscribe(channel.as_str(), user_numbers.clone(), scope.token)
         .await?;
     let stream = Stream {
         db: state.db.clone(),
-        token: state.hub.watch_token(scope.token),
         channel: channel.to_string(),
         user_numbers,
         // Without a start: the next change, which is where it joined.
         position: start.unwrap_or(subscription.joined_at),
         subscription,
         heartbeat: state.config.server.events_heartbeat,
-        shutdown: state.shutdown.clone(),
     }
     .start();
     let body = futures_util::stream::unfold(stream, |mut s| async move {

@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use actix_web::web::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::{Batch, Delivery, Event};
+use crate::auth::tokens::TokenHash;
 use crate::db::changes::{Change, Position};
 
 #[derive(Default)]
@@ -30,10 +31,21 @@ pub(super) struct State {
 
 pub(super) struct Subscriber {
     pub(super) deliveries: mpsc::UnboundedSender<Delivery>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) user_numbers: Option<Arc<[String]>>,
+    /// The token the stream was opened with (directly or by a ticket).
+    pub(super) token: TokenHash,
+}
+
+/// What the flow and a stream both see of the stream, without a lock.
+#[derive(Default)]
+pub(super) struct Shared {
     /// Events handed over and not yet taken by the stream: bounded by
     /// `events.buffer`, which makes the channel bounded in events.
-    pub(super) pending: Arc<AtomicUsize>,
-    pub(super) user_numbers: Option<Arc<[String]>>,
+    pub(super) pending: AtomicUsize,
+    /// Cut out of the flow (token revoked, shutdown): the stream ends at
+    /// once, without sending what it still holds.
+    pub(super) cut: AtomicBool,
 }
 
 impl State {
@@ -53,6 +65,32 @@ impl State {
         id
     }
 
+    /// Ends the streams of `token` at once; how many there were.
+    pub(super) fn cut_token(&mut self, token: &TokenHash) -> usize {
+        let ids: Vec<u64> = (self.subscribers.iter())
+            .filter(|(_, s)| s.token == *token)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.iter().for_each(|&id| self.cut(id));
+        ids.len()
+    }
+
+    /// Ends every stream at once (shutdown).
+    pub(super) fn cut_all(&mut self) {
+        let ids: Vec<u64> = self.subscribers.keys().copied().collect();
+        ids.into_iter().for_each(|id| self.cut(id));
+    }
+
+    fn cut(&mut self, id: u64) {
+        if let Some(subscriber) = self.subscribers.get(&id) {
+            // Before its sender goes: the stream looks when its channel
+            // closes.
+            subscriber.shared.cut.store(true, Ordering::Release);
+        }
+        self.remove(id);
+    }
+
+    /// Drops a stream from the flow: it sends what it holds, then ends.
     pub(super) fn remove(&mut self, id: u64) {
         let Some(subscriber) = self.subscribers.remove(&id) else {
             return;
@@ -125,12 +163,12 @@ impl Subscriber {
     /// False when the stream is gone or too far behind.
     fn hand(&self, delivery: Delivery, buffer: usize) -> bool {
         let n = delivery.events().len();
-        if self.pending.load(Ordering::Relaxed) + n > buffer {
+        if self.shared.pending.load(Ordering::Relaxed) + n > buffer {
             metrics::counter!("koostatus_events_streams_closed_total", "reason" => "slow")
                 .increment(1);
             return false;
         }
-        self.pending.fetch_add(n, Ordering::Relaxed);
+        self.shared.pending.fetch_add(n, Ordering::Relaxed);
         self.deliveries.send(delivery).is_ok()
     }
 }

@@ -33,8 +33,6 @@ use crate::db::Db;
 use crate::db::changes::Position;
 use reader::ChannelFeed;
 pub use reader::PAGE as READ_PAGE;
-use revocation::Revocations;
-pub use revocation::TokenWatch;
 
 /// A change as every stream sends it: serialised once.
 #[derive(Clone)]
@@ -70,7 +68,6 @@ impl Delivery {
 
 pub struct Hub {
     inner: Arc<Inner>,
-    revocations: Arc<Revocations>,
 }
 
 struct Inner {
@@ -100,25 +97,20 @@ impl Hub {
         });
         let weak = Arc::downgrade(&inner);
         db.spawn(|pool| listen(pool, weak));
-        let revocations = Arc::new(Revocations::default());
-        let (weak, stop) = (Arc::downgrade(&revocations), inner.shutdown.clone());
-        db.spawn(move |_| Revocations::check_every(weak, tokens, recheck, stop));
-        Hub { inner, revocations }
-    }
-
-    /// Watches a stream's token: the returned watch fires when the token is
-    /// revoked.
-    pub fn watch_token(&self, token: TokenHash) -> TokenWatch {
-        self.revocations.watch(token)
+        let (weak, stop) = (Arc::downgrade(&inner), inner.shutdown.clone());
+        db.spawn(move |_| revocation::check_every(weak, tokens, recheck, stop));
+        Hub { inner }
     }
 
     /// Joins the shared flow of `channel`'s changes, all of them or only
-    /// those of `user_numbers`. Starts the channel's reader when it is the
-    /// first stream.
+    /// those of `user_numbers`, for a stream opened with `token`: it is cut
+    /// off when the token is revoked. Starts the channel's reader when it is
+    /// the first stream.
     pub async fn subscribe(
         &self,
         channel: &str,
         user_numbers: Option<Arc<[String]>>,
+        token: TokenHash,
     ) -> sqlx::Result<reader::Subscription> {
         loop {
             let feed = {
@@ -134,7 +126,7 @@ impl Hub {
             };
             // None: the reader had just stopped for want of streams; the
             // next round starts a new one.
-            if let Some(subscription) = feed.join(user_numbers.clone()).await? {
+            if let Some(subscription) = feed.join(user_numbers.clone(), token).await? {
                 return Ok(subscription);
             }
             self.inner.forget(&feed);
@@ -148,6 +140,11 @@ impl Hub {
 }
 
 impl Inner {
+    fn feeds(&self) -> Vec<Arc<ChannelFeed>> {
+        let channels = self.channels.lock().expect("lock not poisoned");
+        channels.values().cloned().collect()
+    }
+
     fn forget(&self, feed: &Arc<ChannelFeed>) {
         let mut channels = self.channels.lock().expect("lock not poisoned");
         if channels

@@ -1,15 +1,16 @@
 //! One reader per watched channel: reads the channel's feed after its
 //! position when woken and hands each change to the streams that want it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, OnceCell, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::flow::{State, Subscriber, frame};
+use super::flow::{Shared, State, Subscriber, frame};
 use super::{Delivery, Inner};
+use crate::auth::tokens::TokenHash;
 use crate::db;
 use crate::db::changes::Position;
 
@@ -45,7 +46,7 @@ pub struct Subscription {
     feed: Arc<ChannelFeed>,
     id: u64,
     deliveries: mpsc::UnboundedReceiver<Delivery>,
-    pending: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
     /// The reader's position when the stream joined: every change after it
     /// arrives through [`Subscription::recv`], every change up to it the
     /// stream reads from the feed itself.
@@ -54,12 +55,21 @@ pub struct Subscription {
 
 impl Subscription {
     /// The next delivery; None once the stream was dropped from the flow
-    /// (too slow) or the reader stopped, after what was handed over.
+    /// (too slow) after what was handed over, or at once when it was cut
+    /// (token revoked, shutdown).
     pub async fn recv(&mut self) -> Option<Delivery> {
-        let delivery = self.deliveries.recv().await?;
-        self.pending
-            .fetch_sub(delivery.events().len(), Ordering::Relaxed);
+        let delivery = self.deliveries.recv().await;
+        if self.is_cut() {
+            return None;
+        }
+        let delivery = delivery?;
+        (self.shared.pending).fetch_sub(delivery.events().len(), Ordering::Relaxed);
         Some(delivery)
+    }
+
+    /// The stream must end now: its token was revoked, or shutdown.
+    pub fn is_cut(&self) -> bool {
+        self.shared.cut.load(Ordering::Acquire)
     }
 }
 
@@ -104,10 +114,23 @@ impl ChannelFeed {
         self.wake.notify_one();
     }
 
+    /// Tokens of the streams in the flow.
+    pub(super) fn tokens(&self) -> Vec<TokenHash> {
+        let state = self.state.lock().expect("lock not poisoned");
+        state.subscribers.values().map(|s| s.token).collect()
+    }
+
+    /// Ends the streams of `token` at once; how many there were.
+    pub(super) fn cut_token(&self, token: &TokenHash) -> usize {
+        let mut state = self.state.lock().expect("lock not poisoned");
+        state.cut_token(token)
+    }
+
     /// Registers a stream; None when the reader has stopped meanwhile.
     pub(super) async fn join(
         self: &Arc<Self>,
         user_numbers: Option<Arc<[String]>>,
+        token: TokenHash,
     ) -> sqlx::Result<Option<Subscription>> {
         let Some(hub) = self.hub.upgrade() else {
             return Err(sqlx::Error::PoolClosed);
@@ -118,7 +141,7 @@ impl ChannelFeed {
             .get_or_try_init(|| hub.db.changes_head(channel))
             .await?;
         let (deliveries, receiver) = mpsc::unbounded_channel();
-        let pending = Arc::new(AtomicUsize::new(0));
+        let shared = Arc::new(Shared::default());
         let mut state = self.state.lock().expect("lock not poisoned");
         if state.closed {
             return Ok(None);
@@ -127,8 +150,9 @@ impl ChannelFeed {
         let joined_at = *state.position.get_or_insert(head);
         let id = state.add(Subscriber {
             deliveries,
-            pending: pending.clone(),
+            shared: shared.clone(),
             user_numbers,
+            token,
         });
         drop(state);
         // The reader waits for a start position; later streams join a
@@ -140,7 +164,7 @@ impl ChannelFeed {
             feed: self.clone(),
             id,
             deliveries: receiver,
-            pending,
+            shared,
             joined_at,
         }))
     }
@@ -186,7 +210,11 @@ async fn read(
         };
         next_read = Some(Instant::now() + MIN_READ_GAP);
         metrics::counter!("koostatus_events_feed_reads_total").increment(1);
-        again = match db::changes::after(&pool, &feed.id, position, PAGE).await {
+        let read = tokio::select! {
+            read = db::changes::after(&pool, &feed.id, position, PAGE) => read,
+            () = shutdown.cancelled() => break,
+        };
+        again = match read {
             Ok(changes) if changes.is_empty() => {
                 failing = false;
                 // Committed changes held back by an older running
@@ -228,12 +256,10 @@ async fn read(
             }
         };
     }
-    // Streams still joined (shutdown) see their flow end.
+    // Streams still joined (shutdown) end.
     let mut state = feed.state.lock().expect("lock not poisoned");
     state.closed = true;
-    state.subscribers.clear();
-    state.unfiltered.clear();
-    state.by_user.clear();
+    state.cut_all();
     drop(state);
     metrics::gauge!("koostatus_events_watched_channels").decrement(1.0);
     if let Some(hub) = feed.hub.upgrade() {

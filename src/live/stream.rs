@@ -9,10 +9,8 @@ use std::time::Duration;
 
 use actix_web::web::{Bytes, BytesMut};
 use tokio::time::Instant;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::reader::Subscription;
-use super::revocation::TokenWatch;
 use super::{Delivery, Event};
 use crate::db::Db;
 use crate::db::changes::Position;
@@ -22,15 +20,12 @@ const CATCH_UP_PAGE: i64 = 500;
 
 pub struct Stream {
     pub db: Db,
-    /// The token the stream was opened with (directly or by a ticket).
-    pub token: TokenWatch,
     pub channel: String,
     pub user_numbers: Option<Arc<[String]>>,
     pub subscription: Subscription,
     /// The last change sent (or the start).
     pub position: Position,
     pub heartbeat: Duration,
-    pub shutdown: CancellationToken,
 }
 
 /// A running stream's own state.
@@ -38,10 +33,10 @@ pub struct Running {
     s: Stream,
     catching_up: bool,
     // Made once and kept: ten thousand streams must not register with the
-    // shared tokens and the timer wheel again on every event.
+    // timer wheel again on every event. A stream waits on its own
+    // deliveries and this timer only, nothing shared with other streams:
+    // shutdown and revocation reach it through its flow.
     heartbeat: Pin<Box<tokio::time::Sleep>>,
-    stop: Pin<Box<WaitForCancellationFutureOwned>>,
-    revoked: Pin<Box<WaitForCancellationFutureOwned>>,
     _open: Subscribed,
 }
 
@@ -50,8 +45,6 @@ impl Stream {
         Running {
             catching_up: self.position < self.subscription.joined_at,
             heartbeat: Box::pin(tokio::time::sleep(self.heartbeat)),
-            stop: Box::pin(self.shutdown.clone().cancelled_owned()),
-            revoked: Box::pin(self.token.revoked.clone().cancelled_owned()),
             s: self,
             _open: Subscribed::new(),
         }
@@ -63,7 +56,7 @@ impl Running {
     /// with `Last-Event-ID` and loses nothing.
     pub async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
-            if self.s.shutdown.is_cancelled() {
+            if self.s.subscription.is_cut() {
                 return None;
             }
             if self.catching_up {
@@ -75,8 +68,8 @@ impl Running {
             }
             tokio::select! {
                 delivery = self.s.subscription.recv() => {
-                    // None: dropped from the flow for reading too slowly,
-                    // or the reader stopped (shutdown).
+                    // None: cut off (shutdown, token revoked), or dropped
+                    // from the flow for reading too slowly.
                     if let Some(chunk) = self.take(delivery?) {
                         self.beat_later();
                         return Some(chunk);
@@ -86,8 +79,6 @@ impl Running {
                     self.beat_later();
                     return Some(Bytes::from_static(b": keep-alive\n\n"));
                 }
-                () = &mut self.revoked => return None,
-                () = &mut self.stop => return None,
             }
         }
     }
