@@ -552,9 +552,9 @@ async fn stream_client(
             received
                 .events
                 .push((key(field(data, b"\"message_id\":\"")), arrived));
-            RECEIVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         body.drain(..consumed);
+        RECEIVED.fetch_add(received.events.len(), std::sync::atomic::Ordering::Relaxed);
         // Handed over once per chunk: the main task reads it after aborting.
         let mut shared = shared.lock().unwrap();
         shared.events.append(&mut received.events);
