@@ -1,14 +1,19 @@
-//! Log set-up, and the request-log middleware: one line per request with
-//! method, route, status, latency and channel. Headers are never logged, and
-//! query strings only by their parameter names, so neither the webhook
-//! password nor a token or stream ticket can reach a log line.
+//! Log set-up, and the request-log middleware: a span per request with its
+//! id, and one line per request with method, route, status, latency and
+//! channel. Headers are never logged, and query strings only by their
+//! parameter names, so neither the webhook password nor a token or stream
+//! ticket can reach a log line.
 
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -25,13 +30,22 @@ pub fn init(cfg: &LogConfig) {
     };
 }
 
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 pub async fn log_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let method = req.method().clone();
-    let response = next.call(req).await?;
+    let id = request_id(&req);
+    // At warning level, so that it exists whenever warnings are logged:
+    // every warning on the request's path names the request, including
+    // those of the writer and the argon2 threads, which carry the span.
+    let span = tracing::warn_span!("request", request_id = id.to_str().unwrap_or_default());
+    let mut response = next.call(req).instrument(span.clone()).await?;
+    response.headers_mut().insert(REQUEST_ID, id);
+    let _entered = span.enter();
     let request = response.request();
     let route = request
         .match_pattern()
@@ -59,6 +73,27 @@ pub async fn log_request(
         "request"
     );
     Ok(response)
+}
+
+/// The client's `X-Request-ID` (a load balancer's, say) when it is short
+/// and plain, else a new one: this process's random prefix and a count.
+fn request_id(req: &ServiceRequest) -> HeaderValue {
+    static PREFIX: LazyLock<u32> = LazyLock::new(|| {
+        let mut bytes = [0u8; 4];
+        getrandom::getrandom(&mut bytes).expect("the OS random source works");
+        u32::from_ne_bytes(bytes)
+    });
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let given = req.headers().get(&REQUEST_ID).filter(|v| {
+        let v = v.as_bytes();
+        (1..=64).contains(&v.len())
+            && v.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    });
+    given.cloned().unwrap_or_else(|| {
+        let n = COUNT.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::try_from(format!("{:08x}-{n}", *PREFIX)).expect("hex and digits")
+    })
 }
 
 /// `ticket=…&user_number=…`: the names of a query's parameters, never their

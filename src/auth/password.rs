@@ -32,7 +32,13 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn verify(&mut self, phc: &str, password: &[u8]) -> bool {
-        self.try_verify(phc, password).unwrap_or(false)
+        self.try_verify(phc, password).unwrap_or_else(|| {
+            // A row written by hand, or damaged: nothing can match it.
+            tracing::warn!(
+                "a stored password hash is not a usable argon2 PHC string; the password is refused"
+            );
+            false
+        })
     }
 
     fn try_verify(&mut self, phc: &str, password: &[u8]) -> Option<bool> {

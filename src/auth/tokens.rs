@@ -169,10 +169,10 @@ impl Tokens {
             return;
         }
         self.touched.insert(name.to_owned(), ());
-        let (name, now) = (name.to_owned(), Utc::now());
+        let (name, now, span) = (name.to_owned(), Utc::now(), tracing::Span::current());
         self.db.spawn(|pool| async move {
             if let Err(e) = db::tokens::touch(&pool, &name, now).await {
-                tracing::warn!(error = %e, "recording a token's last use failed");
+                tracing::warn!(parent: &span, error = %e, "recording a token's last use failed");
             }
         });
     }

@@ -21,6 +21,8 @@ struct Job {
     hash: Arc<str>,
     presented: SecretSlice<u8>,
     reply: oneshot::Sender<bool>,
+    /// The asking request's span, entered on the argon2 thread.
+    span: tracing::Span,
 }
 
 impl Pool {
@@ -40,7 +42,9 @@ impl Pool {
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
-                        let ok = verifier.verify(&job.hash, job.presented.expose_secret());
+                        let ok = job
+                            .span
+                            .in_scope(|| verifier.verify(&job.hash, job.presented.expose_secret()));
                         // The asker may be gone (its client disconnected).
                         let _ = job.reply.send(ok);
                     }
@@ -60,6 +64,7 @@ impl Pool {
             hash,
             presented: SecretSlice::from(presented.to_vec()),
             reply,
+            span: tracing::Span::current(),
         };
         self.verifications.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("koostatus_argon2_verifications_total").increment(1);

@@ -32,6 +32,8 @@ type Reply = oneshot::Sender<Result<Option<Recorded>, WriteError>>;
 struct Job {
     incoming: Incoming,
     reply: Reply,
+    /// The request's span: warnings about its report name the request.
+    span: tracing::Span,
 }
 
 impl Job {
@@ -90,7 +92,11 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         let stopped = || WriteError::Unavailable("the writer has stopped".into());
         self.queue
-            .send(Job { incoming, reply })
+            .send(Job {
+                incoming,
+                reply,
+                span: tracing::Span::current(),
+            })
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
@@ -161,28 +167,31 @@ async fn write_batches(
 }
 
 async fn write_batch(pool: &PgPool, batch: Vec<Job>) {
-    let (incoming, replies): (Vec<Incoming>, Vec<Reply>) =
-        batch.into_iter().map(|j| (j.incoming, j.reply)).unzip();
+    let (incoming, replies): (Vec<Incoming>, Vec<(Reply, tracing::Span)>) = batch
+        .into_iter()
+        .map(|j| (j.incoming, (j.reply, j.span)))
+        .unzip();
     let started = Instant::now();
     let recorded = db::messages::record_reports(pool, &incoming).await;
     metrics::histogram!("koostatus_batch_size").record(incoming.len() as f64);
     metrics::histogram!("koostatus_batch_commit_seconds").record(started.elapsed().as_secs_f64());
     match recorded {
         Ok(results) => {
-            for (reply, result) in replies.into_iter().zip(results) {
+            for ((reply, _), result) in replies.into_iter().zip(results) {
                 let _ = reply.send(Ok(result));
             }
         }
         Err(e) if db::is_unavailable(&e) => {
-            for reply in replies {
+            for (reply, _) in replies {
                 let _ = reply.send(Err(WriteError::Unavailable(e.to_string())));
             }
         }
         // Not the database's state but something in the batch: write each
         // report alone so that one bad report fails only its own request.
         Err(e) if incoming.len() > 1 => {
-            tracing::warn!(error = %e, size = incoming.len(), "batch failed; writing its reports one by one");
-            for (one, reply) in incoming.into_iter().zip(replies) {
+            let size = incoming.len();
+            for (one, (reply, span)) in incoming.into_iter().zip(replies) {
+                tracing::warn!(parent: &span, error = %e, size, "the batch holding this report failed; writing its reports one by one");
                 let result = match db::messages::record_reports(pool, std::slice::from_ref(&one))
                     .await
                 {
@@ -194,7 +203,7 @@ async fn write_batch(pool: &PgPool, batch: Vec<Job>) {
             }
         }
         Err(e) => {
-            if let Some(reply) = replies.into_iter().next() {
+            if let Some((reply, _)) = replies.into_iter().next() {
                 let _ = reply.send(Err(WriteError::Failed(e)));
             }
         }

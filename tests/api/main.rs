@@ -13,6 +13,7 @@ mod instances;
 mod metrics;
 mod outage;
 mod read_api;
+mod request_ids;
 mod resilience;
 mod secrets;
 mod slow_clients;
