@@ -30,8 +30,9 @@ pub enum ApiError {
     Conflict { message_id: String },
     #[error("{0}")]
     NotFound(String),
-    #[error("This method is not allowed here.")]
-    MethodNotAllowed,
+    /// `allow`: the methods the route takes, for the `Allow` header.
+    #[error("This method is not allowed here; the route takes {allow}.")]
+    MethodNotAllowed { allow: &'static str },
     /// Answered 503 with `Retry-After` (`webhook.retry_after`, added by
     /// [`retry_after`] for every 503).
     #[error("The database is unavailable; nothing was stored. Retry later.")]
@@ -70,7 +71,7 @@ impl ApiError {
             ApiError::BadRequest { code, .. } => code,
             ApiError::Conflict { .. } => "conflict",
             ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -88,7 +89,7 @@ impl ResponseError for ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -107,6 +108,9 @@ impl ResponseError for ApiError {
         if let ApiError::TooManyAttempts { retry_after_secs } = self {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
         }
+        if let ApiError::MethodNotAllowed { allow } = self {
+            response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
+        }
         if let ApiError::BadToken(_) = self {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
@@ -115,6 +119,13 @@ impl ResponseError for ApiError {
             message: self.to_string(),
         })
     }
+}
+
+/// A resource's answer to every method it does not take: 405 with `Allow`.
+pub fn only(allow: &'static str) -> actix_web::Route {
+    actix_web::web::to(move || async move {
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow })
+    })
 }
 
 /// A database error: unavailability answers 503 so the sender retries;

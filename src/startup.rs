@@ -10,7 +10,7 @@ use anyhow::Context;
 use sqlx::PgPool;
 
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::error::{ApiError, only};
 use crate::state::AppState;
 use crate::{api, db, ingest, telemetry};
 
@@ -19,22 +19,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource(ingest::ROUTE)
             .post(ingest::report)
-            .default_service(web::to(method_not_allowed)),
+            .default_service(only("POST")),
     )
     .service(
         web::resource("/healthz")
             .get(healthz)
-            .default_service(web::to(method_not_allowed)),
+            .default_service(only("GET")),
     )
     .service(
         web::resource("/readyz")
             .get(readyz)
-            .default_service(web::to(method_not_allowed)),
+            .default_service(only("GET")),
     )
     .service(
         web::resource("/metrics")
             .get(crate::metrics::render)
-            .default_service(web::to(method_not_allowed)),
+            .default_service(only("GET")),
     )
     .configure(api::routes);
 }
@@ -64,10 +64,6 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 
 async fn not_found() -> HttpResponse {
     actix_web::ResponseError::error_response(&ApiError::NotFound("No such route.".into()))
-}
-
-async fn method_not_allowed() -> HttpResponse {
-    actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed)
 }
 
 pub struct Application {

@@ -32,7 +32,26 @@ pub async fn get_message(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (channel_id, message_id) = path.into_inner();
-    let channel = readable(&state, &caller.0, &channel_id).await?;
+    message(&caller, &channel_id, message_id, &state).await
+}
+
+/// `GET …/messages/lookup`: the message whose id is `lookup`. The lookup's
+/// route owns that path (POST), so it answers GET for it too.
+pub async fn get_message_named_lookup(
+    caller: Caller,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    message(&caller, &path, "lookup".to_owned(), &state).await
+}
+
+async fn message(
+    caller: &Caller,
+    channel_id: &str,
+    message_id: String,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let channel = readable(state, &caller.0, channel_id).await?;
     let found = state
         .db
         .message(channel.to_string(), message_id.clone())

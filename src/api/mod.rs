@@ -15,10 +15,10 @@ use actix_web::{HttpResponse, web};
 
 use crate::auth::tokens::Scope;
 use crate::domain::ChannelId;
-use crate::error::ApiError;
+use crate::error::{ApiError, only};
 use crate::state::AppState;
 pub use caller::{Caller, bearer};
-use messages::{get_message, list, lookup};
+use messages::{get_message, get_message_named_lookup, list, lookup};
 pub use params::encode_cursor;
 pub(crate) use params::parse_limit;
 
@@ -33,28 +33,47 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 )
                 .into()
             }))
-            .route("/openapi.json", web::get().to(openapi::document))
-            .route("/channels/{channel_id}/messages", web::get().to(list))
-            .route(
-                "/channels/{channel_id}/changes",
-                web::get().to(changes::changes),
+            .service(get("/openapi.json", openapi::document))
+            .service(get("/channels/{channel_id}/messages", list))
+            .service(get("/channels/{channel_id}/changes", changes::changes))
+            .service(get("/channels/{channel_id}/events", events::events))
+            .service(post("/tickets", events::create_ticket))
+            .service(
+                web::resource("/channels/{channel_id}/messages/lookup")
+                    .post(lookup)
+                    .get(get_message_named_lookup)
+                    .default_service(only("GET, POST")),
             )
-            .route(
-                "/channels/{channel_id}/events",
-                web::get().to(events::events),
-            )
-            .route("/tickets", web::post().to(events::create_ticket))
-            .route(
-                "/channels/{channel_id}/messages/lookup",
-                web::post().to(lookup),
-            )
-            .route(
+            .service(get(
                 "/channels/{channel_id}/messages/{message_id}",
-                web::get().to(get_message),
-            )
+                get_message,
+            ))
             // Inside the scope, so that CORS headers come with it too.
             .default_service(web::to(no_such_route)),
     );
+}
+
+/// A route of one method; the others get 405 with `Allow`.
+fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .get(handler)
+        .default_service(only("GET"))
+}
+
+fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .post(handler)
+        .default_service(only("POST"))
 }
 
 async fn no_such_route() -> Result<HttpResponse, ApiError> {

@@ -566,3 +566,59 @@ async fn message_queries_use_the_read_replica_when_one_is_configured() {
         .await;
     assert_eq!(got.status(), 200);
 }
+
+/// A method a route does not take: 405 with `Allow` naming the ones it
+/// does, for the read API and the webhook alike. The lookup's path is also
+/// the message whose id is `lookup`.
+#[tokio::test]
+async fn other_methods_get_405_with_allow() {
+    let app = app_with_channel().await;
+    let token = app.create_token("desk", &[]).await;
+    let cases = [
+        (
+            reqwest::Method::DELETE,
+            format!("/api/v1/channels/{CH}/messages"),
+            "GET",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/v1/channels/{CH}/messages/m1"),
+            "GET",
+        ),
+        (
+            reqwest::Method::PUT,
+            format!("/api/v1/channels/{CH}/messages/lookup"),
+            "GET, POST",
+        ),
+        (reqwest::Method::GET, "/api/v1/tickets".to_owned(), "POST"),
+        (
+            reqwest::Method::POST,
+            "/api/v1/openapi.json".to_owned(),
+            "GET",
+        ),
+        (
+            reqwest::Method::GET,
+            app.webhook_url(CH).replace(&app.address, ""),
+            "POST",
+        ),
+        (reqwest::Method::POST, "/metrics".to_owned(), "GET"),
+    ];
+    for (method, path, allow) in cases {
+        let response = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.address))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+        assert_error(response, 405, "method_not_allowed").await;
+    }
+    send(&app, report("lookup", "read")).await;
+    let response = app
+        .get(&format!("/api/v1/channels/{CH}/messages/lookup"), &token)
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["message_id"], "lookup");
+}
