@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 use koostatus::config::Config;
 use koostatus::db::messages::Incoming;
 use koostatus::domain::{ChannelId, Report, Status};
-use secrecy::SecretString;
 use sqlx::{Connection, Executor, PgConnection};
 use support::{SERVER, env, metric, pct, read_answer, report_request, wait_ready};
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -470,7 +469,8 @@ async fn direct_run(connections: usize, duration: Duration) -> anyhow::Result<Ru
         .await?;
     // The same settings as the service gets: KOOSTATUS_INGEST__* apply to both.
     let mut config = Config::load(&Default::default())?;
-    config.database.url = SecretString::from(format!("{SERVER}/{DB}"));
+    config.database.url = koostatus::config::DatabaseUrl::parse(&format!("{SERVER}/{DB}"))
+        .map_err(anyhow::Error::msg)?;
     koostatus::db::migrations::run(&config.database).await?;
     let pool = koostatus::db::connect(&config.database).await?;
     koostatus::db::channels::insert(&pool, CHANNEL, "", "x").await?;

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use koostatus::config::Config;
 use koostatus::db::messages::Keyset;
 use koostatus::startup::Application;
-use secrecy::SecretString;
 use sqlx::{Connection, Executor, PgConnection, Row};
 use support::{SERVER, pct};
 
@@ -35,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(url: &str) -> anyhow::Result<()> {
     let mut config = Config::default();
-    config.database.url = SecretString::from(url);
+    config.database.url = koostatus::config::DatabaseUrl::parse(url).map_err(anyhow::Error::msg)?;
     config.listen = "127.0.0.1:0".parse()?;
     koostatus::db::migrations::run(&config.database).await?;
     let mut conn = PgConnection::connect(url).await?;
@@ -66,7 +65,7 @@ async fn run(url: &str) -> anyhow::Result<()> {
 
     let pool = koostatus::db::pool(
         &config.database,
-        koostatus::db::connect_options(&config.database)?,
+        koostatus::db::connect_options(&config.database),
     );
     let app = Application::build(config, pool.clone()).await?;
     let base = format!(

@@ -31,10 +31,8 @@ impl AppState {
     /// Must be called on the main runtime (see [`Db`]).
     pub async fn new(config: Config, pool: PgPool) -> AppState {
         crate::metrics::handle();
-        // Validated at start-up (Config::load), so it parses here.
-        let read = db::read_connect_options(&config.database)
-            .expect("database.read_url was validated")
-            .map(|opts| db::pool(&config.database, opts));
+        let read =
+            db::read_connect_options(&config.database).map(|opts| db::pool(&config.database, opts));
         let db = Db::new(pool, read);
         // Stops the background tasks (event streams and their readers,
         // LISTEN, token checks, limiter upkeep, scheduled pruning) on

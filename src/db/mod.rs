@@ -11,10 +11,8 @@ pub mod tokens;
 
 pub use handle::Db;
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
@@ -31,36 +29,27 @@ pub fn describe(opts: &PgConnectOptions) -> String {
     )
 }
 
-pub fn connect_options(cfg: &DatabaseConfig) -> anyhow::Result<PgConnectOptions> {
-    options_for(cfg, cfg.url.expose_secret(), "database.url")
+pub fn connect_options(cfg: &DatabaseConfig) -> PgConnectOptions {
+    session(cfg, cfg.url.options())
 }
 
 /// The replica's options when `database.read_url` is set.
-pub fn read_connect_options(cfg: &DatabaseConfig) -> anyhow::Result<Option<PgConnectOptions>> {
-    cfg.read_url
-        .as_ref()
-        .map(|url| options_for(cfg, url.expose_secret(), "database.read_url"))
-        .transpose()
+pub fn read_connect_options(cfg: &DatabaseConfig) -> Option<PgConnectOptions> {
+    cfg.read_url.as_ref().map(|url| session(cfg, url.options()))
 }
 
-fn options_for(cfg: &DatabaseConfig, url: &str, setting: &str) -> anyhow::Result<PgConnectOptions> {
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        anyhow::bail!("Bad setting `{setting}`: it must start with postgres:// or postgresql://.");
-    }
-    // The parse error of sqlx can quote the URL; say only which setting is wrong.
-    let opts = PgConnectOptions::from_str(url).map_err(|_| {
-        anyhow::anyhow!("Bad setting `{setting}`: it is not a valid PostgreSQL URL.")
-    })?;
+/// Every session of ours: the statement timeout and our name.
+fn session(cfg: &DatabaseConfig, url: &PgConnectOptions) -> PgConnectOptions {
     let statement_timeout = cfg.statement_timeout.as_millis().to_string();
-    Ok(opts
+    url.clone()
         .options([("statement_timeout", statement_timeout.as_str())])
-        .application_name("koostatus"))
+        .application_name("koostatus")
 }
 
 /// Connects once to prove the database answers, within `connect_timeout`,
 /// then returns a pool that reconnects by itself after an outage.
 pub async fn connect(cfg: &DatabaseConfig) -> anyhow::Result<PgPool> {
-    let opts = connect_options(cfg)?;
+    let opts = connect_options(cfg);
     check_reachable(&opts, cfg.connect_timeout).await?;
     Ok(pool(cfg, opts))
 }

@@ -5,9 +5,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use koostatus::auth::password;
-use koostatus::config::Config;
+use koostatus::config::{Config, DatabaseUrl};
 use koostatus::startup::Application;
-use secrecy::SecretString;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
@@ -43,7 +42,7 @@ fn template_name() -> String {
 
 pub fn database_config(url: &str) -> koostatus::config::DatabaseConfig {
     let mut cfg = Config::default().database;
-    cfg.url = SecretString::from(url);
+    cfg.url = DatabaseUrl::parse(url).unwrap();
     cfg
 }
 
@@ -199,7 +198,7 @@ pub fn test_config(db_url: &str) -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Config::default()
     };
-    config.database.url = SecretString::from(db_url);
+    config.database.url = DatabaseUrl::parse(db_url).unwrap();
     config.server.workers = 2;
     if let Ok(filter) = std::env::var("TEST_LOG") {
         config.log.filter = filter;
@@ -222,7 +221,7 @@ pub async fn spawn_app_on(db: TestDatabase, adjust: impl FnOnce(&mut Config)) ->
     adjust(&mut config);
     let app_pool = koostatus::db::pool(
         &config.database,
-        koostatus::db::connect_options(&config.database).unwrap(),
+        koostatus::db::connect_options(&config.database),
     );
     let application = Application::build(config, app_pool).await.unwrap();
     let address = format!("http://127.0.0.1:{}", application.port());
@@ -261,7 +260,7 @@ pub struct HistoryRow {
 
 impl TestApp {
     pub async fn add_channel(&self, id: &str, password: &str) {
-        let hash = password::hash(&SecretString::from(password));
+        let hash = password::hash(&secrecy::SecretString::from(password));
         assert!(
             koostatus::db::channels::insert(&self.pool, id, "test", &hash)
                 .await
@@ -384,7 +383,7 @@ pub async fn spawn_instance(app: &TestApp, adjust: impl FnOnce(&mut Config)) -> 
     adjust(&mut config);
     let pool = koostatus::db::pool(
         &config.database,
-        koostatus::db::connect_options(&config.database).unwrap(),
+        koostatus::db::connect_options(&config.database),
     );
     let application = Application::build(config, pool).await.unwrap();
     let address = format!("http://127.0.0.1:{}", application.port());

@@ -58,7 +58,7 @@ async fn during_an_outage_callbacks_get_503_quickly_and_the_service_recovers_by_
     let db = migrated_database().await;
     let via_proxy = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port, db.name);
     let app = spawn_app_on(db, |c| {
-        c.database.url = secrecy::SecretString::from(via_proxy);
+        c.database.url = koostatus::config::DatabaseUrl::parse(&via_proxy).unwrap();
         c.database.acquire_timeout = Duration::from_millis(800);
         c.database.statement_timeout = Duration::from_secs(2);
     })

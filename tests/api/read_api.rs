@@ -526,7 +526,10 @@ async fn message_queries_use_the_read_replica_when_one_is_configured() {
     let app = crate::helpers::spawn_app_with(|c| {
         let primary = secrecy::ExposeSecret::expose_secret(&c.database.url).to_owned();
         let (server, _) = primary.rsplit_once('/').unwrap();
-        c.database.read_url = Some(format!("{server}/koostatus_no_such_replica").into());
+        c.database.read_url = Some(
+            koostatus::config::DatabaseUrl::parse(&format!("{server}/koostatus_no_such_replica"))
+                .unwrap(),
+        );
         c.database.acquire_timeout = Duration::from_millis(500);
     })
     .await;

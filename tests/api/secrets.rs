@@ -195,7 +195,7 @@ async fn no_secret_appears_in_logs_debug_prints_or_tables() {
     assert!(dump.contains("$argon2id$"), "the dump holds the hashes");
 
     let mut config = koostatus::config::Config::default();
-    config.database.url = secrecy::SecretString::from(url_with_password(&db));
+    config.database.url = koostatus::config::DatabaseUrl::parse(&url_with_password(&db)).unwrap();
     let debug = format!("{config:?}");
 
     for secret in [

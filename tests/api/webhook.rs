@@ -356,7 +356,8 @@ async fn an_unreachable_database_gets_503_with_retry_after_within_the_acquire_ti
     let db = crate::helpers::migrated_database().await;
     let app = crate::helpers::spawn_app_on(db, |c| {
         // A port where nothing listens: every connection attempt fails.
-        c.database.url = secrecy::SecretString::from("postgres://postgres@127.0.0.1:9/none");
+        c.database.url =
+            koostatus::config::DatabaseUrl::parse("postgres://postgres@127.0.0.1:9/none").unwrap();
         c.database.acquire_timeout = Duration::from_millis(500);
     })
     .await;
