@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use koostatus::config::Config;
-use koostatus::db::messages::Incoming;
+use koostatus::db::reports::Incoming;
 use koostatus::domain::{ChannelId, Report, Status};
 use sqlx::{Connection, Executor, PgConnection};
 use support::{SERVER, env, metric, pct, read_answer, report_request, wait_ready};

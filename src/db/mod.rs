@@ -6,6 +6,7 @@ pub mod channels;
 mod handle;
 pub mod messages;
 pub mod migrations;
+pub mod reports;
 pub mod tickets;
 pub mod tokens;
 

@@ -55,7 +55,7 @@ impl Status {
     /// accepted, so a report can only move it forward. Returns the new current
     /// status and whether `incoming` advanced it.
     ///
-    /// `db::messages::record_report` applies the same rule in one statement;
+    /// `db::reports::record_reports` applies the same rule in one statement;
     /// the tests check the two against each other.
     pub fn merge(current: Option<Status>, incoming: Status) -> (Status, bool) {
         match current {

@@ -7,7 +7,7 @@ use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use chrono::Utc;
 
-use crate::db::messages::Incoming;
+use crate::db::reports::Incoming;
 use crate::domain::{ChannelId, Report};
 use crate::error::ApiError;
 use crate::state::AppState;

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::config::IngestConfig;
 use crate::db;
-use crate::db::messages::{Incoming, Recorded};
+use crate::db::reports::{Incoming, Recorded};
 
 /// Why a report was not written.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +172,7 @@ async fn write_batch(pool: &PgPool, batch: Vec<Job>) {
         .map(|j| (j.incoming, (j.reply, j.span)))
         .unzip();
     let started = Instant::now();
-    let recorded = db::messages::record_reports(pool, &incoming).await;
+    let recorded = db::reports::record_reports(pool, &incoming).await;
     metrics::histogram!("koostatus_batch_size").record(incoming.len() as f64);
     metrics::histogram!("koostatus_batch_commit_seconds").record(started.elapsed().as_secs_f64());
     match recorded {
@@ -192,7 +192,7 @@ async fn write_batch(pool: &PgPool, batch: Vec<Job>) {
             let size = incoming.len();
             for (one, (reply, span)) in incoming.into_iter().zip(replies) {
                 tracing::warn!(parent: &span, error = %e, size, "the batch holding this report failed; writing its reports one by one");
-                let result = match db::messages::record_reports(pool, std::slice::from_ref(&one))
+                let result = match db::reports::record_reports(pool, std::slice::from_ref(&one))
                     .await
                 {
                     Ok(mut r) => Ok(r.pop().flatten()),

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use koostatus::db::messages::Incoming;
+use koostatus::db::reports::Incoming;
 use koostatus::domain::{ChannelId, Report};
 use serde_json::Value;
 
@@ -123,7 +123,7 @@ async fn a_change_committed_late_by_an_earlier_transaction_is_not_skipped() {
     let (app, token) = app_with_channel().await;
     let mut early = app.pool.begin().await.unwrap();
     let body = br#"{"message_id":"early","sender":"86173xxxx4526","user_number":"86187xxxx5632","status":"delivered"}"#;
-    koostatus::db::messages::record_reports(
+    koostatus::db::reports::record_reports(
         &mut *early,
         &[Incoming {
             channel: ChannelId::parse(CH).unwrap(),
@@ -398,7 +398,7 @@ fn incoming(id: &str, status: &str) -> Incoming {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_s_changes_are_in_feed_order_whatever_the_transaction_ids() {
     let (app, token) = app_with_channel().await;
-    use koostatus::db::messages::record_reports as record;
+    use koostatus::db::reports::record_reports as record;
     let mut lower = app.pool.begin().await.unwrap();
     record(&mut *lower, &[incoming("first-write", "delivered")])
         .await

@@ -229,7 +229,7 @@ async fn a_stream_that_stops_reading_is_closed_and_slows_nobody() {
     let mut latencies = Vec::new();
     for batch in 0..(total / 1000) {
         let reports: Vec<_> = (0..1000)
-            .map(|i| koostatus::db::messages::Incoming {
+            .map(|i| koostatus::db::reports::Incoming {
                 channel: koostatus::domain::ChannelId::parse(A).unwrap(),
                 report: koostatus::domain::Report::from_json(
                     report_for(&format!("{long}-{batch}-{i}"), &long, "delivered")
@@ -240,7 +240,7 @@ async fn a_stream_that_stops_reading_is_closed_and_slows_nobody() {
                 received_at: chrono::Utc::now(),
             })
             .collect();
-        koostatus::db::messages::record_reports(&app.pool, &reports)
+        koostatus::db::reports::record_reports(&app.pool, &reports)
             .await
             .unwrap();
         let committed = Instant::now();

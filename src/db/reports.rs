@@ -1,0 +1,144 @@
+//! Recording reports into `messages` and `message_history` (and the feed,
+//! by the same statement) under the status rule.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+use crate::domain::{ChannelId, Report, Status};
+
+/// What recording one report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// The first report of this status for the message.
+    pub first_of_status: bool,
+    /// It moved the current status forward.
+    pub advanced: bool,
+}
+
+/// A report ready to be written: who it is for and when it arrived.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub channel: ChannelId,
+    pub report: Report,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Records reports under the status rule of `Status::merge`, in one
+/// statement. The batch must not hold two reports for one message (the
+/// writer defers repeats to the next batch). Returns, in input order, what
+/// each report did, or `None` for a report whose message is known with
+/// another sender or user number: nothing of it was written.
+///
+/// Concurrency: the upsert of `messages` locks each message's row, in
+/// (channel_id, message_id) order, and a history row is only touched while
+/// its message's row is locked. So concurrent statements, on any instance,
+/// serialise per message and cannot deadlock: locks are always taken in the
+/// same order.
+///
+/// `advanced` needs the status before the update, which RETURNING cannot
+/// give; it is derived instead: a status seen for the first time advanced the
+/// message exactly when it is now the current status (it cannot equal the old
+/// current status, which was seen before).
+pub async fn record_reports(
+    db: impl PgExecutor<'_>,
+    batch: &[Incoming],
+) -> sqlx::Result<Vec<Option<Recorded>>> {
+    let mut channel_ids = Vec::with_capacity(batch.len());
+    let mut message_ids = Vec::with_capacity(batch.len());
+    let mut senders = Vec::with_capacity(batch.len());
+    let mut user_numbers = Vec::with_capacity(batch.len());
+    let mut statuses = Vec::with_capacity(batch.len());
+    let mut times = Vec::with_capacity(batch.len());
+    let mut extras = Vec::with_capacity(batch.len());
+    for i in batch {
+        channel_ids.push(i.channel.as_str());
+        message_ids.push(i.report.message_id.as_str());
+        senders.push(i.report.sender.as_str());
+        user_numbers.push(i.report.user_number.as_str());
+        statuses.push(i.report.status);
+        times.push(i.received_at);
+        extras.push(serde_json::Value::Object(i.report.extra.clone()));
+    }
+    let rows = sqlx::query!(
+        r#"
+        with input as (
+            select * from unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                 $5::message_status[], $6::timestamptz[], $7::jsonb[])
+                as t(channel_id, message_id, sender, user_number, status, received_at, extra)
+        ),
+        message as (
+            insert into messages as m
+                (channel_id, message_id, sender, user_number, status, first_seen_at, updated_at,
+                 changed_xid)
+            select channel_id, message_id, sender, user_number, status, received_at, received_at,
+                   pg_current_xact_id()
+            from input
+            order by channel_id, message_id
+            on conflict (channel_id, message_id) do update
+                set status = greatest(m.status, excluded.status),
+                    updated_at = case when excluded.status > m.status
+                                      then excluded.updated_at else m.updated_at end,
+                    -- After the message's previous change in feed order (V4).
+                    changed_xid = case when excluded.status > m.status
+                                       then greatest(excluded.changed_xid, m.changed_xid)
+                                       else m.changed_xid end
+                where m.sender = excluded.sender and m.user_number = excluded.user_number
+            returning m.channel_id, m.message_id, m.user_number, m.status, m.changed_xid
+        ),
+        history as (
+            insert into message_history as h
+                (channel_id, message_id, status, first_received_at, last_received_at,
+                 receipt_count, advanced, extra)
+            select i.channel_id, i.message_id, i.status, i.received_at, i.received_at, 1,
+                   message.status = i.status, i.extra
+            from input i
+            join message on message.channel_id = i.channel_id and message.message_id = i.message_id
+            order by i.channel_id, i.message_id
+            on conflict (channel_id, message_id, status) do update
+                set receipt_count = h.receipt_count + 1,
+                    last_received_at = greatest(h.last_received_at, excluded.last_received_at)
+            returning h.channel_id, h.message_id, h.status, h.first_received_at,
+                      h.receipt_count = 1 as first_of_status, h.advanced
+        ),
+        -- The current status changed exactly when its history entry is new
+        -- and is the current status: had the message held that status
+        -- before, the entry would exist.
+        change as (
+            insert into message_changes
+                (channel_id, message_id, user_number, status, changed_at, xid)
+            select h.channel_id, h.message_id, message.user_number, h.status, h.first_received_at,
+                   message.changed_xid
+            from history h
+            join message on message.channel_id = h.channel_id and message.message_id = h.message_id
+            where h.first_of_status and h.advanced
+            order by h.channel_id, h.message_id
+        )
+        select channel_id as "channel_id!", message_id as "message_id!",
+               first_of_status as "first_of_status!", advanced as "advanced!"
+        from history
+        "#,
+        &channel_ids as &[&str],
+        &message_ids as &[&str],
+        &senders as &[&str],
+        &user_numbers as &[&str],
+        &statuses as &[Status],
+        &times,
+        &extras,
+    )
+    .fetch_all(db)
+    .await?;
+    let mut done: std::collections::HashMap<(String, String), Recorded> = rows
+        .into_iter()
+        .map(|r| {
+            let recorded = Recorded {
+                first_of_status: r.first_of_status,
+                advanced: r.advanced,
+            };
+            ((r.channel_id, r.message_id), recorded)
+        })
+        .collect();
+    Ok(batch
+        .iter()
+        .map(|i| done.remove(&(i.channel.as_str().to_owned(), i.report.message_id.clone())))
+        .collect())
+}
