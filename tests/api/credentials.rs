@@ -27,7 +27,7 @@ async fn wait_for(app: &TestApp, password: &str, expected: u16) -> Duration {
 }
 
 pub fn cli(app: &TestApp, args: &[&str], stdin: &str) -> std::process::Output {
-    crate::cli::run_cli(&app.db.url(), args, stdin)
+    crate::helpers::run_cli(&app.db.url(), args, stdin)
 }
 
 #[tokio::test]

@@ -112,7 +112,7 @@ async fn a_password_change_through_the_cli_reaches_both_instances_within_5_secon
     for url in &urls {
         assert_eq!(status(url.clone(), PASSWORD).await, 200);
     }
-    let out = crate::cli::run_cli(
+    let out = crate::helpers::run_cli(
         &app.db.url(),
         &["channel", "set-password", CH, "--password-stdin"],
         "the new one\n",

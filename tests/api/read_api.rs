@@ -169,7 +169,7 @@ async fn tokens_401_and_scope_404_rules() {
 #[tokio::test]
 async fn a_revoked_token_stops_working_within_5_seconds_and_use_is_recorded() {
     let app = app_with_channel().await;
-    let out = crate::cli::run_cli(
+    let out = crate::helpers::run_cli(
         &app.db.url(),
         &["token", "create", "--name", "desk", "--channel", CH],
         "",
@@ -182,13 +182,14 @@ async fn a_revoked_token_stops_working_within_5_seconds_and_use_is_recorded() {
 
     // Last use is written in the background, once; the hash is stored, never the token.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let list = String::from_utf8(crate::cli::run_cli(&app.db.url(), &["token", "list"], "").stdout)
-        .unwrap();
+    let list =
+        String::from_utf8(crate::helpers::run_cli(&app.db.url(), &["token", "list"], "").stdout)
+            .unwrap();
     let line = list.lines().nth(1).unwrap();
     assert!(line.starts_with("desk  ch        20"), "{list}");
     assert!(!line.ends_with("never") && !list.contains(&token), "{list}");
 
-    let out = crate::cli::run_cli(&app.db.url(), &["token", "revoke", "desk"], "");
+    let out = crate::helpers::run_cli(&app.db.url(), &["token", "revoke", "desk"], "");
     assert!(out.status.success());
     let started = Instant::now();
     while app.get(&path, &token).await.status() != 401 {
@@ -198,9 +199,9 @@ async fn a_revoked_token_stops_working_within_5_seconds_and_use_is_recorded() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let again = crate::cli::run_cli(&app.db.url(), &["token", "revoke", "desk"], "");
+    let again = crate::helpers::run_cli(&app.db.url(), &["token", "revoke", "desk"], "");
     assert_eq!(again.status.code(), Some(1));
-    let bad = crate::cli::run_cli(
+    let bad = crate::helpers::run_cli(
         &app.db.url(),
         &["token", "create", "--name", "x", "--channel", "nope"],
         "",

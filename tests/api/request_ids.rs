@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cli::{free_port, run_cli, spawn_serve, wait_ready};
+use crate::helpers::{free_port, run_cli, spawn_serve, wait_ready};
 use crate::helpers::{migrated_database, report};
 
 const PASSWORD: &str = "a-webhook-password-4R7t";

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::cli::{KillOnDrop, free_port, run_cli, spawn_serve, wait_ready};
+use crate::helpers::{KillOnDrop, free_port, run_cli, spawn_serve, wait_ready};
 use crate::helpers::{PASSWORD, TestDatabase, migrated_database, report};
 
 const CH: &str = "ch";

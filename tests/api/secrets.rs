@@ -4,8 +4,8 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::cli::{free_port, spawn_serve, wait_ready};
 use crate::helpers::{TestDatabase, migrated_database, report};
+use crate::helpers::{free_port, spawn_serve, wait_ready};
 
 const FIRST: &str = "first-webhook-secret-7Q2x";
 const SECOND: &str = "second-webhook-secret-9Z4k";

@@ -1,0 +1,10 @@
+//! Test harness: a database per test (db.rs), the service in-process
+//! (app.rs), or the built binary as its own process (process.rs).
+
+mod app;
+mod db;
+mod process;
+
+pub use app::*;
+pub use db::*;
+pub use process::*;
