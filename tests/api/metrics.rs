@@ -1,9 +1,12 @@
-//! `/metrics`: valid Prometheus text, and counters that move with requests.
-//! Tests share one process and so one recorder: they check increases.
+//! `/metrics`: valid Prometheus text, and counters that move with requests
+//! by exactly what they did. The service runs as its own process, so its
+//! recorder counts this test's requests only (tests in-process share one).
 
 use std::collections::HashMap;
 
-use crate::helpers::{PASSWORD, TestApp, report, spawn_app};
+use crate::helpers::{
+    PASSWORD, free_port, migrated_database, report, run_cli, spawn_serve, wait_ready,
+};
 
 /// Parses the Prometheus text exposition format strictly enough to catch a
 /// malformed line: `# HELP`/`# TYPE` comments and `name{label="value",...} value`.
@@ -85,13 +88,8 @@ fn parse(text: &str) -> HashMap<String, f64> {
     samples
 }
 
-async fn scrape(app: &TestApp) -> HashMap<String, f64> {
-    let response = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap();
+async fn scrape(client: &reqwest::Client, base: &str) -> HashMap<String, f64> {
+    let response = client.get(format!("{base}/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]
@@ -108,25 +106,37 @@ fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_parse_as_prometheus_text_and_counters_move_with_requests() {
-    let app = spawn_app().await;
-    app.add_channel("ch", PASSWORD).await;
-    let before = scrape(&app).await;
+    let db = migrated_database().await;
+    let added = run_cli(
+        &db.url(),
+        &["channel", "add", "ch", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(added.status.success());
+    let port = free_port();
+    let _server = spawn_serve(&db.url(), port, &[], std::process::Stdio::null());
+    wait_ready(port).await;
+    let (client, base) = (reqwest::Client::new(), format!("http://127.0.0.1:{port}"));
+    let post = |password: &'static str, body: serde_json::Value| {
+        client
+            .post(format!("{base}/social/on/whatsapp/koomessage/report/ch"))
+            .header("authorization", password)
+            .json(&body)
+            .send()
+    };
+    let before = scrape(&client, &base).await;
 
-    let stored = app
-        .post_report("ch", PASSWORD, &report("m1", "delivered"))
-        .await;
+    let stored = post(PASSWORD, report("m1", "delivered")).await.unwrap();
     assert_eq!(stored.status(), 200);
-    let duplicate = app
-        .post_report("ch", PASSWORD, &report("m1", "delivered"))
-        .await;
+    let duplicate = post(PASSWORD, report("m1", "delivered")).await.unwrap();
     assert_eq!(duplicate.status(), 200);
-    let wrong = app.post_report("ch", "wrong", &report("m2", "read")).await;
+    let wrong = post("wrong", report("m2", "read")).await.unwrap();
     assert_eq!(wrong.status(), 401);
-    let after = scrape(&app).await;
+    let after = scrape(&client, &base).await;
 
     let moved = |series: &str, by: f64| {
         let (b, a) = (value(&before, series), value(&after, series));
-        assert!(a - b >= by, "{series}: {b} -> {a}, expected +{by}");
+        assert_eq!(a - b, by, "{series}: {b} -> {a}");
     };
     moved(
         r#"koostatus_reports_total{status="delivered",outcome="stored"}"#,
@@ -141,6 +151,7 @@ async fn metrics_parse_as_prometheus_text_and_counters_move_with_requests() {
         1.0,
     );
     moved("koostatus_auth_failures_total", 1.0);
+    // The right password once (then remembered), the wrong one once.
     moved("koostatus_argon2_verifications_total", 2.0);
     moved("koostatus_credential_cache_hits_total", 1.0);
     moved("koostatus_batch_size_count", 2.0);
@@ -151,9 +162,14 @@ async fn metrics_parse_as_prometheus_text_and_counters_move_with_requests() {
         2.0,
     );
     moved(
+        &format!(r#"koostatus_http_requests_total{{route="{route}",method="POST",code="401"}}"#),
+        1.0,
+    );
+    moved(
         &format!(r#"koostatus_http_request_duration_seconds_count{{route="{route}"}}"#),
         3.0,
     );
+    // The first scrape; each is counted after it has been rendered.
     moved(
         r#"koostatus_http_requests_total{route="/metrics",method="GET",code="200"}"#,
         1.0,
