@@ -27,8 +27,10 @@ pub fn parse_position(s: &str) -> Result<Position, ApiError> {
 #[into_params(parameter_in = Query)]
 pub struct ChangesParams {
     /// Changes after this position; "0-0" (the default) is from the start.
+    #[param(pattern = "^[0-9]{1,18}-[0-9]{1,18}$")]
     after: Option<String>,
     /// Page size, 1 to 1000, default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 

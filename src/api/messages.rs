@@ -36,7 +36,20 @@ pub async fn get_message(
 }
 
 /// `GET …/messages/lookup`: the message whose id is `lookup`. The lookup's
-/// route owns that path (POST), so it answers GET for it too.
+/// route owns that path (POST), so it answers GET for it too, and says so in
+/// the document (its `Allow` lists both).
+#[utoipa::path(
+    get,
+    path = "/api/v1/channels/{channel_id}/messages/lookup",
+    tag = "read",
+    security(("bearer" = [])),
+    params(("channel_id" = String, Path)),
+    responses(
+        (status = 200, description = "The message whose id is `lookup`, as GET …/messages/{message_id} answers it", body = MessageDetail),
+        (status = 401, description = "Missing or unknown token", body = model::ErrorBody),
+        (status = 404, description = "No message `lookup`, an unknown channel, or one outside the token's scope", body = model::ErrorBody),
+    )
+)]
 pub async fn get_message_named_lookup(
     caller: Caller,
     path: web::Path<String>,

@@ -72,7 +72,24 @@ pub struct HistoryEntry {
 #[schema(example = json!({"message_ids": ["044852ee407b40ec88ea65adb73ff5c27", "unknown-id"]}))]
 pub struct LookupRequest {
     /// 1 to 1000 message ids; duplicates are allowed.
+    #[schema(schema_with = message_ids)]
     pub message_ids: Vec<String>,
+}
+
+/// What the lookup accepts (messages.rs checks it): 1 to 1000 ids of 1 to
+/// 128 characters without NUL.
+fn message_ids() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let id = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(128))
+        .pattern(Some("^[^\\u0000]+$"));
+    ArrayBuilder::new()
+        .items(id)
+        .min_items(Some(1))
+        .max_items(Some(1000))
+        .build()
 }
 
 #[derive(Debug, Serialize, ToSchema)]

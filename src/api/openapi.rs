@@ -16,6 +16,7 @@ use super::model;
     paths(
         crate::ingest::report,
         super::messages::get_message,
+        super::messages::get_message_named_lookup,
         super::messages::lookup,
         super::messages::list,
         super::changes::changes,

@@ -13,16 +13,22 @@ use crate::error::ApiError;
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
+// Read as text and checked by parse_list_params, for our own 400 sentences;
+// the document declares what that check accepts.
 pub struct ListParams {
     /// Only messages whose current status is this: `failed`, `delivered` or `read`.
+    #[param(value_type = Option<Status>)]
     status: Option<String>,
     /// Only messages to this recipient.
     user_number: Option<String>,
     /// Only messages whose status changed after this RFC 3339 time.
+    #[param(value_type = Option<String>, format = DateTime)]
     updated_after: Option<String>,
     /// Page size, 1 to 500, default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]+$")]
     cursor: Option<String>,
 }
 
