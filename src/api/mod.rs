@@ -11,6 +11,7 @@ pub mod model;
 pub mod openapi;
 mod params;
 
+use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
 
 use crate::auth::tokens::Scope;
@@ -33,18 +34,27 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 )
                 .into()
             }))
-            .service(get("/openapi.json", openapi::document))
-            .service(get("/channels/{channel_id}/messages", list))
-            .service(get("/channels/{channel_id}/changes", changes::changes))
-            .service(get("/channels/{channel_id}/events", events::events))
-            .service(post("/tickets", events::create_ticket))
+            .service(one(Method::GET, "/openapi.json", openapi::document))
+            .service(one(Method::GET, "/channels/{channel_id}/messages", list))
+            .service(one(
+                Method::GET,
+                "/channels/{channel_id}/changes",
+                changes::changes,
+            ))
+            .service(one(
+                Method::GET,
+                "/channels/{channel_id}/events",
+                events::events,
+            ))
+            .service(one(Method::POST, "/tickets", events::create_ticket))
             .service(
                 web::resource("/channels/{channel_id}/messages/lookup")
                     .post(lookup)
                     .get(get_message_named_lookup)
                     .default_service(only("GET, POST")),
             )
-            .service(get(
+            .service(one(
+                Method::GET,
                 "/channels/{channel_id}/messages/{message_id}",
                 get_message,
             ))
@@ -53,27 +63,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// A route of one method; the others get 405 with `Allow`.
-fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
+/// A route of one method (GET or POST); the others get 405 with `Allow`.
+fn one<F, Args>(method: Method, path: &str, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
-    web::resource(path)
-        .get(handler)
-        .default_service(only("GET"))
-}
-
-fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    web::resource(path)
-        .post(handler)
-        .default_service(only("POST"))
+    let allow = if method == Method::GET { "GET" } else { "POST" };
+    (web::resource(path).route(web::method(method).to(handler))).default_service(only(allow))
 }
 
 async fn no_such_route() -> Result<HttpResponse, ApiError> {
