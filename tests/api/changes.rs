@@ -8,7 +8,9 @@ use koostatus::db::reports::Incoming;
 use koostatus::domain::{ChannelId, Report};
 use serde_json::Value;
 
-use crate::helpers::{PASSWORD, TestApp, assert_error, report, spawn_app, spawn_instance};
+use crate::helpers::{
+    PASSWORD, TestApp, assert_error, report, spawn_app, spawn_instance, wait_until,
+};
 use crate::sse::Sse;
 
 const CH: &str = "ch";
@@ -414,7 +416,25 @@ async fn a_message_s_changes_are_in_feed_order_whatever_the_transaction_ids() {
             .unwrap();
         lower.commit().await.unwrap();
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pool = app.pool.clone();
+    wait_until(
+        "the lower transaction waits for m1's lock",
+        Duration::from_secs(5),
+        || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "select count(*) from pg_stat_activity
+                 where datname = current_database() and wait_event_type = 'Lock'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                    > 0
+            }
+        },
+    )
+    .await;
     higher.commit().await.unwrap();
     waiting.await.unwrap();
     let m1: Vec<String> = entries(&page(&app, &token, "0-0").await)

@@ -1,7 +1,7 @@
 //! The service in-process on a free port, over its real HTTP interface,
 //! and what tests do with it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use koostatus::auth::password;
 use koostatus::config::{Config, DatabaseUrl};
@@ -262,5 +262,19 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+}
+
+/// Polls `check` every 20 ms until it holds: a wait for a state, not for a
+/// time. Fails the test after `within`.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
