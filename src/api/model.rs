@@ -9,15 +9,7 @@ use crate::domain::Status;
 
 /// A message without its history.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({
-    "channel_id": "202105102694809992",
-    "message_id": "044852ee407b40ec88ea65adb73ff5c27",
-    "sender": "86173xxxx4526",
-    "user_number": "86187xxxx5632",
-    "status": "read",
-    "first_seen_at": "2026-11-23T10:15:02.125Z",
-    "updated_at": "2026-11-23T10:16:40.5Z"
-}))]
+#[schema(example = message_example)]
 pub struct Message {
     pub channel_id: String,
     pub message_id: String,
@@ -31,23 +23,7 @@ pub struct Message {
 
 /// A message with its history, oldest entry first.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({
-    "channel_id": "202105102694809992",
-    "message_id": "044852ee407b40ec88ea65adb73ff5c27",
-    "sender": "86173xxxx4526",
-    "user_number": "86187xxxx5632",
-    "status": "read",
-    "first_seen_at": "2026-11-23T10:15:02.125Z",
-    "updated_at": "2026-11-23T10:16:40.5Z",
-    "history": [
-        {"status": "delivered", "first_received_at": "2026-11-23T10:15:02.125Z",
-         "last_received_at": "2026-11-23T10:15:09.25Z", "receipt_count": 2, "advanced": true,
-         "extra": {}},
-        {"status": "read", "first_received_at": "2026-11-23T10:16:40.5Z",
-         "last_received_at": "2026-11-23T10:16:40.5Z", "receipt_count": 1, "advanced": true,
-         "extra": {"timestamp": "1700734600"}}
-    ]
-}))]
+#[schema(example = detail_example)]
 pub struct MessageDetail {
     #[serde(flatten)]
     pub message: Message,
@@ -93,18 +69,7 @@ fn message_ids() -> utoipa::openapi::schema::Array {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({
-    "messages": [{
-        "channel_id": "202105102694809992",
-        "message_id": "044852ee407b40ec88ea65adb73ff5c27",
-        "sender": "86173xxxx4526",
-        "user_number": "86187xxxx5632",
-        "status": "read",
-        "first_seen_at": "2026-11-23T10:15:02.125Z",
-        "updated_at": "2026-11-23T10:16:40.5Z"
-    }],
-    "missing": ["unknown-id"]
-}))]
+#[schema(example = json!({"messages": [message_example()], "missing": ["unknown-id"]}))]
 pub struct LookupResponse {
     /// Found messages, in the order of their first mention in the request.
     pub messages: Vec<Message>,
@@ -114,15 +79,7 @@ pub struct LookupResponse {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
-    "messages": [{
-        "channel_id": "202105102694809992",
-        "message_id": "044852ee407b40ec88ea65adb73ff5c27",
-        "sender": "86173xxxx4526",
-        "user_number": "86187xxxx5632",
-        "status": "read",
-        "first_seen_at": "2026-11-23T10:15:02.125Z",
-        "updated_at": "2026-11-23T10:16:40.5Z"
-    }],
+    "messages": [message_example()],
     "next_cursor": "MTc2Mzg5MjYwMDUwMDAwMDowNDQ4NTJlZTQwN2I0MGVj"
 }))]
 pub struct MessagePage {
@@ -130,6 +87,32 @@ pub struct MessagePage {
     pub messages: Vec<Message>,
     /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
+}
+
+/// The documents' example message, in every example that shows one.
+fn message_example() -> serde_json::Value {
+    serde_json::json!({
+        "channel_id": "202105102694809992",
+        "message_id": "044852ee407b40ec88ea65adb73ff5c27",
+        "sender": "86173xxxx4526",
+        "user_number": "86187xxxx5632",
+        "status": "read",
+        "first_seen_at": "2026-11-23T10:15:02.125Z",
+        "updated_at": "2026-11-23T10:16:40.5Z"
+    })
+}
+
+fn detail_example() -> serde_json::Value {
+    let mut detail = message_example();
+    detail["history"] = serde_json::json!([
+        {"status": "delivered", "first_received_at": "2026-11-23T10:15:02.125Z",
+         "last_received_at": "2026-11-23T10:15:09.25Z", "receipt_count": 2, "advanced": true,
+         "extra": {}},
+        {"status": "read", "first_received_at": "2026-11-23T10:16:40.5Z",
+         "last_received_at": "2026-11-23T10:16:40.5Z", "receipt_count": 1, "advanced": true,
+         "extra": {"timestamp": "1700734600"}}
+    ]);
+    detail
 }
 
 /// The body of every error answer.
