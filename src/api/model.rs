@@ -7,6 +7,8 @@ use utoipa::ToSchema;
 use crate::db::messages::{HistoryRow, MessageRow};
 use crate::domain::Status;
 
+// A deliberate mirror of db::messages::MessageRow: this is the API's
+// contract, that is the table's shape; either may change without the other.
 /// A message without its history.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = message_example)]
