@@ -1,6 +1,7 @@
 //! One reader per watched channel: reads the channel's feed after its
 //! position when woken and hands each change to the streams that want it.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -114,8 +115,9 @@ impl ChannelFeed {
         self.wake.notify_one();
     }
 
-    /// Tokens of the streams in the flow.
-    pub(super) fn tokens(&self) -> Vec<TokenHash> {
+    /// The distinct tokens of the streams in the flow (ten thousand desktops
+    /// may share one).
+    pub(super) fn tokens(&self) -> HashSet<TokenHash> {
         let state = self.state.lock().expect("lock not poisoned");
         state.subscribers.values().map(|s| s.token).collect()
     }

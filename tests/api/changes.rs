@@ -9,7 +9,7 @@ use koostatus::domain::{ChannelId, Report};
 use serde_json::Value;
 
 use crate::helpers::{
-    PASSWORD, TestApp, assert_error, report, spawn_app, spawn_instance, wait_until,
+    PASSWORD, TestApp, assert_error, report, spawn_app, spawn_instance, wait_until_sql,
 };
 use crate::sse::Sse;
 
@@ -416,23 +416,11 @@ async fn a_message_s_changes_are_in_feed_order_whatever_the_transaction_ids() {
             .unwrap();
         lower.commit().await.unwrap();
     });
-    let pool = app.pool.clone();
-    wait_until(
+    wait_until_sql(
+        &app.pool,
         "the lower transaction waits for m1's lock",
-        Duration::from_secs(5),
-        || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query_scalar::<_, i64>(
-                    "select count(*) from pg_stat_activity
-                 where datname = current_database() and wait_event_type = 'Lock'",
-                )
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-                    > 0
-            }
-        },
+        "select exists (select 1 from pg_stat_activity
+                        where datname = current_database() and wait_event_type = 'Lock')",
     )
     .await;
     higher.commit().await.unwrap();

@@ -4,9 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::helpers::{
-    PASSWORD, free_port, migrated_database, report, run_cli, spawn_serve, wait_ready,
-};
+use crate::helpers::{PASSWORD, database_with_channel, free_port, report, spawn_serve, wait_ready};
 
 /// Parses the Prometheus text exposition format strictly enough to catch a
 /// malformed line: `# HELP`/`# TYPE` comments and `name{label="value",...} value`.
@@ -106,13 +104,7 @@ fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_parse_as_prometheus_text_and_counters_move_with_requests() {
-    let db = migrated_database().await;
-    let added = run_cli(
-        &db.url(),
-        &["channel", "add", "ch", "--password-stdin"],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(added.status.success());
+    let db = database_with_channel("ch", PASSWORD).await;
     let port = free_port();
     let _server = spawn_serve(&db.url(), port, &[], std::process::Stdio::null());
     wait_ready(port).await;

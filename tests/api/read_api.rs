@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, assert_error, report, spawn_app, wait_until};
+use crate::helpers::{PASSWORD, TestApp, assert_error, report, spawn_app, wait_until_sql};
 
 const CH: &str = "ch";
 
@@ -181,21 +181,10 @@ async fn a_revoked_token_stops_working_within_5_seconds_and_use_is_recorded() {
     assert_eq!(app.get(&path, &token).await.status(), 200);
 
     // Last use is written in the background, once; the hash is stored, never the token.
-    let pool = app.pool.clone();
-    wait_until(
+    wait_until_sql(
+        &app.pool,
         "the token's last use is recorded",
-        Duration::from_secs(5),
-        || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query_scalar::<_, bool>(
-                    "select last_used_at is not null from api_tokens where name = 'desk'",
-                )
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-            }
-        },
+        "select last_used_at is not null from api_tokens where name = 'desk'",
     )
     .await;
     let list =

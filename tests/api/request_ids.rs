@@ -5,20 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{free_port, run_cli, spawn_serve, wait_ready};
-use crate::helpers::{migrated_database, report};
+use crate::helpers::{database_with_channel, free_port, report, spawn_serve, wait_ready};
 
 const PASSWORD: &str = "a-webhook-password-4R7t";
 
 #[tokio::test]
 async fn a_warning_on_the_argon2_thread_names_its_request() {
-    let db = migrated_database().await;
-    let added = run_cli(
-        &db.url(),
-        &["channel", "add", "ch", "--password-stdin"],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(added.status.success());
+    let db = database_with_channel("ch", PASSWORD).await;
     // A hash damaged by hand: the verification, on an argon2 thread, warns.
     sqlx::query("update channels set password_hash = 'not-a-phc-string' where id = 'ch'")
         .execute(&db.pool().await)

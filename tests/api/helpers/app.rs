@@ -278,3 +278,11 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Polls a query of one boolean (`select exists (…)`) until it is true.
+pub async fn wait_until_sql(pool: &PgPool, what: &str, query: &'static str) {
+    wait_until(what, Duration::from_secs(5), || async {
+        (sqlx::query_scalar::<_, bool>(query).fetch_one(pool).await).unwrap()
+    })
+    .await;
+}

@@ -4,6 +4,19 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// A migrated database with channel `channel` added through the CLI, for a
+/// `serve` started afterwards.
+pub async fn database_with_channel(channel: &str, password: &str) -> super::TestDatabase {
+    let db = super::migrated_database().await;
+    let added = run_cli(
+        &db.url(),
+        &["channel", "add", channel, "--password-stdin"],
+        &format!("{password}\n"),
+    );
+    assert!(added.status.success());
+    db
+}
+
 /// A CLI command against `db_url`, its stdin given; waits for it.
 pub fn run_cli(db_url: &str, args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_koostatus"))
