@@ -41,10 +41,14 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: String,
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": "not_found", "message": "No message `x` on channel `202105102694809992`."}))]
+pub struct ErrorBody {
+    /// A snake_case code to match on.
+    pub error: &'static str,
+    /// A sentence a person can act on.
+    pub message: String,
 }
 
 impl ApiError {
@@ -149,16 +153,6 @@ impl From<crate::auth::AuthError> for ApiError {
                 ApiError::TooManyAttempts { retry_after_secs }
             }
             AuthError::Database(e) => e.into(),
-        }
-    }
-}
-
-impl From<crate::ingest::WriteError> for ApiError {
-    fn from(e: crate::ingest::WriteError) -> ApiError {
-        use crate::ingest::WriteError;
-        match e {
-            WriteError::Unavailable(cause) => ApiError::unavailable(cause),
-            WriteError::Failed(e) => ApiError::Internal(e.into()),
         }
     }
 }

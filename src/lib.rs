@@ -13,6 +13,7 @@ pub mod error;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
+pub mod operations;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -1,16 +1,13 @@
-//! Prometheus metrics: the process-wide recorder, what each metric means, and
-//! the `/metrics` endpoint. Counters are recorded where things happen
+//! Prometheus metrics: the process-wide recorder and what each metric means
+//! (operations.rs serves them). Counters are recorded where things happen
 //! (handlers, credentials, writer, request middleware); gauges of the pool
 //! are read when scraped.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge};
-use actix_web::{HttpResponse, web};
+use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::state::AppState;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
@@ -104,19 +101,4 @@ fn describe() {
         "koostatus_events_subscribers",
         "Open Server-Sent Events streams."
     );
-}
-
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
-    (status = 200, description = "Prometheus text format", content_type = "text/plain"),
-))]
-pub async fn render(state: web::Data<AppState>) -> HttpResponse {
-    let pool = state.db.pool();
-    let (size, idle) = (pool.size() as f64, pool.num_idle() as f64);
-    gauge!("koostatus_db_pool_connections", "state" => "idle").set(idle);
-    gauge!("koostatus_db_pool_connections", "state" => "in_use").set(size - idle);
-    gauge!("koostatus_db_pool_connections", "state" => "max")
-        .set(pool.options().get_max_connections() as f64);
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(handle().render())
 }

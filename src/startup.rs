@@ -8,58 +8,53 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use sqlx::PgPool;
+use utoipa::OpenApi;
 
 use crate::config::Config;
 use crate::error::{ApiError, only};
 use crate::state::AppState;
-use crate::{api, db, ingest, telemetry};
+use crate::{api, ingest, operations, telemetry};
 
 /// The routes, shared by the server and by tests that build an app in-process.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource(ingest::ROUTE)
-            .post(ingest::report)
-            .default_service(only("POST")),
-    )
-    .service(
-        web::resource("/healthz")
-            .get(healthz)
-            .default_service(only("GET")),
-    )
-    .service(
-        web::resource("/readyz")
-            .get(readyz)
-            .default_service(only("GET")),
-    )
-    .service(
-        web::resource("/metrics")
-            .get(crate::metrics::render)
-            .default_service(only("GET")),
-    )
-    .configure(api::routes);
+    cfg.app_data(web::Data::new(api::openapi::Document::new(&openapi())))
+        .service(
+            web::resource(ingest::ROUTE)
+                .post(ingest::report)
+                .default_service(only("POST")),
+        )
+        .service(
+            web::resource("/healthz")
+                .get(operations::healthz)
+                .default_service(only("GET")),
+        )
+        .service(
+            web::resource("/readyz")
+                .get(operations::readyz)
+                .default_service(only("GET")),
+        )
+        .service(
+            web::resource("/metrics")
+                .get(operations::metrics)
+                .default_service(only("GET")),
+        )
+        .configure(api::routes);
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process serves")))]
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
-}
-
-/// Ready when the database answers and its schema is this binary's latest.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
-    (status = 200, description = "The database answers and the schema is current"),
-    (status = 503, description = "The database does not answer or the schema is behind", body = crate::api::model::ErrorBody),
+/// The OpenAPI document of the whole service: each layer describes its own
+/// routes.
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "koostatus",
+    description = "KooMessage WhatsApp delivery reports, kept in PostgreSQL, and a read API for agent desktops."
 ))]
-pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let version = state.db.schema_version().await?;
-    let latest = db::migrations::latest_version();
-    if version == Some(latest) {
-        Ok(HttpResponse::Ok()
-            .json(serde_json::json!({"status": "ready", "schema_version": latest})))
-    } else {
-        Err(ApiError::unavailable(format!(
-            "the schema is at version {version:?}, this binary needs {latest}; run `koostatus migrate`"
-        )))
-    }
+struct ServiceApi;
+
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ServiceApi::openapi()
+        .merge_from(ingest::WebhookApi::openapi())
+        .merge_from(api::openapi::ReadApi::openapi())
+        .merge_from(operations::OperationsApi::openapi())
 }
 
 async fn not_found() -> HttpResponse {

@@ -6,9 +6,9 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
 use super::model::ChangePage;
-use super::{Caller, model, parse_limit, readable};
+use super::{Caller, parse_limit, readable};
 use crate::db::changes::Position;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 const MAX_LIMIT: i64 = 1000;
@@ -42,9 +42,8 @@ pub struct ChangesParams {
     params(("channel_id" = String, Path), ChangesParams),
     responses(
         (status = 200, description = "Changes of current status after the position, in order, and the position to ask after next", body = ChangePage),
-        (status = 400, description = "A bad position or limit", body = model::ErrorBody),
-        (status = 401, description = "Missing or unknown token", body = model::ErrorBody),
-        (status = 404, description = "Unknown channel or outside the token's scope", body = model::ErrorBody),
+        (status = 400, description = "A bad position or limit", body = ErrorBody),
+        super::ChannelRefusals,
     )
 )]
 pub async fn changes(

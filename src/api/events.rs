@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::changes::parse_position;
-use super::{Caller, bearer, model, readable};
+use super::{Caller, bearer, readable};
 use crate::auth::tokens::Scope;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::live::stream::Stream;
 use crate::state::AppState;
 
@@ -39,7 +39,7 @@ pub struct Ticket {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "A ticket for `/events?ticket=`, with the token's scope, valid for `events.ticket_ttl` or until the token is revoked", body = Ticket),
-        (status = 401, description = "Missing or unknown token", body = model::ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
     )
 )]
 pub async fn create_ticket(
@@ -119,9 +119,9 @@ fn parse_query(query: &str) -> Result<EventsQuery, ApiError> {
     ),
     responses(
         (status = 200, description = "text/event-stream: one `change` event per change, its position as the event id and a ChangeEntry as data; a comment line every `server.events_heartbeat` while idle. The stream ends on shutdown, when its token is revoked, or when its client reads too slowly (`events.buffer`); reconnect with `Last-Event-ID`.", content_type = "text/event-stream"),
-        (status = 400, description = "A bad position, user number or parameter", body = model::ErrorBody),
-        (status = 401, description = "Missing or unknown token or ticket", body = model::ErrorBody),
-        (status = 404, description = "Unknown channel or outside the token's scope", body = model::ErrorBody),
+        (status = 400, description = "A bad position, user number or parameter", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token or ticket", body = ErrorBody),
+        (status = 404, description = "Unknown channel or outside the token's scope", body = ErrorBody),
     )
 )]
 pub async fn events(

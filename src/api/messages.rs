@@ -3,11 +3,11 @@
 
 use actix_web::{HttpResponse, web};
 
-use super::model::{self, LookupRequest, LookupResponse, Message, MessageDetail, MessagePage};
+use super::model::{LookupRequest, LookupResponse, Message, MessageDetail, MessagePage};
 use super::params::{ListParams, encode_cursor, parse_list_params};
 use super::{Caller, readable};
 use crate::db::messages::Keyset;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 const MAX_LOOKUP_IDS: usize = 1000;
@@ -22,8 +22,8 @@ const MAX_LOOKUP_BODY: usize = 1024 * 1024;
     params(("channel_id" = String, Path), ("message_id" = String, Path)),
     responses(
         (status = 200, description = "The message with its history, oldest first", body = MessageDetail),
-        (status = 401, description = "Missing or unknown token", body = model::ErrorBody),
-        (status = 404, description = "Unknown message or channel, or a channel outside the token's scope", body = model::ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 404, description = "Unknown message or channel, or a channel outside the token's scope", body = ErrorBody),
     )
 )]
 pub async fn get_message(
@@ -46,8 +46,8 @@ pub async fn get_message(
     params(("channel_id" = String, Path)),
     responses(
         (status = 200, description = "The message whose id is `lookup`, as GET …/messages/{message_id} answers it", body = MessageDetail),
-        (status = 401, description = "Missing or unknown token", body = model::ErrorBody),
-        (status = 404, description = "No message `lookup`, an unknown channel, or one outside the token's scope", body = model::ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 404, description = "No message `lookup`, an unknown channel, or one outside the token's scope", body = ErrorBody),
     )
 )]
 pub async fn get_message_named_lookup(
@@ -86,9 +86,8 @@ async fn message(
     request_body = LookupRequest,
     responses(
         (status = 200, description = "The known messages and the ids not found", body = LookupResponse),
-        (status = 400, description = "Not JSON, or not 1 to 1000 ids of 1 to 128 characters", body = model::ErrorBody),
-        (status = 401, description = "Missing or unknown token", body = model::ErrorBody),
-        (status = 404, description = "Unknown channel or outside the token's scope", body = model::ErrorBody),
+        (status = 400, description = "Not JSON, or not 1 to 1000 ids of 1 to 128 characters", body = ErrorBody),
+        super::ChannelRefusals,
     )
 )]
 pub async fn lookup(
@@ -162,9 +161,8 @@ fn unique_ids(ids: Vec<String>) -> Result<Vec<String>, ApiError> {
     params(("channel_id" = String, Path), ListParams),
     responses(
         (status = 200, description = "A page of messages, newest change first", body = MessagePage),
-        (status = 400, description = "A bad status, time, limit or cursor", body = model::ErrorBody),
-        (status = 401, description = "Missing or unknown token", body = model::ErrorBody),
-        (status = 404, description = "Unknown channel or outside the token's scope", body = model::ErrorBody),
+        (status = 400, description = "A bad status, time, limit or cursor", body = ErrorBody),
+        super::ChannelRefusals,
     )
 )]
 pub async fn list(

@@ -78,6 +78,19 @@ async fn no_such_route() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("No such route.".into()))
 }
 
+/// The refusals of every route guarded by [`readable`] and a bearer token,
+/// for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+pub enum ChannelRefusals {
+    #[response(status = 401, description = "Missing or unknown token")]
+    Unauthorized(crate::error::ErrorBody),
+    #[response(
+        status = 404,
+        description = "Unknown channel or outside the token's scope"
+    )]
+    NotFound(crate::error::ErrorBody),
+}
+
 /// The channel, when the caller may read it and it exists. Out of scope,
 /// malformed and unknown give the same 404, so a token cannot probe for
 /// channels outside its scope.

@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 
 use crate::db::messages::{HistoryRow, MessageRow};
 use crate::domain::Status;
+use crate::live::ChangeEntry;
 
 // A deliberate mirror of db::messages::MessageRow: this is the API's
 // contract, that is the table's shape; either may change without the other.
@@ -117,34 +118,6 @@ fn detail_example() -> serde_json::Value {
     detail
 }
 
-/// The body of every error answer.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"error": "not_found", "message": "No message `x` on channel `202105102694809992`."}))]
-pub struct ErrorBody {
-    /// A snake_case code to match on.
-    pub error: String,
-    /// A sentence a person can act on.
-    pub message: String,
-}
-
-/// A delivery report as KooMessage sends it; other fields are kept.
-#[derive(Debug, Deserialize, ToSchema)]
-#[schema(example = json!({
-    "sender": "86173xxxx4526",
-    "user_number": "86187xxxx5632",
-    "message_id": "044852ee407b40ec88ea65adb73ff5c27",
-    "status": "read"
-}))]
-pub struct ReportBody {
-    #[schema(min_length = 1, max_length = 128)]
-    pub message_id: String,
-    #[schema(min_length = 1, max_length = 128)]
-    pub sender: String,
-    #[schema(min_length = 1, max_length = 128)]
-    pub user_number: String,
-    pub status: Status,
-}
-
 impl From<MessageRow> for Message {
     fn from(m: MessageRow) -> Message {
         Message {
@@ -177,39 +150,6 @@ impl MessageDetail {
         MessageDetail {
             message: m.into(),
             history: history.into_iter().map(Into::into).collect(),
-        }
-    }
-}
-
-/// A change of a message's current status, at its place in the channel's feed.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({
-    "position": "48213-1077",
-    "message_id": "044852ee407b40ec88ea65adb73ff5c27",
-    "user_number": "86187xxxx5632",
-    "status": "read",
-    "changed_at": "2026-11-23T10:16:40.5Z"
-}))]
-pub struct ChangeEntry {
-    /// Opaque; ask for changes after it, or send it as `Last-Event-ID`.
-    pub position: String,
-    pub message_id: String,
-    /// The customer of the message (fixed by its first report).
-    pub user_number: String,
-    /// The message's new current status.
-    pub status: Status,
-    /// When the report that changed it was received.
-    pub changed_at: DateTime<Utc>,
-}
-
-impl From<crate::db::changes::Change> for ChangeEntry {
-    fn from(c: crate::db::changes::Change) -> ChangeEntry {
-        ChangeEntry {
-            position: c.position.to_string(),
-            message_id: c.message_id,
-            user_number: c.user_number,
-            status: c.status,
-            changed_at: c.changed_at,
         }
     }
 }

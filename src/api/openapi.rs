@@ -1,20 +1,19 @@
-//! The OpenAPI 3 document of the webhook and the read API, generated from
-//! the handlers' annotations and the response types.
+//! The read API's part of the OpenAPI 3 document, generated from the
+//! handlers' annotations and the response types, and the route that serves
+//! the whole document (startup.rs composes it from every layer's part).
 
 use actix_web::HttpResponse;
+use actix_web::web::{self, Bytes};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::model;
+use crate::error::ErrorBody;
 
+/// The read API's part of the OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    info(
-        title = "koostatus",
-        description = "KooMessage WhatsApp delivery reports, kept in PostgreSQL, and a read API for agent desktops."
-    ),
     paths(
-        crate::ingest::report,
         super::messages::get_message,
         super::messages::get_message_named_lookup,
         super::messages::lookup,
@@ -22,9 +21,6 @@ use super::model;
         super::changes::changes,
         super::events::events,
         super::events::create_ticket,
-        crate::startup::healthz,
-        crate::startup::readyz,
-        crate::metrics::render,
     ),
     components(schemas(
         model::Message,
@@ -33,16 +29,15 @@ use super::model;
         model::LookupRequest,
         model::LookupResponse,
         model::MessagePage,
-        model::ChangeEntry,
+        crate::live::ChangeEntry,
         model::ChangePage,
         super::events::Ticket,
-        model::ErrorBody,
-        model::ReportBody,
+        ErrorBody,
         crate::domain::Status,
     )),
     modifiers(&Security)
 )]
-pub struct ApiDoc;
+pub struct ReadApi;
 
 struct Security;
 
@@ -58,14 +53,24 @@ impl Modify for Security {
             "ticket",
             SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new("ticket"))),
         );
-        // KooMessage sends the bare webhook password, no scheme.
-        components.add_security_scheme(
-            "webhook_password",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("Authorization"))),
-        );
     }
 }
 
-pub async fn document() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+/// The whole document, serialised once.
+pub struct Document(Bytes);
+
+impl Document {
+    pub fn new(doc: &utoipa::openapi::OpenApi) -> Document {
+        Document(
+            serde_json::to_vec(doc)
+                .expect("the document serialises")
+                .into(),
+        )
+    }
+}
+
+pub async fn document(doc: web::Data<Document>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(doc.0.clone())
 }

@@ -48,22 +48,24 @@ pub async fn prune(
     let mut total = 0;
     for channel in db::channels::ids(pool).await? {
         if dry_run {
-            let n = db::messages::count_older(pool, &channel, cutoff).await? as u64;
+            let n = db::retention::count_older(pool, &channel, cutoff).await? as u64;
             progress(format!("channel {channel}: {n} messages to delete"));
             total += n;
             continue;
         }
-        loop {
-            let n = db::messages::delete_older(pool, &channel, cutoff, batch).await?;
-            if n == 0 {
-                break;
-            }
-            total += n;
-            progress(format!("channel {channel}: deleted {n} (total {total})"));
-        }
         // The feed's entries of that age go too; followers that far behind
         // start again from a listing.
-        while db::changes::delete_older(pool, &channel, cutoff, batch).await? > 0 {}
+        loop {
+            let deleted = db::retention::delete_older(pool, &channel, cutoff, batch).await?;
+            let n = deleted.messages;
+            if n > 0 {
+                total += n;
+                progress(format!("channel {channel}: deleted {n} (total {total})"));
+            }
+            if n == 0 && deleted.feed_entries == 0 {
+                break;
+            }
+        }
     }
     Ok(total)
 }

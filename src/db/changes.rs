@@ -72,46 +72,16 @@ impl From<Row> for Change {
     }
 }
 
-/// Up to `limit` changes after `after`, in position order, of transactions
-/// that every later reader will see too: below the feed's horizon (V5).
-pub async fn after(
+/// Up to `limit` changes after `after` (and at most `upto`, only of
+/// `user_numbers`, when given), in position order, of transactions that
+/// every later reader will see too: below the feed's horizon (V5). The
+/// shared reader asks for everything after its position; a stream that
+/// resumes behind it catches up to where it joined, its user numbers only.
+pub async fn read(
     db: impl PgExecutor<'_>,
     channel_id: &str,
     after: Position,
-    limit: i64,
-) -> sqlx::Result<Vec<Change>> {
-    let rows = sqlx::query_as!(
-        Row,
-        r#"
-        select xid::text::bigint as "xid!", seq, message_id, user_number,
-               status as "status: Status", changed_at
-        from message_changes
-        where channel_id = $1
-          and (xid, seq) > ($2::text::xid8, $3)
-          and xid < (select koostatus_feed_horizon())
-        order by xid, seq
-        limit $4
-        "#,
-        channel_id,
-        after.xid.to_string(),
-        after.seq,
-        limit
-    )
-    .fetch_all(db)
-    .await?;
-    Ok(rows.into_iter().map(Change::from).collect())
-}
-
-/// Up to `limit` changes after `after` and at most `upto`, in position
-/// order, only of `user_numbers` when given: the catch-up of a stream that
-/// resumes behind the shared reader. `upto` was below the horizon when the
-/// reader read it, so every change up to it is committed and needs no
-/// horizon here.
-pub async fn between(
-    db: impl PgExecutor<'_>,
-    channel_id: &str,
-    after: Position,
-    upto: Position,
+    upto: Option<Position>,
     user_numbers: Option<&[String]>,
     limit: i64,
 ) -> sqlx::Result<Vec<Change>> {
@@ -123,16 +93,17 @@ pub async fn between(
         from message_changes
         where channel_id = $1
           and (xid, seq) > ($2::text::xid8, $3)
-          and (xid, seq) <= ($4::text::xid8, $5)
+          and ($4::text is null or (xid, seq) <= ($4::text::xid8, $5))
           and ($6::text[] is null or user_number = any($6))
+          and xid < (select koostatus_feed_horizon())
         order by xid, seq
         limit $7
         "#,
         channel_id,
         after.xid.to_string(),
         after.seq,
-        upto.xid.to_string(),
-        upto.seq,
+        upto.map(|p| p.xid.to_string()),
+        upto.map_or(0, |p| p.seq),
         user_numbers as Option<&[String]>,
         limit
     )
@@ -142,7 +113,7 @@ pub async fn between(
 }
 
 /// Whether committed changes after `after` exist, readable or not yet (held
-/// back by an older running transaction, see [`after`]).
+/// back by an older running transaction, see [`read`]).
 pub async fn any_after(
     db: impl PgExecutor<'_>,
     channel_id: &str,
@@ -194,30 +165,4 @@ pub async fn listener(pool: &sqlx::PgPool) -> sqlx::Result<PgListener> {
     let mut listener = PgListener::connect_with(&own).await?;
     listener.listen("koostatus_changes").await?;
     Ok(listener)
-}
-
-/// Deletes up to `limit` of the channel's changes older than `cutoff`,
-/// oldest positions first. Returns how many went.
-pub async fn delete_older(
-    db: impl PgExecutor<'_>,
-    channel_id: &str,
-    cutoff: DateTime<Utc>,
-    limit: i64,
-) -> sqlx::Result<u64> {
-    let deleted = sqlx::query!(
-        "with doomed as (
-             select xid, seq from message_changes
-             where channel_id = $1 and changed_at < $2
-             order by xid, seq
-             limit $3
-         )
-         delete from message_changes c using doomed d
-         where c.channel_id = $1 and c.xid = d.xid and c.seq = d.seq",
-        channel_id,
-        cutoff,
-        limit
-    )
-    .execute(db)
-    .await?;
-    Ok(deleted.rows_affected())
 }

@@ -129,8 +129,10 @@ impl Db {
         after: Position,
         limit: i64,
     ) -> sqlx::Result<Vec<Change>> {
-        self.run(|pool| async move { changes::after(&pool, &channel, after, limit).await })
-            .await
+        self.run(
+            |pool| async move { changes::read(&pool, &channel, after, None, None, limit).await },
+        )
+        .await
     }
 
     pub async fn changes_between(
@@ -143,7 +145,7 @@ impl Db {
     ) -> sqlx::Result<Vec<Change>> {
         self.run(|pool| async move {
             let numbers = user_numbers.as_deref();
-            changes::between(&pool, &channel, after, upto, numbers, limit).await
+            changes::read(&pool, &channel, after, Some(upto), numbers, limit).await
         })
         .await
     }

@@ -103,12 +103,33 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
+/// The listing's statement with `$filter` (a string literal) as its
+/// user-number condition: checked macros take literals only.
+macro_rules! list_where {
+    ($filter:literal, $($arg:expr),+ $(,)?) => {
+        sqlx::query_as!(
+            MessageRow,
+            r#"select channel_id, message_id, sender, user_number, status as "status: Status",
+                      first_seen_at, updated_at
+               from messages
+               where channel_id = $1 "# + $filter + r#"
+                 and (updated_at, message_id) < (coalesce($2, 'infinity'::timestamptz), $3)
+                 and updated_at > coalesce($4, '-infinity'::timestamptz)
+                 and ($5::message_status is null or status = $5)
+               order by updated_at desc, message_id desc
+               limit $6"#,
+            $($arg),+
+        )
+    };
+}
+
 /// A page of a channel's messages, newest change first.
 ///
 /// The keyset condition is always present (the first page starts below
 /// +infinity) so that the row comparison is an index condition in every plan,
 /// generic or custom: a deep page costs what the first does. A user_number
-/// filter has its own statement so it can use its own index.
+/// filter has its own statement so it can use its own index in a generic
+/// plan too (`$7 is null or ...` would not).
 pub async fn list(
     db: impl PgExecutor<'_>,
     channel_id: &str,
@@ -118,96 +139,35 @@ pub async fn list(
         Some(k) => (Some(k.updated_at), k.message_id.as_str()),
         None => (None, ""),
     };
+    let (after, status) = (filter.updated_after, filter.status);
+    let limit = filter.limit;
     match &filter.user_number {
         None => {
-            sqlx::query_as!(
-                MessageRow,
-                r#"select channel_id, message_id, sender, user_number, status as "status: Status",
-                          first_seen_at, updated_at
-                   from messages
-                   where channel_id = $1
-                     and (updated_at, message_id) < (coalesce($2, 'infinity'::timestamptz), $3)
-                     and updated_at > coalesce($4, '-infinity'::timestamptz)
-                     and ($5::message_status is null or status = $5)
-                   order by updated_at desc, message_id desc
-                   limit $6"#,
+            list_where!(
+                "",
                 channel_id,
                 before_time,
                 before_id,
-                filter.updated_after,
-                filter.status as Option<Status>,
-                filter.limit
+                after,
+                status as Option<Status>,
+                limit
             )
             .fetch_all(db)
             .await
         }
-        Some(user_number) => {
-            sqlx::query_as!(
-                MessageRow,
-                r#"select channel_id, message_id, sender, user_number, status as "status: Status",
-                          first_seen_at, updated_at
-                   from messages
-                   where channel_id = $1 and user_number = $7
-                     and (updated_at, message_id) < (coalesce($2, 'infinity'::timestamptz), $3)
-                     and updated_at > coalesce($4, '-infinity'::timestamptz)
-                     and ($5::message_status is null or status = $5)
-                   order by updated_at desc, message_id desc
-                   limit $6"#,
+        Some(n) => {
+            list_where!(
+                "and user_number = $7",
                 channel_id,
                 before_time,
                 before_id,
-                filter.updated_after,
-                filter.status as Option<Status>,
-                filter.limit,
-                user_number
+                after,
+                status as Option<Status>,
+                limit,
+                n
             )
             .fetch_all(db)
             .await
         }
     }
-}
-
-/// How many messages of a channel last changed before `cutoff`.
-pub async fn count_older(
-    db: impl PgExecutor<'_>,
-    channel_id: &str,
-    cutoff: DateTime<Utc>,
-) -> sqlx::Result<i64> {
-    let n = sqlx::query_scalar!(
-        r#"select count(*) as "n!" from messages where channel_id = $1 and updated_at < $2"#,
-        channel_id,
-        cutoff
-    )
-    .fetch_one(db)
-    .await?;
-    Ok(n)
-}
-
-/// Deletes up to `limit` messages of a channel that last changed before
-/// `cutoff`, with their history (the foreign key cascades). Rows a callback
-/// is writing are skipped, not waited for, so pruning never holds up
-/// ingestion; the index on (channel_id, updated_at) finds the candidates.
-pub async fn delete_older(
-    db: impl PgExecutor<'_>,
-    channel_id: &str,
-    cutoff: DateTime<Utc>,
-    limit: i64,
-) -> sqlx::Result<u64> {
-    let deleted = sqlx::query!(
-        "with doomed as (
-             select channel_id, message_id from messages
-             where channel_id = $1 and updated_at < $2
-             order by updated_at
-             limit $3
-             for update skip locked
-         )
-         delete from messages m using doomed d
-         where m.channel_id = d.channel_id and m.message_id = d.message_id",
-        channel_id,
-        cutoff,
-        limit
-    )
-    .execute(db)
-    .await?;
-    Ok(deleted.rows_affected())
 }

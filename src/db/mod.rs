@@ -7,6 +7,7 @@ mod handle;
 pub mod messages;
 pub mod migrations;
 pub mod reports;
+pub mod retention;
 pub mod tickets;
 pub mod tokens;
 

@@ -6,10 +6,11 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use chrono::Utc;
+use utoipa::{OpenApi, ToSchema};
 
 use crate::db::reports::Incoming;
-use crate::domain::{ChannelId, Report};
-use crate::error::ApiError;
+use crate::domain::{ChannelId, Report, Status};
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::telemetry::Outcome;
 
@@ -19,22 +20,70 @@ pub use writer::{WriteError, Writer};
 
 pub const ROUTE: &str = "/social/on/whatsapp/koomessage/report/{channel_id}";
 
+/// The webhook's part of the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(report), components(schemas(ReportBody)), modifiers(&WebhookPassword))]
+pub struct WebhookApi;
+
+struct WebhookPassword;
+
+impl utoipa::Modify for WebhookPassword {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        // KooMessage sends the bare webhook password, no scheme.
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "webhook_password",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("Authorization"))),
+        );
+    }
+}
+
+// For the document only: the handler parses the body itself, to name what
+// is wrong.
+/// A delivery report as KooMessage sends it; other fields are kept.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({
+    "sender": "86173xxxx4526",
+    "user_number": "86187xxxx5632",
+    "message_id": "044852ee407b40ec88ea65adb73ff5c27",
+    "status": "read"
+}))]
+pub struct ReportBody {
+    #[schema(min_length = 1, max_length = 128)]
+    pub message_id: String,
+    #[schema(min_length = 1, max_length = 128)]
+    pub sender: String,
+    #[schema(min_length = 1, max_length = 128)]
+    pub user_number: String,
+    pub status: Status,
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> ApiError {
+        match e {
+            WriteError::Unavailable(cause) => ApiError::unavailable(cause),
+            WriteError::Failed(e) => ApiError::Internal(e.into()),
+        }
+    }
+}
+
 #[utoipa::path(
     post,
     path = "/social/on/whatsapp/koomessage/report/{channel_id}",
     tag = "webhook",
     security(("webhook_password" = [])),
     params(("channel_id" = String, Path, description = "The KooMessage channel id")),
-    request_body(content = crate::api::model::ReportBody, content_type = "application/json"),
+    request_body(content = ReportBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Stored and committed (also a duplicate or late report); empty body"),
-        (status = 400, description = "Not JSON, not an object, a field missing, empty, too long or not a string, or a bad status", body = crate::api::model::ErrorBody),
-        (status = 401, description = "No or wrong password, unknown or disabled channel", body = crate::api::model::ErrorBody),
-        (status = 429, description = "Too many failed authentications from this client or for this channel; see Retry-After", body = crate::api::model::ErrorBody),
-        (status = 409, description = "The message is known with another sender or user_number; nothing written", body = crate::api::model::ErrorBody),
-        (status = 413, description = "Body larger than webhook.max_body_bytes", body = crate::api::model::ErrorBody),
-        (status = 415, description = "Content-Type missing or not JSON", body = crate::api::model::ErrorBody),
-        (status = 503, description = "Database unavailable; retry after Retry-After seconds", body = crate::api::model::ErrorBody),
+        (status = 400, description = "Not JSON, not an object, a field missing, empty, too long or not a string, or a bad status", body = ErrorBody),
+        (status = 401, description = "No or wrong password, unknown or disabled channel", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications from this client or for this channel; see Retry-After", body = ErrorBody),
+        (status = 409, description = "The message is known with another sender or user_number; nothing written", body = ErrorBody),
+        (status = 413, description = "Body larger than webhook.max_body_bytes", body = ErrorBody),
+        (status = 415, description = "Content-Type missing or not JSON", body = ErrorBody),
+        (status = 503, description = "Database unavailable; retry after Retry-After seconds", body = ErrorBody),
     )
 )]
 /// The webhook, counting its refusals by error code.

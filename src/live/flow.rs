@@ -7,11 +7,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use actix_web::web::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use tokio::sync::mpsc;
+use utoipa::ToSchema;
 
 use super::{Batch, Delivery, Event};
 use crate::auth::tokens::TokenHash;
 use crate::db::changes::{Change, Position};
+use crate::domain::Status;
 
 #[derive(Default)]
 pub(super) struct State {
@@ -177,8 +181,42 @@ impl Subscriber {
 pub(super) fn frame(change: Change) -> (Event, String) {
     let position = change.position;
     let user_number = change.user_number.clone();
-    let data = serde_json::to_string(&crate::api::model::ChangeEntry::from(change))
-        .expect("a change serialises");
+    let data = serde_json::to_string(&ChangeEntry::from(change)).expect("a change serialises");
     let frame = Bytes::from(format!("id: {position}\nevent: change\ndata: {data}\n\n"));
     (Event { position, frame }, user_number)
+}
+
+// The wire form of a change, for `/changes` pages and `/events` frames
+// alike.
+/// A change of a message's current status, at its place in the channel's feed.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "position": "48213-1077",
+    "message_id": "044852ee407b40ec88ea65adb73ff5c27",
+    "user_number": "86187xxxx5632",
+    "status": "read",
+    "changed_at": "2026-11-23T10:16:40.5Z"
+}))]
+pub struct ChangeEntry {
+    /// Opaque; ask for changes after it, or send it as `Last-Event-ID`.
+    pub position: String,
+    pub message_id: String,
+    /// The customer of the message (fixed by its first report).
+    pub user_number: String,
+    /// The message's new current status.
+    pub status: Status,
+    /// When the report that changed it was received.
+    pub changed_at: DateTime<Utc>,
+}
+
+impl From<Change> for ChangeEntry {
+    fn from(c: Change) -> ChangeEntry {
+        ChangeEntry {
+            position: c.position.to_string(),
+            message_id: c.message_id,
+            user_number: c.user_number,
+            status: c.status,
+            changed_at: c.changed_at,
+        }
+    }
 }

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::tokens::{TokenHash, Tokens};
 use crate::db::Db;
 use crate::db::changes::Position;
+pub use flow::ChangeEntry;
 use reader::ChannelFeed;
 pub use reader::PAGE as READ_PAGE;
 

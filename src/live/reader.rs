@@ -213,7 +213,7 @@ async fn read(
         next_read = Some(Instant::now() + MIN_READ_GAP);
         metrics::counter!("koostatus_events_feed_reads_total").increment(1);
         let read = tokio::select! {
-            read = db::changes::after(&pool, &feed.id, position, PAGE) => read,
+            read = db::changes::read(&pool, &feed.id, position, None, None, PAGE) => read,
             () = shutdown.cancelled() => break,
         };
         again = match read {

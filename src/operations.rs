@@ -1,0 +1,55 @@
+//! What operators and orchestrators ask of a running instance: liveness,
+//! readiness and the Prometheus metrics.
+
+use ::metrics::gauge;
+use actix_web::{HttpResponse, web};
+use utoipa::OpenApi;
+
+use crate::db;
+use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+
+/// This module's part of the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(healthz, readyz, metrics))]
+pub struct OperationsApi;
+
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process serves")))]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Ready when the database answers and its schema is this binary's latest.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "The database answers and the schema is current"),
+    (status = 503, description = "The database does not answer or the schema is behind", body = ErrorBody),
+))]
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let version = state.db.schema_version().await?;
+    let latest = db::migrations::latest_version();
+    if version == Some(latest) {
+        Ok(HttpResponse::Ok()
+            .json(serde_json::json!({"status": "ready", "schema_version": latest})))
+    } else {
+        Err(ApiError::unavailable(format!(
+            "the schema is at version {version:?}, this binary needs {latest}; run `koostatus migrate`"
+        )))
+    }
+}
+
+// The pool's gauges are read when scraped; every other metric is recorded
+// where it happens.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+))]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let pool = state.db.pool();
+    let (size, idle) = (pool.size() as f64, pool.num_idle() as f64);
+    gauge!("koostatus_db_pool_connections", "state" => "idle").set(idle);
+    gauge!("koostatus_db_pool_connections", "state" => "in_use").set(size - idle);
+    gauge!("koostatus_db_pool_connections", "state" => "max")
+        .set(pool.options().get_max_connections() as f64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::metrics::handle().render())
+}
