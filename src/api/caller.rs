@@ -1,5 +1,6 @@
-//! The caller of the read API: an extractor that turns
-//! `Authorization: Bearer <token>` into the token's scope.
+//! The caller of the read API: extractors that turn
+//! `Authorization: Bearer <token>` into the token's scope, and the path's
+//! `{channel_id}` into a channel that scope may read.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,6 +9,7 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 
 use crate::auth::tokens::Scope;
+use crate::domain::ChannelId;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -32,6 +34,30 @@ impl FromRequest for Caller {
                 Ok(None) => Err(ApiError::BadToken("The bearer token is not valid.")),
                 Err(e) => Err(e.into()),
             }
+        })
+    }
+}
+
+/// The path's `{channel_id}`: a channel that exists and that the bearer
+/// token may read (401 without a valid token, 404 otherwise).
+pub struct Readable(pub ChannelId);
+
+impl FromRequest for Readable {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Readable, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let caller = Caller::from_request(req, payload);
+        let state = req
+            .app_data::<web::Data<AppState>>()
+            .cloned()
+            .expect("AppState is registered");
+        let channel_id = req.match_info().query("channel_id").to_owned();
+        Box::pin(async move {
+            let Caller(scope) = caller.await?;
+            Ok(Readable(
+                super::readable(&state, &scope, &channel_id).await?,
+            ))
         })
     }
 }

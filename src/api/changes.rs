@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
 use super::model::ChangePage;
-use super::{Caller, parse_limit, readable};
+use super::{Readable, parse_limit};
 use crate::db::changes::Position;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -47,12 +47,10 @@ pub struct ChangesParams {
     )
 )]
 pub async fn changes(
-    caller: Caller,
-    path: web::Path<String>,
+    Readable(channel): Readable,
     params: web::Query<ChangesParams>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let channel = readable(&state, &caller.0, &path).await?;
     let params = params.into_inner();
     let after = params
         .after

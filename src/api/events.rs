@@ -120,8 +120,7 @@ fn parse_query(query: &str) -> Result<EventsQuery, ApiError> {
     responses(
         (status = 200, description = "text/event-stream: one `change` event per change, its position as the event id and a ChangeEntry as data; a comment line every `server.events_heartbeat` while idle. The stream ends on shutdown, when its token is revoked, or when its client reads too slowly (`events.buffer`); reconnect with `Last-Event-ID`.", content_type = "text/event-stream"),
         (status = 400, description = "A bad position, user number or parameter", body = ErrorBody),
-        (status = 401, description = "Missing or unknown token or ticket", body = ErrorBody),
-        (status = 404, description = "Unknown channel or outside the token's scope", body = ErrorBody),
+        super::ChannelRefusals,
     )
 )]
 pub async fn events(

@@ -18,7 +18,7 @@ use crate::auth::tokens::Scope;
 use crate::domain::ChannelId;
 use crate::error::{ApiError, only};
 use crate::state::AppState;
-pub use caller::{Caller, bearer};
+pub use caller::{Caller, Readable, bearer};
 use messages::{get_message, get_message_named_lookup, list, lookup};
 pub use params::encode_cursor;
 pub(crate) use params::parse_limit;
@@ -78,11 +78,14 @@ async fn no_such_route() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("No such route.".into()))
 }
 
-/// The refusals of every route guarded by [`readable`] and a bearer token,
-/// for the OpenAPI document.
+/// The refusals of every route guarded by [`readable`], for the OpenAPI
+/// document.
 #[derive(utoipa::IntoResponses)]
 pub enum ChannelRefusals {
-    #[response(status = 401, description = "Missing or unknown token")]
+    #[response(
+        status = 401,
+        description = "Missing or unknown token (or, for `/events`, ticket)"
+    )]
     Unauthorized(crate::error::ErrorBody),
     #[response(
         status = 404,
