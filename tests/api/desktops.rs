@@ -218,7 +218,16 @@ async fn a_stream_that_stops_reading_is_closed_and_slows_nobody() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The answer's head comes once the stream has joined the flow; then it
+    // reads nothing more.
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut buf = [0u8; 256];
+        let n = slow.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the slow stream was refused");
+        head.extend_from_slice(&buf[..n]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
 
     let closed_before = slow_closures(&app).await;
     // More than the kernel buffers between the two hold (4 MiB on loopback):
