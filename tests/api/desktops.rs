@@ -227,7 +227,11 @@ async fn a_stream_that_stops_reading_is_closed_and_slows_nobody() {
         assert!(n > 0, "the slow stream was refused");
         head.extend_from_slice(&buf[..n]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
 
     let closed_before = slow_closures(&app).await;
     // More than the kernel buffers between the two hold (4 MiB on loopback):
