@@ -59,6 +59,15 @@ pub enum Command {
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
         batch: i64,
     },
+    /// Delivery statistics' aggregates
+    #[command(subcommand)]
+    Stats(StatsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StatsCommand {
+    /// Recompute the statistics from the stored messages (writes wait meanwhile)
+    Rebuild,
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,6 +10,7 @@ pub mod messages;
 pub mod model;
 pub mod openapi;
 mod params;
+pub mod stats;
 
 use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
@@ -45,6 +46,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 Method::GET,
                 "/channels/{channel_id}/events",
                 events::events,
+            ))
+            .service(one(
+                Method::GET,
+                "/channels/{channel_id}/stats",
+                stats::stats,
             ))
             .service(one(Method::POST, "/tickets", events::create_ticket))
             .service(

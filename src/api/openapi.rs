@@ -21,6 +21,7 @@ use crate::error::ErrorBody;
         super::changes::changes,
         super::events::events,
         super::events::create_ticket,
+        super::stats::stats,
     ),
     components(schemas(
         model::Message,
@@ -32,6 +33,10 @@ use crate::error::ErrorBody;
         crate::live::ChangeEntry,
         model::ChangePage,
         super::events::Ticket,
+        super::stats::Stats,
+        super::stats::StatsBucket,
+        super::stats::StatsTotal,
+        super::stats::TimeToRead,
         ErrorBody,
         crate::domain::Status,
     )),

@@ -4,6 +4,7 @@ pub mod channel;
 pub mod migrate;
 pub mod prune;
 pub mod serve;
+pub mod stats;
 pub mod token;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -22,6 +23,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             dry_run,
             batch,
         } => prune::run(config, older_than, dry_run, batch).await,
+        Command::Stats(command) => stats::run(command, config).await,
     }
 }
 

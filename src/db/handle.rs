@@ -10,7 +10,14 @@ use sqlx::postgres::PgPool;
 
 use super::changes::{Change, Position};
 use super::messages::{HistoryRow, ListFilter, MessageRow};
-use super::{changes, channels, messages, migrations, tickets, tokens};
+use super::{changes, channels, messages, migrations, stats, tickets, tokens};
+use crate::domain::stats::{Bucket, Counts, ReadTimes};
+
+/// Counts and time-to-read histograms by bucket start.
+pub type StatsRows = (
+    Vec<(DateTime<Utc>, Counts)>,
+    Vec<(DateTime<Utc>, ReadTimes)>,
+);
 
 /// The pool, and the Tokio runtime its connections belong to.
 ///
@@ -115,6 +122,24 @@ impl Db {
     ) -> sqlx::Result<Vec<MessageRow>> {
         self.run_read(|pool| async move { messages::lookup(&pool, &channel, &ids).await })
             .await
+    }
+
+    /// The statistics' aggregates of `[from, to)` (bucket starts): counts
+    /// and time-to-read histograms by bucket. On the replica when one is
+    /// configured.
+    pub async fn stats(
+        &self,
+        channel: String,
+        bucket: Bucket,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> sqlx::Result<StatsRows> {
+        self.run_read(move |pool| async move {
+            let counts = stats::counts(&pool, &channel, bucket, from, to).await?;
+            let read_times = stats::read_times(&pool, &channel, bucket, from, to).await?;
+            Ok((counts, read_times))
+        })
+        .await
     }
 
     /// On the replica when one is configured.

@@ -8,6 +8,7 @@ pub mod messages;
 pub mod migrations;
 pub mod reports;
 pub mod retention;
+pub mod stats;
 pub mod tickets;
 pub mod tokens;
 

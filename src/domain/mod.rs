@@ -3,6 +3,7 @@
 
 mod channel_id;
 mod report;
+pub mod stats;
 mod status;
 
 pub use channel_id::ChannelId;

@@ -1,0 +1,97 @@
+//! Reading the statistics' aggregates (kept by triggers on `messages`,
+//! migrations/V6), and rebuilding them from the messages.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgExecutor, PgPool};
+
+use crate::domain::stats::{Bucket, Counts, ReadTimes};
+
+/// The counts of each bucket of `[from, to)` that has messages, by bucket
+/// start. `from` and `to` are bucket starts.
+pub async fn counts(
+    db: impl PgExecutor<'_>,
+    channel_id: &str,
+    bucket: Bucket,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Vec<(DateTime<Utc>, Counts)>> {
+    let unit = match bucket {
+        Bucket::Hour => "hour",
+        Bucket::Day => "day",
+    };
+    let rows = sqlx::query!(
+        r#"select date_trunc($2, hour, 'UTC') as "start!",
+                  sum(messages)::bigint as "messages!",
+                  sum(reached_delivered)::bigint as "reached_delivered!",
+                  sum(reached_read)::bigint as "reached_read!"
+           from stats_counts
+           where channel_id = $1 and hour >= $3 and hour < $4
+           group by 1
+           order by 1"#,
+        channel_id,
+        unit,
+        from,
+        to
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let counts = Counts {
+                messages: r.messages,
+                reached_delivered: r.reached_delivered,
+                reached_read: r.reached_read,
+            };
+            (r.start, counts)
+        })
+        .collect())
+}
+
+/// The time-to-read histogram of each bucket of `[from, to)` with reads.
+pub async fn read_times(
+    db: impl PgExecutor<'_>,
+    channel_id: &str,
+    bucket: Bucket,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Vec<(DateTime<Utc>, ReadTimes)>> {
+    let rows = sqlx::query!(
+        r#"select start, bin, sum(n)::bigint as "n!"
+           from stats_read_times
+           where channel_id = $1 and hours = $2 and start >= $3 and start < $4
+           group by start, bin
+           having sum(n) > 0
+           order by start, bin"#,
+        channel_id,
+        bucket.hours(),
+        from,
+        to
+    )
+    .fetch_all(db)
+    .await?;
+    let mut buckets: Vec<(DateTime<Utc>, ReadTimes)> = Vec::new();
+    for r in rows {
+        if buckets.last().is_none_or(|(start, _)| *start != r.start) {
+            buckets.push((r.start, ReadTimes::default()));
+        }
+        buckets.last_mut().expect("pushed").1.add(r.bin, r.n);
+    }
+    Ok(buckets)
+}
+
+/// Recomputes every aggregate from the messages (`koostatus_stats_rebuild`,
+/// migrations/V6), in one transaction that holds writers of `messages` off
+/// meanwhile (they wait; reads go on), so that no change falls between the
+/// old aggregates and the new. Returns how many messages were counted.
+pub async fn rebuild(pool: &PgPool) -> sqlx::Result<i64> {
+    let mut tx = pool.begin().await?;
+    sqlx::query!("lock table messages in share mode")
+        .execute(&mut *tx)
+        .await?;
+    let counted = sqlx::query_scalar!(r#"select koostatus_stats_rebuild() as "n!""#)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(counted)
+}
