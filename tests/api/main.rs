@@ -18,5 +18,6 @@ mod resilience;
 mod secrets;
 mod slow_clients;
 mod sse;
+mod stats;
 mod status_rules;
 mod webhook;

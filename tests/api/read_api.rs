@@ -442,6 +442,7 @@ async fn the_openapi_document_lists_every_route_and_its_examples_match_real_answ
             "/api/v1/channels/{channel_id}/changes",
             "/api/v1/channels/{channel_id}/events",
             "/api/v1/tickets",
+            "/api/v1/channels/{channel_id}/stats",
             "/healthz",
             "/readyz",
             "/metrics",
@@ -501,6 +502,15 @@ async fn the_openapi_document_lists_every_route_and_its_examples_match_real_answ
         .await
         .unwrap();
     same_shape(&example("ChangePage"), &changes, "ChangePage");
+    // From a minute ago: the first bucket is today's, which has read messages.
+    let from = (chrono::Utc::now() - chrono::TimeDelta::minutes(1)).format("%Y-%m-%dT%H:%M:%SZ");
+    let stats: Value = app
+        .get(&format!("/api/v1/channels/{CH}/stats?from={from}"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    same_shape(&example("Stats"), &stats, "Stats");
     same_shape(
         &example("ChangeEntry"),
         &changes["changes"][0],
