@@ -7,6 +7,7 @@ pub mod body;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod domain;
 pub mod error;

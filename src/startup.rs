@@ -13,7 +13,7 @@ use utoipa::OpenApi;
 use crate::config::Config;
 use crate::error::{ApiError, only};
 use crate::state::AppState;
-use crate::{api, ingest, operations, telemetry};
+use crate::{api, console, ingest, operations, telemetry};
 
 /// The routes, shared by the server and by tests that build an app in-process.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -38,7 +38,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .get(operations::metrics)
                 .default_service(only("GET")),
         )
-        .configure(api::routes);
+        .configure(api::routes)
+        .configure(console::routes);
 }
 
 /// The OpenAPI document of the whole service: each layer describes its own

@@ -4,6 +4,7 @@
 
 mod caller;
 pub mod changes;
+pub mod channels;
 pub mod cors;
 pub mod events;
 pub mod messages;
@@ -36,6 +37,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .into()
             }))
             .service(one(Method::GET, "/openapi.json", openapi::document))
+            .service(one(Method::GET, "/channels", channels::channels))
             .service(one(Method::GET, "/channels/{channel_id}/messages", list))
             .service(one(
                 Method::GET,

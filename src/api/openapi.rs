@@ -22,6 +22,7 @@ use crate::error::ErrorBody;
         super::events::events,
         super::events::create_ticket,
         super::stats::stats,
+        super::channels::channels,
     ),
     components(schemas(
         model::Message,
@@ -34,6 +35,8 @@ use crate::error::ErrorBody;
         model::ChangePage,
         super::events::Ticket,
         super::stats::Stats,
+        super::channels::Channel,
+        super::channels::ChannelList,
         super::stats::StatsBucket,
         super::stats::StatsTotal,
         super::stats::TimeToRead,

@@ -91,6 +91,12 @@ impl Db {
 
 /// One method per query the handlers and tasks run, on the main runtime.
 impl Db {
+    /// Every channel: id, name and whether it takes callbacks.
+    pub async fn channels(&self) -> sqlx::Result<Vec<channels::ChannelRow>> {
+        self.run(|pool| async move { channels::list(&pool).await })
+            .await
+    }
+
     pub async fn channel_exists(&self, id: String) -> sqlx::Result<bool> {
         self.run(|pool| async move { channels::exists(&pool, &id).await })
             .await

@@ -3,6 +3,7 @@
 mod batching;
 mod changes;
 mod cli;
+mod console;
 mod credentials;
 mod desktops;
 mod fuzz;

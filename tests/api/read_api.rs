@@ -443,6 +443,7 @@ async fn the_openapi_document_lists_every_route_and_its_examples_match_real_answ
             "/api/v1/channels/{channel_id}/events",
             "/api/v1/tickets",
             "/api/v1/channels/{channel_id}/stats",
+            "/api/v1/channels",
             "/healthz",
             "/readyz",
             "/metrics",

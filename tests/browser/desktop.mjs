@@ -7,100 +7,20 @@
 // (BROWSER_TEST_BINARY, default target/debug/koostatus) and PostgreSQL at
 // 127.0.0.1:5432. Prints "N passed, N failed".
 
-import { spawn, execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { once } from 'node:events';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import net from 'node:net';
-import { chromium } from 'playwright-core';
+import { Harness, assert, freePort, launchChromium, sleep, waitFor } from './common.mjs';
 
-const BIN = process.env.BROWSER_TEST_BINARY ?? 'target/debug/koostatus';
-const DB = `koostatus_browser_${process.pid}`;
-const DB_URL = `postgres://postgres@127.0.0.1:5432/${DB}`;
 const CHANNEL = 'desk';
 const PASSWORD = 'browser-test-webhook-password';
 const USER = '8613800000001';
-
-const results = [];
-async function check(name, fn) {
-  try {
-    await fn();
-    results.push([name, true]);
-    console.log(`ok: ${name}`);
-  } catch (e) {
-    results.push([name, false]);
-    console.log(`FAILED: ${name}: ${e.stack ?? e}`);
-  }
-}
-
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
-
-async function freePort() {
-  const s = net.createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = s.address().port;
-  s.close();
-  return port;
-}
-
-function cli(args, stdin = '') {
-  return execFileSync(BIN, ['--database-url', DB_URL, ...args], {
-    input: stdin,
-    encoding: 'utf8',
-    stdio: ['pipe', 'pipe', 'ignore'],
-  });
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what, fn, ms = 10000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
-let server;
-let serverLog = '';
-async function startServe(apiPort, configPath) {
-  server = spawn(BIN, ['--config', configPath, '--database-url', DB_URL, 'serve', '--listen', `127.0.0.1:${apiPort}`], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, KOOSTATUS_LOG__FILTER: 'warn' },
-  });
-  server.stderr.on('data', (d) => (serverLog += d));
-  await waitFor('the service', async () => {
-    if (server.exitCode !== null) throw new Error(`serve exited: ${serverLog}`);
-    try {
-      return (await fetch(`http://127.0.0.1:${apiPort}/readyz`)).status === 200;
-    } catch {
-      return false;
-    }
-  }, 30000);
-}
-
-async function stopServe() {
-  const exited = once(server, 'exit');
-  server.kill('SIGTERM');
-  const [code] = await exited;
-  return code;
-}
-
-async function report(apiPort, messageId, status) {
-  const r = await fetch(`http://127.0.0.1:${apiPort}/social/on/whatsapp/koomessage/report/${CHANNEL}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: PASSWORD },
-    body: JSON.stringify({ message_id: messageId, sender: '86173xxxx4526', user_number: USER, status }),
-  });
-  assert(r.status === 200, `report ${messageId} answered ${r.status}`);
-}
+const t = new Harness('desktop');
+const report = (port, messageId, status) =>
+  t.report(port, CHANNEL, PASSWORD, { message_id: messageId, user_number: USER, status });
+const check = (name, fn) => t.check(name, fn);
 
 // The desktop page: what a contact centre's own web app would do.
 const PAGE = `<!doctype html>
@@ -154,15 +74,12 @@ async function main() {
 
   let browser;
   try {
-    await startServe(apiPort, configPath); // creates and migrates the database
-    cli(['channel', 'add', CHANNEL, '--password-stdin'], `${PASSWORD}\n`);
-    const token = cli(['token', 'create', '--name', 'agent']).trim();
+    await t.startServe(apiPort, configPath); // creates and migrates the database
+    t.cli(['channel', 'add', CHANNEL, '--password-stdin'], `${PASSWORD}\n`);
+    const token = t.cli(['token', 'create', '--name', 'agent']).trim();
     await report(apiPort, 'm1', 'delivered');
 
-    browser = await chromium.launch({
-      executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'],
-    });
+    browser = await launchChromium();
     const page = await browser.newPage();
     const consoleErrors = [];
     page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
@@ -190,8 +107,8 @@ async function main() {
     });
 
     await check('after the service restarts the page resumes without loss', async () => {
-      assert((await stopServe()) === 0, 'serve did not stop cleanly');
-      await startServe(apiPort, configPath);
+      assert((await t.stopServe()) === 0, 'serve did not stop cleanly');
+      await t.startServe(apiPort, configPath);
       // Changes while the page is still reconnecting (EventSource retries
       // after about 3 s): it must get them through Last-Event-ID.
       await report(apiPort, 'm3', 'delivered');
@@ -220,23 +137,9 @@ async function main() {
     });
   } finally {
     if (browser) await browser.close();
-    if (server && server.exitCode === null) await stopServe();
     pages.close();
     rmSync(dir, { recursive: true, force: true });
-    try {
-      execFileSync('psql', ['-h', '127.0.0.1', '-U', 'postgres', '-qc', `drop database if exists ${DB} with (force)`]);
-    } catch {}
   }
-  const passed = results.filter(([, ok]) => ok).length;
-  const failed = results.length - passed;
-  if (failed) console.log(serverLog);
-  console.log(`browser: ${passed} passed, ${failed} failed`);
-  process.exit(failed ? 1 : 0);
 }
 
-main().catch((e) => {
-  console.log(e.stack ?? e);
-  console.log(serverLog);
-  console.log('browser: 0 passed, 1 failed');
-  process.exit(1);
-});
+main().then(() => t.finish(), (e) => t.finish(e));

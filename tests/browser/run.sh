@@ -20,3 +20,4 @@ fi
 cd ../..
 export BROWSER_TEST_BINARY="${BROWSER_TEST_BINARY:-$PWD/target/debug/koostatus}"
 node tests/browser/desktop.mjs
+node tests/browser/console.mjs

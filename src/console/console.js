@@ -1,0 +1,262 @@
+// The koostatus console: signs in with an API token (kept in this
+// variable only), draws the statistics of a channel, follows its live
+// changes and finds messages. Talks to the read API of this origin.
+'use strict';
+
+let token = null;
+let stream = null;
+// A statistics reload already due (live changes ask for one at most every 5 s).
+let reload = null;
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  for (const c of children) node.append(c);
+  return node;
+}
+
+const SVG = 'http://www.w3.org/2000/svg';
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  return node;
+}
+
+// A read API call; throws an Error carrying the API's sentence.
+async function api(path, options = {}) {
+  const response = await fetch('/api/v1' + path, {
+    ...options,
+    headers: { authorization: 'Bearer ' + token, ...(options.headers ?? {}) },
+  });
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    const error = new Error(body?.message ?? `The service answered ${response.status}.`);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  token = $('token').value.trim();
+  $('sign-in-error').textContent = '';
+  try {
+    const { channels } = await api('/channels');
+    if (channels.length === 0) throw new Error('This token may read no channel.');
+    $('channel').replaceChildren(
+      ...channels.map((c) => el('option', { value: c.id }, c.name ? `${c.name} (${c.id})` : c.id)));
+    $('token').value = '';
+    $('sign-in').hidden = true;
+    $('console').hidden = false;
+    $('channel-form').hidden = false;
+    showChannel();
+  } catch (e) {
+    token = null;
+    $('sign-in-error').textContent = e.status === 401
+      ? 'That token is not valid. Check it, or create one with koostatus token create.'
+      : e.message;
+  }
+}
+
+function signOut() {
+  token = null;
+  stream?.close();
+  stream = null;
+  $('console').hidden = true;
+  $('channel-form').hidden = true;
+  $('sign-in').hidden = false;
+  $('live').replaceChildren();
+  $('results').replaceChildren();
+  $('token').focus();
+}
+
+function showChannel() {
+  loadStats();
+  follow();
+  $('results').replaceChildren();
+}
+
+const RANGES = {
+  '24h': { days: 1, bucket: 'hour' },
+  '7d': { days: 7, bucket: 'day' },
+  '30d': { days: 30, bucket: 'day' },
+  '90d': { days: 90, bucket: 'day' },
+};
+
+const percent = (r) => `${(r * 100).toFixed(1)} %`;
+function duration(seconds) {
+  if (seconds < 90) return `${seconds.toFixed(1)} s`;
+  if (seconds < 5400) return `${(seconds / 60).toFixed(1)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
+async function loadStats() {
+  const channel = $('channel').value;
+  const { days, bucket } = RANGES[$('range').value];
+  const to = new Date();
+  const from = new Date(to.getTime() - days * 86400000);
+  try {
+    const stats = await api(`/channels/${encodeURIComponent(channel)}/stats?bucket=${bucket}`
+      + `&from=${from.toISOString()}&to=${to.toISOString()}`);
+    drawTotals(stats.total);
+    drawChart(stats.buckets, bucket);
+  } catch (e) {
+    $('totals').replaceChildren(el('p', { class: 'error' }, e.message));
+    $('chart').replaceChildren();
+  }
+}
+
+function drawTotals(t) {
+  const ttr = t.time_to_read_seconds;
+  const cells = [
+    ['Messages', String(t.messages)],
+    ['Delivered', percent(t.delivered_rate)],
+    ['Read', percent(t.read_rate)],
+    ['Failed', percent(t.failed_rate)],
+    ['Time to read, median', ttr ? duration(ttr.p50) : '–'],
+    ['Time to read, p90', ttr ? duration(ttr.p90) : '–'],
+  ];
+  $('totals').replaceChildren(...cells.map(([k, v]) => el('div', {}, el('span', {}, k), el('strong', {}, v))));
+}
+
+// Stacked bars of messages by current status per bucket, and the read rate
+// as a line on its own 0-100 % scale.
+function drawChart(buckets, unit) {
+  const width = 960, height = 260, left = 44, right = 44, top = 12, bottom = 28;
+  const plotW = width - left - right, plotH = height - top - bottom;
+  const max = Math.max(1, ...buckets.map((b) => b.messages));
+  const step = plotW / Math.max(1, buckets.length);
+  const chart = svg('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img',
+    'aria-label': `Messages per ${unit}, by status, and the read rate` });
+  for (const f of [0, 0.5, 1]) {
+    const y = top + plotH * (1 - f);
+    chart.append(svg('line', { x1: left, x2: width - right, y1: y, y2: y, class: 'grid' }));
+    const label = svg('text', { x: left - 6, y: y + 4, 'text-anchor': 'end', class: 'axis' });
+    label.textContent = String(Math.round(max * f));
+    chart.append(label);
+    const rate = svg('text', { x: width - right + 6, y: y + 4, class: 'axis' });
+    rate.textContent = `${f * 100} %`;
+    chart.append(rate);
+  }
+  const points = [];
+  buckets.forEach((b, i) => {
+    const x = left + i * step + step * 0.15, w = Math.max(1, step * 0.7);
+    let y = top + plotH;
+    for (const status of ['read', 'delivered', 'failed']) {
+      const h = (b[status] / max) * plotH;
+      if (h > 0) {
+        y -= h;
+        const bar = svg('rect', { x, y, width: w, height: h, class: status });
+        const title = svg('title');
+        title.textContent = `${b.start}: ${b[status]} ${status}`;
+        bar.append(title);
+        chart.append(bar);
+      }
+    }
+    if (b.messages > 0) points.push(`${x + w / 2},${top + plotH * (1 - b.read_rate)}`);
+    const every = Math.ceil(buckets.length / 8);
+    if (i % every === 0) {
+      const label = svg('text', { x: x + w / 2, y: height - 8, 'text-anchor': 'middle', class: 'axis' });
+      const d = new Date(b.start);
+      label.textContent = unit === 'hour' ? `${d.getUTCHours()}:00` : `${d.getUTCMonth() + 1}/${d.getUTCDate()}`;
+      chart.append(label);
+    }
+  });
+  if (points.length > 1) chart.append(svg('polyline', { points: points.join(' '), class: 'rate' }));
+  $('chart').replaceChildren(chart);
+}
+
+// Live changes through EventSource, which cannot send Authorization: a
+// ticket from POST /tickets opens the stream.
+async function follow(keep = false) {
+  stream?.close();
+  stream = null;
+  if (!keep) $('live').replaceChildren();
+  const channel = $('channel').value;
+  try {
+    const { ticket } = await api('/tickets', { method: 'POST' });
+    stream = new EventSource(`/api/v1/channels/${encodeURIComponent(channel)}/events?ticket=${encodeURIComponent(ticket)}`);
+    stream.onopen = () => { $('live-state').textContent = 'Following new changes.'; };
+    stream.onerror = () => {
+      $('live-state').textContent = 'Reconnecting…';
+      // Refused for good (the ticket expired): a new ticket, same list.
+      const closed = stream;
+      if (closed.readyState === EventSource.CLOSED) {
+        setTimeout(() => { if (token && stream === closed) follow(true); }, 2000);
+      }
+    };
+    stream.addEventListener('change', (event) => {
+      const c = JSON.parse(event.data);
+      const item = el('li', {},
+        el('time', { datetime: c.changed_at }, new Date(c.changed_at).toLocaleTimeString()),
+        ' ', el('span', { class: `status ${c.status}` }, c.status), ' ',
+        el('button', { type: 'button', class: 'link', 'data-message': c.message_id }, c.message_id),
+        ` to ${c.user_number}`);
+      $('live').prepend(item);
+      while ($('live').children.length > 50) $('live').lastChild.remove();
+      reload ??= setTimeout(() => { reload = null; if (token) loadStats(); }, 5000);
+    });
+  } catch (e) {
+    $('live-state').textContent = e.message;
+  }
+}
+
+async function search(event) {
+  event?.preventDefault();
+  const channel = encodeURIComponent($('channel').value);
+  const value = $('search-value').value.trim();
+  $('search-error').textContent = '';
+  $('results').replaceChildren();
+  try {
+    if ($('search-kind').value === 'message') {
+      showMessage(await api(`/channels/${channel}/messages/${encodeURIComponent(value)}`));
+    } else {
+      const page = await api(`/channels/${channel}/messages?user_number=${encodeURIComponent(value)}&limit=50`);
+      if (page.messages.length === 0) throw new Error(`No message to ${value}.`);
+      $('results').replaceChildren(el('ul', { class: 'found' }, ...page.messages.map((m) => el('li', {},
+        el('button', { type: 'button', class: 'link', 'data-message': m.message_id }, m.message_id), ' ',
+        el('span', { class: `status ${m.status}` }, m.status), ` since ${new Date(m.updated_at).toLocaleString()}`))));
+    }
+  } catch (e) {
+    $('search-error').textContent = e.message;
+  }
+}
+
+function showMessage(m) {
+  const rows = m.history.map((h) => el('tr', {},
+    el('td', {}, el('span', { class: `status ${h.status}` }, h.status)),
+    el('td', {}, new Date(h.first_received_at).toLocaleString()),
+    el('td', {}, String(h.receipt_count)),
+    el('td', {}, h.advanced ? 'yes' : 'no')));
+  $('results').replaceChildren(
+    el('h3', {}, `Message ${m.message_id}`),
+    el('p', {}, `To ${m.user_number} from ${m.sender}; now `, el('span', { class: `status ${m.status}` }, m.status),
+      `; first seen ${new Date(m.first_seen_at).toLocaleString()}.`),
+    el('table', { class: 'history' },
+      el('thead', {}, el('tr', {}, el('th', {}, 'Status'), el('th', {}, 'First received'),
+        el('th', {}, 'Reports'), el('th', {}, 'Moved it forward'))),
+      el('tbody', {}, ...rows)));
+}
+
+// A message id in the live list or the results opens its history.
+function openMessage(event) {
+  const id = event.target.closest('[data-message]')?.dataset.message;
+  if (!id) return;
+  $('search-kind').value = 'message';
+  $('search-value').value = id;
+  search();
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  $('sign-in-form').addEventListener('submit', signIn);
+  $('sign-out').addEventListener('click', signOut);
+  $('channel').addEventListener('change', showChannel);
+  $('range').addEventListener('change', loadStats);
+  $('search-form').addEventListener('submit', search);
+  $('live').addEventListener('click', openMessage);
+  $('results').addEventListener('click', openMessage);
+  $('token').focus();
+});
