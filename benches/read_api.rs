@@ -6,13 +6,13 @@
 //! Run: `cargo bench --bench read_api` (PostgreSQL at 127.0.0.1:5432).
 //! It creates and finally drops the database `koostatus_bench_read`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use koostatus::config::Config;
 use koostatus::db::messages::Keyset;
 use koostatus::startup::Application;
 use sqlx::{Connection, Executor, PgConnection, Row};
-use support::{SERVER, pct};
+use support::{SERVER, measure, pct};
 
 mod support;
 
@@ -184,25 +184,4 @@ async fn run(url: &str) -> anyhow::Result<()> {
     }
     handle.stop(true).await;
     Ok(())
-}
-
-/// Runs `n` requests one after another (after 10 warm-up ones) and returns
-/// their latencies, sorted.
-async fn measure<F, Fut>(n: usize, mut request: F) -> anyhow::Result<Vec<Duration>>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = reqwest::Result<reqwest::Response>>,
-{
-    let mut times = Vec::with_capacity(n);
-    for i in 0..n + 10 {
-        let started = Instant::now();
-        let response = request().await?;
-        anyhow::ensure!(response.status() == 200, "status {}", response.status());
-        response.bytes().await?;
-        if i >= 10 {
-            times.push(started.elapsed());
-        }
-    }
-    times.sort();
-    Ok(times)
 }

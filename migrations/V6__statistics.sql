@@ -1,5 +1,6 @@
 -- Delivery statistics (GET /api/v1/channels/{id}/stats): aggregates kept
--- by the statement that changes `messages`, so that a request reads a few
+-- by the statements that change `messages` (the batch upsert of
+-- db/reports.rs, and a trigger on deletes), so that a request reads a few
 -- rows per bucket instead of scanning a channel.
 --
 -- Messages are counted in the UTC hour of their first_seen_at, which never
@@ -82,39 +83,14 @@ language sql as $$
         set n = r.n + excluded.n;
 $$;
 
--- Folds one statement's changes of `messages` into the aggregates. The
--- transition tables hold the rows as the statement changed them, under
--- the rows' locks: the exact old and new status, whatever ran
--- concurrently. Deleted messages (pruning) leave the statistics.
-create function koostatus_stats_on_insert() returns trigger
-language plpgsql as $$
-begin
-    perform koostatus_stats_add(
-        array_agg(channel_id), array_agg(first_seen_at), array_agg(1),
-        array_agg((status >= 'delivered')::int), array_agg((status = 'read')::int),
-        array_agg(extract(epoch from updated_at - first_seen_at)::double precision),
-        array_agg((status = 'read')::int))
-    from after_rows;
-    return null;
-end
-$$;
+-- The batch upsert (db/reports.rs) needs each message's status before
+-- the statement, under the row's lock, which RETURNING cannot give in
+-- PostgreSQL 15: the upsert copies it here. Null for a message inserted by
+-- that statement.
+alter table messages add column previous_status message_status;
 
-create function koostatus_stats_on_update() returns trigger
-language plpgsql as $$
-begin
-    perform koostatus_stats_add(
-        array_agg(a.channel_id), array_agg(a.first_seen_at), array_agg(0),
-        array_agg((a.status >= 'delivered')::int - (b.status >= 'delivered')::int),
-        array_agg((a.status = 'read')::int - (b.status = 'read')::int),
-        array_agg(extract(epoch from a.updated_at - a.first_seen_at)::double precision),
-        array_agg((a.status = 'read' and b.status <> 'read')::int))
-    from after_rows a
-    join before_rows b using (channel_id, message_id)
-    where a.status <> b.status;
-    return null;
-end
-$$;
-
+-- Deleted messages (pruning) leave the statistics. The transition table
+-- holds the rows as the delete removed them.
 create function koostatus_stats_on_delete() returns trigger
 language plpgsql as $$
 begin
@@ -128,12 +104,6 @@ begin
 end
 $$;
 
-create trigger stats_on_insert after insert on messages
-    referencing new table as after_rows
-    for each statement execute function koostatus_stats_on_insert();
-create trigger stats_on_update after update on messages
-    referencing old table as before_rows new table as after_rows
-    for each statement execute function koostatus_stats_on_update();
 create trigger stats_on_delete after delete on messages
     referencing old table as before_rows
     for each statement execute function koostatus_stats_on_delete();

@@ -114,3 +114,24 @@ pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// Runs `n` requests one after another (after 10 warm-up ones) and returns
+/// their latencies, sorted.
+pub async fn measure<F, Fut>(n: usize, mut request: F) -> anyhow::Result<Vec<Duration>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+{
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n + 10 {
+        let started = Instant::now();
+        let response = request().await?;
+        anyhow::ensure!(response.status() == 200, "status {}", response.status());
+        response.bytes().await?;
+        if i >= 10 {
+            times.push(started.elapsed());
+        }
+    }
+    times.sort();
+    Ok(times)
+}

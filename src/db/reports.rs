@@ -1,5 +1,5 @@
-//! Recording reports into `messages` and `message_history` (and the feed,
-//! by the same statement) under the status rule.
+//! Recording reports into `messages` and `message_history` (and the feed
+//! and the statistics, by the same statement) under the status rule.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
@@ -81,9 +81,13 @@ pub async fn record_reports(
                     -- After the message's previous change in feed order (V4).
                     changed_xid = case when excluded.status > m.status
                                        then greatest(excluded.changed_xid, m.changed_xid)
-                                       else m.changed_xid end
+                                       else m.changed_xid end,
+                    -- The status before, under the row's lock, for the
+                    -- statistics below (V6).
+                    previous_status = m.status
                 where m.sender = excluded.sender and m.user_number = excluded.user_number
-            returning m.channel_id, m.message_id, m.user_number, m.status, m.changed_xid
+            returning m.channel_id, m.message_id, m.user_number, m.status, m.changed_xid,
+                      m.first_seen_at, m.updated_at, m.previous_status
         ),
         history as (
             insert into message_history as h
@@ -112,6 +116,49 @@ pub async fn record_reports(
             join message on message.channel_id = h.channel_id and message.message_id = h.message_id
             where h.first_of_status and h.advanced
             order by h.channel_id, h.message_id
+        ),
+        -- The statistics (V6): what each message that is new or changed
+        -- status adds to its hour's counters. The same sums as
+        -- koostatus_stats_add, written out because this statement is
+        -- prepared once and runs for every batch.
+        delta as (
+            select channel_id, first_seen_at,
+                   (previous_status is null)::int as messages,
+                   (status >= 'delivered')::int
+                       - coalesce((previous_status >= 'delivered')::int, 0) as reached_delivered,
+                   (status = 'read')::int
+                       - coalesce((previous_status = 'read')::int, 0) as reached_read,
+                   extract(epoch from updated_at - first_seen_at)::float8 as read_seconds
+            from message
+            where previous_status is distinct from status
+        ),
+        counts as (
+            insert into stats_counts as s
+                (channel_id, hour, shard, messages, reached_delivered, reached_read)
+            select channel_id, date_trunc('hour', first_seen_at, 'UTC'), pg_backend_pid() % 64,
+                   sum(messages), sum(reached_delivered), sum(reached_read)
+            from delta
+            group by 1, 2
+            order by 1, 2
+            on conflict (channel_id, hour, shard) do update
+                set messages = s.messages + excluded.messages,
+                    reached_delivered = s.reached_delivered + excluded.reached_delivered,
+                    reached_read = s.reached_read + excluded.reached_read
+        ),
+        read_times as (
+            insert into stats_read_times as r (channel_id, hours, start, bin, shard, n)
+            select d.channel_id, h.hours,
+                   date_trunc(case h.hours when 1 then 'hour' else 'day' end,
+                              d.first_seen_at, 'UTC'),
+                   koostatus_read_bin(greatest(d.read_seconds, 0)), pg_backend_pid() % 64,
+                   count(*)
+            from delta d
+            cross join (values (1::smallint), (24::smallint)) as h(hours)
+            where d.reached_read = 1
+            group by 1, 2, 3, 4
+            order by 1, 2, 3, 4
+            on conflict (channel_id, hours, start, bin, shard) do update
+                set n = r.n + excluded.n
         )
         select channel_id as "channel_id!", message_id as "message_id!",
                first_of_status as "first_of_status!", advanced as "advanced!"

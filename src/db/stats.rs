@@ -86,6 +86,10 @@ pub async fn read_times(
 /// old aggregates and the new. Returns how many messages were counted.
 pub async fn rebuild(pool: &PgPool) -> sqlx::Result<i64> {
     let mut tx = pool.begin().await?;
+    // Millions of messages take longer than the pool's statement timeout.
+    sqlx::query!("set local statement_timeout = 0")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query!("lock table messages in share mode")
         .execute(&mut *tx)
         .await?;
