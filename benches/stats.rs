@@ -1,10 +1,12 @@
 //! Statistics benchmark: fills one channel with 5,000,000 messages over 90
-//! days (and 9 channels of 100,000), the aggregates kept by the triggers as
-//! the rows go in, then prints:
+//! days (and 9 channels of 100,000), then prints:
 //! - p50/p99 of a 90-day daily and a 7-day hourly `/stats` request;
-//! - callbacks/s with the statistics kept and without (the triggers
-//!   disabled), alternating, in the same run;
-//! - how long `stats rebuild` takes over all of it.
+//! - how long `stats rebuild` takes over all of it (the rows go in by
+//!   plain inserts, so the rebuild makes the aggregates);
+//! - callbacks/s through the webhook, statistics kept;
+//! - reports/s of the batch statement with the statistics and of the same
+//!   statement before them (a copy kept here as the baseline), alternating
+//!   in the same run, 64 writers calling it directly.
 //!
 //! Run: `cargo bench --bench stats` (PostgreSQL at 127.0.0.1:5432). It
 //! creates and finally drops the database `koostatus_bench_stats`.
@@ -14,6 +16,8 @@
 use std::time::{Duration, Instant};
 
 use koostatus::config::Config;
+use koostatus::db::reports::Incoming;
+use koostatus::domain::{ChannelId, Report, Status};
 use koostatus::startup::Application;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use support::{SERVER, env, measure, pct, read_answer, report_request};
@@ -64,16 +68,23 @@ async fn run(url: &str) -> anyhow::Result<()> {
     conn.execute("vacuum analyze").await?;
     let filled = started.elapsed();
     println!(
-        "filled {messages} messages in one channel and {} in each of 9 others over 90 days in {:.1} s ({:.0} messages/s, aggregates kept by the triggers)",
+        "filled {messages} messages in one channel and {} in each of 9 others, over 90 days, in {:.1} s",
         messages / 50,
         filled.as_secs_f64(),
-        (messages + 9 * (messages / 50)) as f64 / filled.as_secs_f64()
     );
 
     let pool = koostatus::db::pool(
         &config.database,
         koostatus::db::connect_options(&config.database),
     );
+    // The rows went in by plain inserts: the aggregates come from a rebuild.
+    let started = Instant::now();
+    let counted = koostatus::db::stats::rebuild(&pool).await?;
+    println!(
+        "stats rebuild: {counted} messages in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
     let app = Application::build(config, pool.clone()).await?;
     let port = app.port();
     let handle = app.handle();
@@ -110,31 +121,26 @@ async fn run(url: &str) -> anyhow::Result<()> {
         println!("{name:<44} {:>8.2} {:>8.2}", pct(t, 0.5), pct(t, 0.99));
     }
 
-    // The same load with the statistics kept and without, alternating.
+    let callbacks = load(port, 64, Duration::from_secs(seconds), 0).await?;
+    println!("\ncallbacks with statistics kept, 64 connections, {seconds} s: {callbacks:.0}/s");
+
+    // The batch statement with the statistics and the same statement as it
+    // was before them (WITHOUT_STATISTICS), alternating, 64 writers.
     let mut rates = [Vec::new(), Vec::new()];
     for (round, keep) in [true, false, true, false, true, false]
         .into_iter()
         .enumerate()
     {
-        triggers(&pool, keep).await?;
-        let rate = load(port, 64, Duration::from_secs(seconds), round as u64).await?;
+        let rate = direct(&pool, keep, Duration::from_secs(seconds), round).await?;
         rates[usize::from(!keep)].push(rate);
     }
-    triggers(&pool, true).await?;
     let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
     let (with, without) = (mean(&rates[0]), mean(&rates[1]));
     println!(
-        "\ncallbacks, 64 connections, {seconds} s per run: with statistics {with:.0}/s ({:.0?}), without {without:.0}/s ({:.0?}): ratio {:.2}",
+        "batch statement, 64 writers, batches of 32, {seconds} s per run: with statistics {with:.0} reports/s ({:.0?}), without {without:.0} reports/s ({:.0?}): ratio {:.2}",
         rates[0],
         rates[1],
         with / without
-    );
-
-    let started = Instant::now();
-    let counted = koostatus::db::stats::rebuild(&pool).await?;
-    println!(
-        "stats rebuild: {counted} messages in {:.1} s",
-        started.elapsed().as_secs_f64()
     );
     handle.stop(true).await;
     Ok(())
@@ -173,17 +179,140 @@ async fn fill(conn: &mut PgConnection, channel: &str, n: i64) -> anyhow::Result<
     Ok(())
 }
 
-/// The statistics' triggers on or off (the benchmark's own database).
-async fn triggers(pool: &PgPool, on: bool) -> anyhow::Result<()> {
-    let verb = if on { "enable" } else { "disable" };
-    for t in ["stats_on_insert", "stats_on_update", "stats_on_delete"] {
-        pool.execute(sqlx::AssertSqlSafe(format!(
-            "alter table messages {verb} trigger {t}"
-        )))
-        .await?;
+/// Reports/s of 64 writers calling the batch statement directly (no HTTP):
+/// batches of 32, each report a new message or the next status of one.
+async fn direct(
+    pool: &PgPool,
+    keep: bool,
+    duration: Duration,
+    round: usize,
+) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + duration;
+    let writers: Vec<_> = (0..64)
+        .map(|w| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut sent = 0usize;
+                let mut batch_no = 0usize;
+                while Instant::now() < deadline {
+                    let status = ["delivered", "read", "failed"][batch_no % 3];
+                    let batch: Vec<Incoming> = (0..32)
+                        .map(|i| Incoming {
+                            channel: ChannelId::parse("load").expect("valid"),
+                            report: Report::from_json(
+                                format!(
+                                    r#"{{"message_id":"d{round}-{w}-{}-{i}","sender":"s","user_number":"u{w}","status":"{status}"}}"#,
+                                    batch_no / 2
+                                )
+                                .as_bytes(),
+                            )
+                            .expect("valid"),
+                            received_at: chrono::Utc::now(),
+                        })
+                        .collect();
+                    if keep {
+                        koostatus::db::reports::record_reports(&pool, &batch).await?;
+                    } else {
+                        without_statistics(&pool, &batch).await?;
+                    }
+                    sent += batch.len();
+                    batch_no += 1;
+                }
+                anyhow::Ok(sent)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for w in writers {
+        total += w.await??;
     }
+    Ok(total as f64 / duration.as_secs_f64())
+}
+
+/// The batch statement before the statistics: the baseline.
+async fn without_statistics(pool: &PgPool, batch: &[Incoming]) -> sqlx::Result<()> {
+    let column = |f: &dyn Fn(&Incoming) -> String| batch.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(WITHOUT_STATISTICS)
+        .bind(column(&|i| i.channel.as_str().to_owned()))
+        .bind(column(&|i| i.report.message_id.clone()))
+        .bind(column(&|i| i.report.sender.clone()))
+        .bind(column(&|i| i.report.user_number.clone()))
+        .bind(
+            batch
+                .iter()
+                .map(|i| i.report.status)
+                .collect::<Vec<Status>>(),
+        )
+        .bind(batch.iter().map(|i| i.received_at).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|i| serde_json::Value::Object(i.report.extra.clone()))
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(pool)
+        .await?;
     Ok(())
 }
+
+/// db::reports::record_reports as it was before the statistics (c73a0d1).
+const WITHOUT_STATISTICS: &str = r#"
+        with input as (
+            select * from unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                 $5::message_status[], $6::timestamptz[], $7::jsonb[])
+                as t(channel_id, message_id, sender, user_number, status, received_at, extra)
+        ),
+        message as (
+            insert into messages as m
+                (channel_id, message_id, sender, user_number, status, first_seen_at, updated_at,
+                 changed_xid)
+            select channel_id, message_id, sender, user_number, status, received_at, received_at,
+                   pg_current_xact_id()
+            from input
+            order by channel_id, message_id
+            on conflict (channel_id, message_id) do update
+                set status = greatest(m.status, excluded.status),
+                    updated_at = case when excluded.status > m.status
+                                      then excluded.updated_at else m.updated_at end,
+                    -- After the message's previous change in feed order (V4).
+                    changed_xid = case when excluded.status > m.status
+                                       then greatest(excluded.changed_xid, m.changed_xid)
+                                       else m.changed_xid end
+                where m.sender = excluded.sender and m.user_number = excluded.user_number
+            returning m.channel_id, m.message_id, m.user_number, m.status, m.changed_xid
+        ),
+        history as (
+            insert into message_history as h
+                (channel_id, message_id, status, first_received_at, last_received_at,
+                 receipt_count, advanced, extra)
+            select i.channel_id, i.message_id, i.status, i.received_at, i.received_at, 1,
+                   message.status = i.status, i.extra
+            from input i
+            join message on message.channel_id = i.channel_id and message.message_id = i.message_id
+            order by i.channel_id, i.message_id
+            on conflict (channel_id, message_id, status) do update
+                set receipt_count = h.receipt_count + 1,
+                    last_received_at = greatest(h.last_received_at, excluded.last_received_at)
+            returning h.channel_id, h.message_id, h.status, h.first_received_at,
+                      h.receipt_count = 1 as first_of_status, h.advanced
+        ),
+        -- The current status changed exactly when its history entry is new
+        -- and is the current status: had the message held that status
+        -- before, the entry would exist.
+        change as (
+            insert into message_changes
+                (channel_id, message_id, user_number, status, changed_at, xid)
+            select h.channel_id, h.message_id, message.user_number, h.status, h.first_received_at,
+                   message.changed_xid
+            from history h
+            join message on message.channel_id = h.channel_id and message.message_id = h.message_id
+            where h.first_of_status and h.advanced
+            order by h.channel_id, h.message_id
+        )
+        select channel_id as channel_id, message_id as message_id,
+               first_of_status as first_of_status, advanced as advanced
+        from history
+"#;
 
 /// Callbacks/s of `connections` keep-alive connections posting new
 /// messages and their updates to channel `load` for `duration`.
