@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::Caller;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -31,7 +31,7 @@ pub struct ChannelList {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The channels the token may read", body = ChannelList),
-        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        super::TokenRefusal,
     )
 )]
 pub async fn channels(

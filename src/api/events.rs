@@ -39,7 +39,7 @@ pub struct Ticket {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "A ticket for `/events?ticket=`, with the token's scope, valid for `events.ticket_ttl` or until the token is revoked", body = Ticket),
-        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        super::TokenRefusal,
     )
 )]
 pub async fn create_ticket(

@@ -23,7 +23,7 @@ const MAX_LOOKUP_BODY: usize = 1024 * 1024;
     params(("channel_id" = String, Path), ("message_id" = String, Path)),
     responses(
         (status = 200, description = "The message with its history, oldest first", body = MessageDetail),
-        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        super::TokenRefusal,
         (status = 404, description = "Unknown message or channel, or a channel outside the token's scope", body = ErrorBody),
     )
 )]
@@ -49,7 +49,7 @@ pub async fn get_message(
     params(("channel_id" = String, Path)),
     responses(
         (status = 200, description = "The message whose id is `lookup`, as GET …/messages/{message_id} answers it", body = MessageDetail),
-        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        super::TokenRefusal,
         (status = 404, description = "No message `lookup`, an unknown channel, or one outside the token's scope", body = ErrorBody),
     )
 )]

@@ -86,6 +86,14 @@ async fn no_such_route() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("No such route.".into()))
 }
 
+/// The refusal of every route that takes a bearer token, for the OpenAPI
+/// document.
+#[derive(utoipa::IntoResponses)]
+pub enum TokenRefusal {
+    #[response(status = 401, description = "Missing or unknown token")]
+    Unauthorized(crate::error::ErrorBody),
+}
+
 /// The refusals of every route guarded by [`readable`], for the OpenAPI
 /// document.
 #[derive(utoipa::IntoResponses)]
