@@ -2,7 +2,7 @@
 //! counts by current status and rates, and time-to-read percentiles from a
 //! histogram whose bins are at most 10 % wide.
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 /// The width of a statistics bucket, in UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,10 +35,11 @@ impl Bucket {
         }
     }
 
-    /// The start of the bucket holding `t`.
+    /// The start of the bucket holding `t`. In whole seconds: chrono's
+    /// `duration_trunc` counts nanoseconds and fails after the year 2262.
     pub fn floor(self, t: DateTime<Utc>) -> DateTime<Utc> {
-        t.duration_trunc(self.width())
-            .expect("a bucket fits any time")
+        let (secs, width) = (t.timestamp(), self.width().num_seconds());
+        DateTime::from_timestamp(secs - secs.rem_euclid(width), 0).expect("an earlier time exists")
     }
 
     /// The start of every bucket that overlaps `[from, to)`.
@@ -185,6 +186,17 @@ mod tests {
         );
         let hours = Bucket::Hour.starts(t("2026-11-23T22:30:00Z"), t("2026-11-24T00:00:01Z"));
         assert_eq!(hours.len(), 3);
+        // Beyond what nanoseconds since 1970 can count, and before 1970.
+        let far = Bucket::Hour.starts(t("2263-01-01T00:00:00Z"), t("2263-01-01T01:30:00Z"));
+        assert_eq!(
+            far,
+            vec![t("2263-01-01T00:00:00Z"), t("2263-01-01T01:00:00Z")]
+        );
+        let early = Bucket::Day.starts(t("1969-12-31T12:00:00Z"), t("1970-01-01T00:00:01Z"));
+        assert_eq!(
+            early,
+            vec![t("1969-12-31T00:00:00Z"), t("1970-01-01T00:00:00Z")]
+        );
     }
 
     #[test]
