@@ -12,7 +12,7 @@ use koostatus::config::Config;
 use koostatus::db::messages::Keyset;
 use koostatus::startup::Application;
 use sqlx::{Connection, Executor, PgConnection, Row};
-use support::{SERVER, measure, pct};
+use support::{measure, pct};
 
 mod support;
 
@@ -21,15 +21,7 @@ const DB: &str = "koostatus_bench_read";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    support::drop_database(DB).await?;
-    let mut admin = PgConnection::connect(&format!("{SERVER}/postgres")).await?;
-    admin
-        .execute(sqlx::AssertSqlSafe(format!("create database {DB}")))
-        .await?;
-    let url = format!("{SERVER}/{DB}");
-    let result = run(&url).await;
-    support::drop_database(DB).await?;
-    result
+    support::on_scratch_database(DB, |url| async move { run(&url).await }).await
 }
 
 async fn run(url: &str) -> anyhow::Result<()> {

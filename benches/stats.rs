@@ -20,7 +20,7 @@ use koostatus::db::reports::Incoming;
 use koostatus::domain::{ChannelId, Report, Status};
 use koostatus::startup::Application;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
-use support::{SERVER, env, measure, pct, read_answer, report_request};
+use support::{env, measure, pct, read_answer, report_request};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -31,14 +31,7 @@ const PASSWORD: &str = "bench-webhook-password";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    support::drop_database(DB).await?;
-    let mut admin = PgConnection::connect(&format!("{SERVER}/postgres")).await?;
-    admin
-        .execute(sqlx::AssertSqlSafe(format!("create database {DB}")))
-        .await?;
-    let result = run(&format!("{SERVER}/{DB}")).await;
-    support::drop_database(DB).await?;
-    result
+    support::on_scratch_database(DB, |url| async move { run(&url).await }).await
 }
 
 async fn run(url: &str) -> anyhow::Result<()> {
@@ -112,7 +105,9 @@ async fn run(url: &str) -> anyhow::Result<()> {
     .await?;
     println!(
         "\n{:<44} {:>8} {:>8}",
-        "request (channel of 5,000,000)", "p50 ms", "p99 ms"
+        format!("request (channel of {messages})"),
+        "p50 ms",
+        "p99 ms"
     );
     for (name, t) in [
         ("90 days by day (90 buckets)", &daily),

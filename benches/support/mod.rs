@@ -25,6 +25,23 @@ pub async fn drop_database(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `bench` on a new database `name` (dropped first if a run before left
+/// it behind, and dropped after), given its URL.
+pub async fn on_scratch_database<F, Fut>(name: &str, bench: F) -> anyhow::Result<()>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    drop_database(name).await?;
+    let mut admin = PgConnection::connect(&format!("{SERVER}/postgres")).await?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .await?;
+    let result = bench(format!("{SERVER}/{name}")).await;
+    drop_database(name).await?;
+    result
+}
+
 /// Until `/readyz` on `port` answers 200, for at most 30 s.
 pub async fn wait_ready(port: u16) -> anyhow::Result<()> {
     let started = Instant::now();
