@@ -17,29 +17,28 @@ use crate::{api, console, ingest, operations, telemetry};
 
 /// The routes, shared by the server and by tests that build an app in-process.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::Data::new(api::openapi::Document::new(&openapi())))
-        .service(
-            web::resource(ingest::ROUTE)
-                .post(ingest::report)
-                .default_service(only("POST")),
-        )
-        .service(
-            web::resource("/healthz")
-                .get(operations::healthz)
-                .default_service(only("GET")),
-        )
-        .service(
-            web::resource("/readyz")
-                .get(operations::readyz)
-                .default_service(only("GET")),
-        )
-        .service(
-            web::resource("/metrics")
-                .get(operations::metrics)
-                .default_service(only("GET")),
-        )
-        .configure(api::routes)
-        .configure(console::routes);
+    cfg.service(
+        web::resource(ingest::ROUTE)
+            .post(ingest::report)
+            .default_service(only("POST")),
+    )
+    .service(
+        web::resource("/healthz")
+            .get(operations::healthz)
+            .default_service(only("GET")),
+    )
+    .service(
+        web::resource("/readyz")
+            .get(operations::readyz)
+            .default_service(only("GET")),
+    )
+    .service(
+        web::resource("/metrics")
+            .get(operations::metrics)
+            .default_service(only("GET")),
+    )
+    .configure(api::routes)
+    .configure(console::routes);
 }
 
 /// The OpenAPI document of the whole service: each layer describes its own
@@ -80,6 +79,8 @@ impl Application {
         let state = web::Data::new(AppState::new(config, pool).await);
         let app_state = state.clone();
         let cors = api::cors::Cors::new(&state.config.cors).map(web::Data::new);
+        // Built and serialised once, not once per worker.
+        let document = web::Data::new(api::openapi::Document::new(&openapi()));
         let retry_after = web::Data::new(crate::error::RetryAfter::new(
             state.config.webhook.retry_after,
         ));
@@ -90,6 +91,7 @@ impl Application {
             };
             app.app_data(app_state.clone())
                 .app_data(retry_after.clone())
+                .app_data(document.clone())
                 // A path that does not decode (invalid UTF-8 in %-escapes)
                 // names nothing that exists.
                 .app_data(web::PathConfig::default().error_handler(|_, _| {

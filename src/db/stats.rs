@@ -15,10 +15,6 @@ pub async fn counts(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> sqlx::Result<Vec<(DateTime<Utc>, Counts)>> {
-    let unit = match bucket {
-        Bucket::Hour => "hour",
-        Bucket::Day => "day",
-    };
     let rows = sqlx::query!(
         r#"select date_trunc($2, hour, 'UTC') as "start!",
                   sum(messages)::bigint as "messages!",
@@ -29,7 +25,7 @@ pub async fn counts(
            group by 1
            order by 1"#,
         channel_id,
-        unit,
+        bucket.name(),
         from,
         to
     )

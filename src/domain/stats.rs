@@ -13,10 +13,16 @@ pub enum Bucket {
 
 impl Bucket {
     pub fn parse(s: &str) -> Option<Bucket> {
-        match s {
-            "hour" => Some(Bucket::Hour),
-            "day" => Some(Bucket::Day),
-            _ => None,
+        [Bucket::Hour, Bucket::Day]
+            .into_iter()
+            .find(|b| b.name() == s)
+    }
+
+    /// As the API and PostgreSQL's date_trunc name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bucket::Hour => "hour",
+            Bucket::Day => "day",
         }
     }
 
@@ -140,19 +146,19 @@ fn middle(bin: i16) -> f64 {
     }
 }
 
-/// The bin of a time to read, as the database computes it (for tests).
-pub fn bin_of(seconds: f64) -> i16 {
-    if seconds < 1.0 {
-        0
-    } else {
-        1 + (seconds.ln() / 1.1f64.ln()).floor() as i16
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The bin of a time to read, as the database computes it.
+    fn bin_of(seconds: f64) -> i16 {
+        if seconds < 1.0 {
+            0
+        } else {
+            1 + (seconds.ln() / 1.1f64.ln()).floor() as i16
+        }
+    }
 
     proptest! {
         /// The histogram's percentile is within 5 % (or 1 s) of the exact
