@@ -62,6 +62,50 @@ pub enum Command {
     /// Delivery statistics' aggregates
     #[command(subcommand)]
     Stats(StatsCommand),
+    /// Push a channel's status changes to other systems (signed HTTP POSTs)
+    #[command(subcommand)]
+    Forward(ForwardCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ForwardCommand {
+    /// Create a subscription and print its signing secret once
+    Add {
+        #[arg(value_parser = subscription_name)]
+        name: String,
+        #[arg(long, value_name = "ID")]
+        channel: ChannelId,
+        /// Where deliveries are POSTed (http:// or https://)
+        #[arg(long)]
+        url: String,
+        /// Deliver the channel's whole feed, not only what comes next
+        #[arg(long)]
+        from_start: bool,
+    },
+    /// List subscriptions: state, position and lag
+    List,
+    /// Delete a subscription; a delivery in flight is its last
+    Remove { name: String },
+    /// Stop delivering (the position is kept)
+    Disable { name: String },
+    /// Deliver again from where it stopped, with a fresh backoff
+    Enable { name: String },
+    /// Move a subscription back so that the changes after POSITION are delivered again
+    Replay {
+        name: String,
+        /// A position from a delivery (`changes[].position`), or 0-0 for the start
+        #[arg(long, value_name = "POSITION")]
+        from: String,
+    },
+}
+
+fn subscription_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    ok.then(|| s.to_owned())
+        .ok_or_else(|| "a subscription name is 1 to 64 letters, digits, '.', '_' or '-'".into())
 }
 
 #[derive(Debug, Subcommand)]

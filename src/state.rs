@@ -1,6 +1,6 @@
 //! The state every handler shares: configuration, the database, the
 //! credential and token caches, the writer, the live-events hub, and the
-//! token that stops the background tasks.
+//! token that stops the background tasks (forwarding among them).
 
 use std::sync::Arc;
 
@@ -63,6 +63,7 @@ impl AppState {
             config.auth.credential_ttl,
             shutdown.clone(),
         );
+        crate::forward::start(&db, &config.forward, &hub, shutdown.clone());
         AppState {
             config: Arc::new(config),
             db,

@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod channel;
+pub mod forward;
 pub mod migrate;
 pub mod prune;
 pub mod serve;
@@ -24,6 +25,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             batch,
         } => prune::run(config, older_than, dry_run, batch).await,
         Command::Stats(command) => stats::run(command, config).await,
+        Command::Forward(command) => forward::run(command, config).await,
     }
 }
 

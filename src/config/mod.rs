@@ -26,6 +26,7 @@ pub struct Config {
     pub log: LogConfig,
     pub cors: CorsConfig,
     pub events: EventsConfig,
+    pub forward: ForwardConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +131,24 @@ pub struct EventsConfig {
     pub ticket_ttl: Duration,
     /// Events waiting for one slow stream at most; beyond, it is closed.
     pub buffer: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// Most changes in one delivery.
+    pub batch_max: NonZeroU32,
+    /// A delivery not answered with a 2xx within this has failed.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// A subscription failing for this long, without a success, is disabled.
+    #[serde(with = "humantime_serde")]
+    pub disable_after: Duration,
+    /// Targets on loopback, private, link-local or multicast addresses.
+    pub allow_private_targets: bool,
+    /// Encrypts the subscriptions' signing secrets in the database: base64
+    /// of 32 bytes. Without it nothing is forwarded.
+    pub secret_key: Option<secrecy::SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,6 +298,27 @@ impl Config {
         // One read of the feed (live/reader.rs) must fit.
         if !(crate::live::READ_PAGE as usize..=1_000_000).contains(&self.events.buffer) {
             return bad("events.buffer", "must be from 2000 to 1000000");
+        }
+        if self.forward.batch_max.get() > 10_000 {
+            return bad("forward.batch_max", "must be from 1 to 10000");
+        }
+        // A delivery must end well within its lease (src/forward).
+        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&self.forward.timeout) {
+            return bad("forward.timeout", "must be from 1s to 60s");
+        }
+        if self.forward.disable_after < Duration::from_secs(60) {
+            return bad("forward.disable_after", "must be at least 1m");
+        }
+        if let Some(key) = &self.forward.secret_key {
+            use base64::Engine;
+            use secrecy::ExposeSecret;
+            let decoded = base64::engine::general_purpose::STANDARD.decode(key.expose_secret());
+            if decoded.map_or(true, |k| k.len() != 32) {
+                return bad(
+                    "forward.secret_key",
+                    "must be base64 of 32 bytes, e.g. the output of `openssl rand -base64 32`",
+                );
+            }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return bad("log.filter", &e.to_string());

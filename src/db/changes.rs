@@ -47,14 +47,14 @@ pub struct Change {
     pub changed_at: DateTime<Utc>,
 }
 
-/// A row of the feed as the queries below read it.
-struct Row {
-    xid: i64,
-    seq: i64,
-    message_id: String,
-    user_number: String,
-    status: Status,
-    changed_at: DateTime<Utc>,
+/// A row of the feed as the queries below (and forwarding's) read it.
+pub(super) struct Row {
+    pub xid: i64,
+    pub seq: i64,
+    pub message_id: String,
+    pub user_number: String,
+    pub status: Status,
+    pub changed_at: DateTime<Utc>,
 }
 
 impl From<Row> for Change {

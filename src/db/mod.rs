@@ -3,6 +3,7 @@
 
 pub mod changes;
 pub mod channels;
+pub mod forwarding;
 mod handle;
 pub mod messages;
 pub mod migrations;

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::web::Bytes;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::tokens::{TokenHash, Tokens};
@@ -77,7 +78,13 @@ struct Inner {
     /// Events waiting for one stream at most (`events.buffer`).
     buffer: usize,
     shutdown: CancellationToken,
+    /// Every notification, for other followers of the feed (forwarding).
+    notices: broadcast::Sender<Notice>,
 }
+
+/// A channel's feed has news; None: any channel's may have (notifications
+/// may have been missed).
+pub type Notice = Option<Arc<str>>;
 
 impl Hub {
     /// Starts listening on the main runtime (see [`Db`]). Everything ends
@@ -95,6 +102,7 @@ impl Hub {
             channels: Mutex::default(),
             buffer,
             shutdown,
+            notices: broadcast::channel(1024).0,
         });
         let weak = Arc::downgrade(&inner);
         db.spawn(|pool| listen(pool, weak));
@@ -134,6 +142,12 @@ impl Hub {
         }
     }
 
+    /// The feed's notifications as they arrive; a receiver that falls
+    /// behind gets `Lagged`, which means any channel may have news.
+    pub fn notices(&self) -> broadcast::Receiver<Notice> {
+        self.inner.notices.subscribe()
+    }
+
     /// Channels with a running reader, for the metrics and tests.
     pub fn watched_channels(&self) -> usize {
         self.inner.channels.lock().expect("lock not poisoned").len()
@@ -157,6 +171,9 @@ impl Inner {
     }
 
     fn wake(&self, channel: Option<&str>) {
+        if self.notices.receiver_count() > 0 {
+            let _ = self.notices.send(channel.map(Arc::from));
+        }
         let channels = self.channels.lock().expect("lock not poisoned");
         match channel {
             Some(id) => {
