@@ -60,7 +60,9 @@ pub enum News {
 /// What [`advance`] found.
 pub enum Advanced {
     /// The subscription is no longer ours as we knew it (removed, disabled,
-    /// replayed, or its lease lost): read it again with [`resume`].
+    /// replayed, or its lease lost): read it again with [`resume`]. A
+    /// success given was recorded unless the lease was lost or a replay
+    /// came between.
     Changed,
     /// The next delivery, recorded as in flight; empty when caught up.
     Next(Vec<Change>),
@@ -311,10 +313,13 @@ pub async fn resume(
 /// The progress statement of a delivering instance, one per delivery: the
 /// subscription moves to `position` (past the delivery `done`, which a 2xx
 /// answered, or where it stands when `done` is None), the next up to
-/// `limit` changes after it are read from the feed below its horizon, and
-/// recorded as the delivery `next_id` in flight, and the lease renewed; all
-/// or nothing, provided the subscription is still as the instance knew it
-/// (`revision`, `done`).
+/// `limit` changes after it are read from the feed below its horizon and
+/// recorded as the delivery `next_id` in flight, and the lease is renewed;
+/// all in one statement.
+///
+/// A success is recorded as long as the delivery is still the one in
+/// flight (a replay clears it); the next one is taken only if the
+/// subscription is still enabled and as the instance knew it (`revision`).
 #[allow(clippy::too_many_arguments)]
 pub async fn advance(
     db: impl PgExecutor<'_>,
@@ -342,21 +347,23 @@ pub async fn advance(
         ), moved as (
             update forward_subscriptions
             set position_xid = $7::text::xid8, position_seq = $8,
-                pending_id = case when exists (select 1 from last) then $9 end,
-                pending_xid = (select xid from last),
-                pending_seq = (select seq from last),
+                pending_id = case when enabled and revision = $4 and exists (select 1 from last)
+                                  then $9 end,
+                pending_xid = case when enabled and revision = $4 then (select xid from last) end,
+                pending_seq = case when enabled and revision = $4 then (select seq from last) end,
                 failing_since = case when $5::text is null then failing_since end,
                 attempts = case when $5::text is null then attempts else 0 end,
                 last_error = case when $5::text is null then last_error end,
                 delivered_at = case when $5::text is null then delivered_at else now() end,
                 lease_until = now() + $3
-            where name = $1 and lease_holder = $2 and enabled and revision = $4
+            where name = $1 and lease_holder = $2
               and pending_id is not distinct from $5
-            returning 1 as one
+              and ((enabled and revision = $4) or $5::text is not null)
+            returning enabled and revision = $4 as current
         )
-        select n.xid::text::bigint as xid, n.seq as "seq?", n.message_id as "message_id?",
-               n.user_number as "user_number?", n.status as "status?: crate::domain::Status",
-               n.changed_at as "changed_at?"
+        select m.current as "current!", n.xid::text::bigint as xid, n.seq as "seq?",
+               n.message_id as "message_id?", n.user_number as "user_number?",
+               n.status as "status?: crate::domain::Status", n.changed_at as "changed_at?"
         from moved m left join next n on true
         order by n.xid, n.seq
         "#,
@@ -373,7 +380,7 @@ pub async fn advance(
     )
     .fetch_all(db)
     .await?;
-    if rows.is_empty() {
+    if rows.first().is_none_or(|r| !r.current) {
         return Ok(Advanced::Changed);
     }
     Ok(Advanced::Next(

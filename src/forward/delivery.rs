@@ -87,13 +87,18 @@ pub(super) async fn run(context: Arc<Context>, name: String, notices: broadcast:
                 }
             }
         };
-        if !matches!(ended, Ended::NotOurs) {
-            let (pool, holder) = (task.context.db.pool(), &task.context.holder);
-            if let Err(e) = forwarding::release(pool, &task.name, holder).await {
-                tracing::warn!(subscription = task.name, error = %e, "cannot give the lease up; it runs out by itself");
-            }
+        // Given up even when not ours (disabled by the operator), so that
+        // enabling it need not wait for the lease to run out.
+        let (pool, holder) = (task.context.db.pool(), &task.context.holder);
+        if let Err(e) = forwarding::release(pool, &task.name, holder).await {
+            tracing::warn!(subscription = task.name, error = %e, "cannot give the lease up; it runs out by itself");
         }
-        tracing::info!(subscription = task.name, "no longer delivering");
+        let why = match ended {
+            Ended::NotOurs => "removed, disabled or taken over",
+            Ended::Disabled => "disabled by its failures",
+            Ended::Shutdown => "shutting down",
+        };
+        tracing::info!(subscription = task.name, why, "no longer delivering");
         let mut running = task.context.running.lock().expect("lock not poisoned");
         running.remove(&task.name);
         return;
@@ -130,7 +135,7 @@ impl Task {
             // The delivery a 2xx answered, not yet recorded.
             let mut done: Option<(String, Position)> = None;
             let mut in_flight = None;
-            if let Some((id, upto)) = sub.pending {
+            if let Some((id, upto)) = sub.pending.clone() {
                 let changes = forwarding::pending_changes(pool, channel, position, upto).await?;
                 match self.in_flight(id.clone(), channel, changes) {
                     Some(flight) => in_flight = Some(flight),
@@ -144,34 +149,38 @@ impl Task {
                 let flight = match in_flight.take() {
                     Some(flight) => flight,
                     None => {
-                        // A read that was not full caught up: let the next
-                        // one gather for a moment.
+                        // The last read was not full, so it caught up: let
+                        // the next one gather for a moment, once what a
+                        // 2xx answered is recorded.
                         if let Some((at, false)) = last_read
-                            && self.sleep_until(at + MIN_GAP).await
+                            && at.elapsed() < MIN_GAP
                         {
-                            return Ok(Ended::Shutdown);
+                            if let Some(d) = done.take() {
+                                let Advanced::Next(_) =
+                                    self.advance_from(&sub, position, Some(&d), "", 0).await?
+                                else {
+                                    continue 'resume;
+                                };
+                                position = d.1;
+                            }
+                            if self.sleep_until(at + MIN_GAP).await {
+                                return Ok(Ended::Shutdown);
+                            }
                         }
                         drain(&mut self.notices);
-                        let from = done.as_ref().map_or(position, |d| d.1);
                         let next_id = secret::delivery_id();
                         let reading = Instant::now();
-                        let advanced = forwarding::advance(
-                            pool,
-                            name,
-                            holder,
-                            lease,
-                            sub.revision,
-                            channel,
-                            done.as_ref().map(|d| d.0.as_str()),
-                            from,
-                            &next_id,
-                            i64::from(context.config.batch_max.get()),
-                        )
-                        .await?;
-                        let Advanced::Next(changes) = advanced else {
+                        let limit = i64::from(context.config.batch_max.get());
+                        let Advanced::Next(changes) = self
+                            .advance_from(&sub, position, done.as_ref(), &next_id, limit)
+                            .await?
+                        else {
                             continue 'resume;
                         };
-                        (renewed, position, done, attempts) = (reading, from, None, 0);
+                        if let Some(d) = done.take() {
+                            position = d.1;
+                        }
+                        (renewed, attempts) = (reading, 0);
                         let full = changes.len() >= context.config.batch_max.get() as usize;
                         last_read = Some((reading, full));
                         match self.in_flight(next_id, channel, changes) {
@@ -262,6 +271,31 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// [`forwarding::advance`] from `position`, or past `done`.
+    async fn advance_from(
+        &self,
+        sub: &forwarding::Subscription,
+        position: Position,
+        done: Option<&(String, Position)>,
+        next_id: &str,
+        limit: i64,
+    ) -> sqlx::Result<Advanced> {
+        let context = &self.context;
+        forwarding::advance(
+            context.db.pool(),
+            &self.name,
+            &context.holder,
+            context.lease(),
+            sub.revision,
+            &sub.channel_id,
+            done.map(|d| d.0.as_str()),
+            done.map_or(position, |d| d.1),
+            next_id,
+            limit,
+        )
+        .await
     }
 
     /// The delivery of `changes` under `id`; None when there are none.

@@ -6,6 +6,7 @@ mod cli;
 mod console;
 mod credentials;
 mod desktops;
+mod forward;
 mod fuzz;
 mod guessing;
 mod health;

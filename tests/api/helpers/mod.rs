@@ -4,6 +4,7 @@
 mod app;
 mod db;
 mod process;
+pub mod receiver;
 
 pub use app::*;
 pub use db::*;

@@ -19,11 +19,17 @@ pub async fn database_with_channel(channel: &str, password: &str) -> super::Test
 
 /// A CLI command against `db_url`, its stdin given; waits for it.
 pub fn run_cli(db_url: &str, args: &[&str], stdin: &str) -> Output {
+    run_cli_with(db_url, args, stdin, &[])
+}
+
+/// As [`run_cli`], with extra environment.
+pub fn run_cli_with(db_url: &str, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_koostatus"))
         .arg("--database-url")
         .arg(db_url)
         .args(args)
         .env_remove("DATABASE_URL")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
