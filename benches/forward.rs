@@ -1,0 +1,478 @@
+//! Forwarding benchmark: callbacks while subscriptions push every change
+//! to a receiver.
+//!
+//! Run: `cargo bench --bench forward` (PostgreSQL at 127.0.0.1:5432).
+//! Options through the environment: BENCH_CONNECTIONS (64 callback
+//! connections), BENCH_SECONDS (10 per phase).
+//!
+//! One release `koostatus serve` (its own process, default forwarding
+//! settings: batches of 100, 10 s timeout), one channel, a receiver in this
+//! process (its own thread and runtime, apart from the callback load) that
+//! answers every delivery 200. Phases of BENCH_SECONDS with 0, 1 and 10
+//! subscriptions, in the order 0, 1, 10, 0, 10, 1, 0, so that drift of this
+//! shared machine falls on every configuration alike; each configuration's
+//! ratio is the mean of its runs against the mean of the runs without.
+//! Subscriptions are added (and claimed by the service) before a phase and
+//! removed after it, once the receiver has everything.
+//!
+//! Printed per phase: callbacks/s and the ratio to no subscription,
+//! callback p99, forwarded changes/s at the receiver during the load, lag
+//! from a change's `changed_at` (the callback's arrival, before its commit)
+//! to its receipt (p50/p99), how long the receiver needed after the load to
+//! have everything, and changes lost, repeated (under another webhook-id)
+//! or out of order; any of the last three fails the run.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{SERVER, env, pct, read_answer, report_request, wait_ready};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+mod support;
+
+const DB: &str = "koostatus_bench_forward";
+const CHANNEL: &str = "bench";
+const PASSWORD: &str = "bench-webhook-password";
+const KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+
+/// What the receiver got for one subscription.
+#[derive(Default)]
+struct Subscriber {
+    /// Message ids in arrival order, each delivery counted once.
+    messages: Vec<String>,
+    last: (i64, i64),
+    out_of_order: usize,
+    /// Changes that came again under another webhook-id.
+    repeated: usize,
+    ids: HashSet<String>,
+    position_ids: HashMap<(i64, i64), String>,
+    lags: Vec<Duration>,
+    /// When the receiver got a change, per second of the load.
+    received_at: Vec<Instant>,
+}
+
+type Received = Arc<Mutex<HashMap<String, Subscriber>>>;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let connections: usize = env("BENCH_CONNECTIONS", 64);
+    let seconds: u64 = env("BENCH_SECONDS", 10);
+    println!(
+        "{connections} callback connections, {seconds} s per phase, {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    support::drop_database(DB).await?;
+    let url = format!("{SERVER}/{DB}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let bin = env!("CARGO_BIN_EXE_koostatus");
+    let log_path = std::env::temp_dir().join(format!("koostatus-bench-forward-{port}.log"));
+    let mut server = Command::new(bin)
+        .args(["--database-url", &url, "serve", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("KOOSTATUS_LOG__FILTER", "warn")
+        .env("KOOSTATUS_FORWARD__SECRET_KEY", KEY)
+        .env("KOOSTATUS_FORWARD__ALLOW_PRIVATE_TARGETS", "true")
+        .stderr(std::fs::File::create(&log_path)?)
+        .spawn()?;
+    let outcome = run(
+        bin,
+        &url,
+        port,
+        server.id(),
+        connections,
+        Duration::from_secs(seconds),
+    )
+    .await;
+    stop(&mut server);
+    if outcome.is_err() {
+        eprintln!("{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+    }
+    let _ = std::fs::remove_file(&log_path);
+    support::drop_database(DB).await?;
+    outcome
+}
+
+fn stop(server: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+}
+
+struct Figures {
+    subscriptions: usize,
+    callbacks_per_s: f64,
+    p99_ms: f64,
+    forwarded_per_s: f64,
+    lag_p50_ms: f64,
+    lag_p99_ms: f64,
+    drain_s: f64,
+}
+
+async fn run(
+    bin: &str,
+    url: &str,
+    port: u16,
+    server_pid: u32,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    wait_ready(port).await?;
+    cli(
+        bin,
+        url,
+        &["channel", "add", CHANNEL, "--password-stdin"],
+        PASSWORD,
+    )?;
+    let received: Received = Arc::default();
+    let receiver_port = start_receiver(received.clone())?;
+    let db = sqlx::PgPool::connect(url).await?;
+    let mut results: Vec<Figures> = Vec::new();
+    for (index, &subscriptions) in [0usize, 1, 10, 0, 10, 1, 0].iter().enumerate() {
+        println!("running: {subscriptions} subscriptions");
+        let names: Vec<String> = (0..subscriptions)
+            .map(|i| format!("p{index}-s{i}"))
+            .collect();
+        for name in &names {
+            let target = format!("http://127.0.0.1:{receiver_port}/{name}");
+            cli(
+                bin,
+                url,
+                &[
+                    "forward",
+                    "add",
+                    name,
+                    "--channel",
+                    CHANNEL,
+                    "--url",
+                    &target,
+                ],
+                "",
+            )?;
+        }
+        wait_claimed(&db, subscriptions).await?;
+        let cpu_before = cpu(server_pid);
+        let started = Instant::now();
+        let load: Vec<_> = (0..connections)
+            .map(|c| tokio::spawn(callbacks(port, c, index, duration)))
+            .collect();
+        let (mut acked, mut latencies) = (Vec::new(), Vec::new());
+        for l in load {
+            let (a, l) = l.await??;
+            acked.extend(a);
+            latencies.extend(l);
+        }
+        let ended = Instant::now();
+        let elapsed = ended - started;
+        let cpu_after = cpu(server_pid);
+        let busy = |i: usize| (cpu_after[i] - cpu_before[i]) / elapsed.as_secs_f64();
+        println!(
+            "  CPU cores busy: service {:.2}, PostgreSQL {:.2}, benchmark (load and receiver) {:.2}",
+            busy(0),
+            busy(1),
+            busy(2)
+        );
+        latencies.sort();
+        // Everything acknowledged reaches every subscription.
+        let wanted: HashSet<&String> = acked.iter().collect();
+        let drain_started = Instant::now();
+        loop {
+            let done = {
+                let got = received.lock().unwrap();
+                names
+                    .iter()
+                    .all(|n| got.get(n).is_some_and(|s| s.messages.len() >= acked.len()))
+            };
+            if done {
+                break;
+            }
+            anyhow::ensure!(
+                drain_started.elapsed() < Duration::from_secs(120),
+                "the receiver did not get everything within 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let drain = if names.is_empty() {
+            Duration::ZERO
+        } else {
+            drain_started.elapsed()
+        };
+        let mut got = received.lock().unwrap();
+        let (mut lags, mut during) = (Vec::new(), 0usize);
+        for name in &names {
+            let s = got.remove(name).expect("received");
+            let set: HashSet<&String> = s.messages.iter().collect();
+            let lost = wanted.difference(&set).count();
+            anyhow::ensure!(
+                lost == 0 && s.repeated == 0 && s.out_of_order == 0,
+                "{name}: {lost} lost, {} repeated, {} out of order",
+                s.repeated,
+                s.out_of_order
+            );
+            anyhow::ensure!(s.messages.len() == acked.len(), "{name}: extra changes");
+            during += s.received_at.iter().filter(|&&t| t <= ended).count();
+            lags.extend(s.lags);
+        }
+        drop(got);
+        lags.sort();
+        for name in &names {
+            cli(bin, url, &["forward", "remove", name], "")?;
+        }
+        let figures = Figures {
+            subscriptions,
+            callbacks_per_s: acked.len() as f64 / elapsed.as_secs_f64(),
+            p99_ms: pct(&latencies, 0.99),
+            forwarded_per_s: during as f64 / elapsed.as_secs_f64(),
+            lag_p50_ms: pct(&lags, 0.50),
+            lag_p99_ms: pct(&lags, 0.99),
+            drain_s: drain.as_secs_f64(),
+        };
+        println!(
+            "  {:.0} callbacks/s (p99 {:.1} ms); forwarded {:.0} changes/s; lag p50 {:.0} ms, p99 {:.0} ms; all received {:.2} s after the load; 0 lost, 0 repeated, 0 out of order",
+            figures.callbacks_per_s,
+            figures.p99_ms,
+            figures.forwarded_per_s,
+            figures.lag_p50_ms,
+            figures.lag_p99_ms,
+            figures.drain_s
+        );
+        results.push(figures);
+    }
+    let mean = |n: usize, f: fn(&Figures) -> f64| {
+        let runs: Vec<f64> = results
+            .iter()
+            .filter(|r| r.subscriptions == n)
+            .map(f)
+            .collect();
+        runs.iter().sum::<f64>() / runs.len() as f64
+    };
+    let alone = mean(0, |r| r.callbacks_per_s);
+    println!();
+    println!(
+        "| subscriptions | callbacks/s | ratio to none | callback p99 | forwarded changes/s | lag p50 | lag p99 | drained after |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for n in [0usize, 1, 10] {
+        println!(
+            "| {n} | {:.0} | {:.2} | {:.1} ms | {:.0} | {:.0} ms | {:.0} ms | {:.2} s |",
+            mean(n, |r| r.callbacks_per_s),
+            mean(n, |r| r.callbacks_per_s) / alone,
+            mean(n, |r| r.p99_ms),
+            mean(n, |r| r.forwarded_per_s),
+            mean(n, |r| r.lag_p50_ms),
+            mean(n, |r| r.lag_p99_ms),
+            mean(n, |r| r.drain_s),
+        );
+    }
+    println!(
+        "goals: ratio with 10 subscriptions >= 0.85, lag p99 <= 1000 ms, 0 lost or out of order"
+    );
+    Ok(())
+}
+
+/// Until the service has taken the lease of `n` subscriptions.
+async fn wait_claimed(db: &sqlx::PgPool, n: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let claimed: i64 = sqlx::query_scalar(
+            "select count(*) from forward_subscriptions where lease_holder is not null",
+        )
+        .fetch_one(db)
+        .await?;
+        if claimed as usize >= n {
+            // And has looked at the feed once.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "subscriptions not claimed within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One keep-alive connection posting new messages back to back.
+async fn callbacks(
+    port: u16,
+    connection: usize,
+    phase: usize,
+    duration: Duration,
+) -> anyhow::Result<(Vec<String>, Vec<Duration>)> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.set_nodelay(true)?;
+    let mut stream = BufReader::new(stream);
+    let deadline = Instant::now() + duration;
+    let (mut acked, mut latencies) = (Vec::new(), Vec::new());
+    let mut n = 0usize;
+    while Instant::now() < deadline {
+        let id = format!("p{phase}-c{connection}-{n}");
+        n += 1;
+        let body = format!(
+            r#"{{"message_id":"{id}","sender":"86173xxxx4526","user_number":"u{connection}","status":"delivered"}}"#
+        );
+        let sent = Instant::now();
+        stream
+            .get_mut()
+            .write_all(report_request(CHANNEL, PASSWORD, &body).as_bytes())
+            .await?;
+        let code = read_answer(&mut stream).await?;
+        latencies.push(sent.elapsed());
+        anyhow::ensure!(code == 200, "a callback got {code}");
+        acked.push(id);
+    }
+    Ok((acked, latencies))
+}
+
+/// The receiver on a thread and runtime of its own: its port.
+fn start_receiver(received: Received) -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            let listener = TcpListener::from_std(listener).expect("a listener");
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(receive(socket, received.clone()));
+            }
+        });
+    });
+    Ok(port)
+}
+
+/// Answers 200 to every delivery on a keep-alive connection, recording it.
+async fn receive(mut socket: TcpStream, received: Received) {
+    let mut buffer = Vec::new();
+    loop {
+        let end = loop {
+            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end;
+            }
+            let mut chunk = [0u8; 65536];
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+        let path = head
+            .split(' ')
+            .nth(1)
+            .unwrap_or("/")
+            .trim_start_matches('/')
+            .to_owned();
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| {
+                    l.strip_prefix(name)
+                        .map(|v| v.trim_start_matches(':').trim().to_owned())
+                })
+                .unwrap_or_default()
+        };
+        let length: usize = header("content-length").parse().unwrap_or(0);
+        let id = header("webhook-id");
+        buffer.drain(..end + 4);
+        while buffer.len() < length {
+            let mut chunk = [0u8; 65536];
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body: Vec<u8> = buffer.drain(..length).collect();
+        record(&received, &path, &id, &body);
+        if socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn record(received: &Received, path: &str, id: &str, body: &[u8]) {
+    let now = Instant::now();
+    let wall = chrono::Utc::now();
+    let payload: serde_json::Value = serde_json::from_slice(body).expect("a JSON delivery");
+    let mut got = received.lock().unwrap();
+    let s = got.entry(path.to_owned()).or_default();
+    // A delivery sent again under its id (after a crash) counts once.
+    if !s.ids.insert(id.to_owned()) {
+        return;
+    }
+    for change in payload["changes"].as_array().expect("changes") {
+        let (xid, seq) = change["position"]
+            .as_str()
+            .and_then(|p| p.split_once('-'))
+            .expect("a position");
+        let position = (xid.parse().unwrap(), seq.parse().unwrap());
+        if let Some(first) = s.position_ids.insert(position, id.to_owned()) {
+            if first != id {
+                s.repeated += 1;
+            }
+            continue;
+        }
+        if position <= s.last {
+            s.out_of_order += 1;
+        }
+        s.last = position;
+        s.messages
+            .push(change["message_id"].as_str().unwrap().to_owned());
+        let changed: chrono::DateTime<chrono::Utc> =
+            change["changed_at"].as_str().unwrap().parse().unwrap();
+        s.lags.push((wall - changed).to_std().unwrap_or_default());
+        s.received_at.push(now);
+    }
+}
+
+fn cli(bin: &str, url: &str, args: &[&str], stdin: &str) -> anyhow::Result<String> {
+    let mut child = Command::new(bin)
+        .args(["--database-url", url])
+        .args(args)
+        .env("KOOSTATUS_FORWARD__SECRET_KEY", KEY)
+        .env("KOOSTATUS_FORWARD__ALLOW_PRIVATE_TARGETS", "true")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        format!("{stdin}\n").as_bytes(),
+    )?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "koostatus {args:?} failed");
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// CPU seconds used so far by the service, by every PostgreSQL process,
+/// and by this benchmark.
+fn cpu(server: u32) -> [f64; 3] {
+    let seconds = |pid: &str| -> Option<(String, f64)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (head, rest) = stat.rsplit_once(')')?;
+        let name = head.split_once('(')?.1.to_owned();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
+        Some((name, ticks / 100.0))
+    };
+    let postgres: f64 = std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(|e| seconds(e.ok()?.file_name().to_str()?))
+                .filter(|(name, _)| name == "postgres")
+                .map(|(_, s)| s)
+                .sum()
+        })
+        .unwrap_or(0.0);
+    let own = |pid: u32| seconds(&pid.to_string()).map_or(0.0, |(_, s)| s);
+    [own(server), postgres, own(std::process::id())]
+}
