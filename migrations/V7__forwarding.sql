@@ -34,6 +34,10 @@ create table forward_subscriptions (
     -- (replay, enable, disable): a delivering instance waiting out a
     -- backoff notices it at its next lease renewal.
     revision bigint not null default 0,
+    -- Bumped by replay only: webhook-ids of deliveries made from the feed's
+    -- contents (src/forward/delivery.rs) include it, so that a replay is
+    -- sent under new ids and a restart under the same ones.
+    generation bigint not null default 0,
     check ((pending_id is null) = (pending_xid is null)
            and (pending_id is null) = (pending_seq is null))
 );

@@ -39,6 +39,7 @@ pub struct Subscription {
     pub failing_since: Option<DateTime<Utc>>,
     pub attempts: i32,
     pub revision: i64,
+    pub generation: i64,
 }
 
 pub enum Replay {
@@ -189,7 +190,7 @@ pub async fn set_enabled(
 
 /// Moves the subscription back to `from`: what follows is delivered again,
 /// under new webhook-ids (a receiver that drops repeated ids would drop a
-/// replay sent under the old ones).
+/// replay sent under the old ones): a new generation.
 pub async fn replay(db: impl PgExecutor<'_>, name: &str, from: Position) -> sqlx::Result<Replay> {
     let row = sqlx::query!(
         r#"
@@ -201,7 +202,7 @@ pub async fn replay(db: impl PgExecutor<'_>, name: &str, from: Position) -> sqlx
             set position_xid = $2::text::xid8, position_seq = $3,
                 pending_id = null, pending_xid = null, pending_seq = null,
                 failing_since = null, attempts = 0, last_error = null,
-                revision = revision + 1
+                revision = revision + 1, generation = generation + 1
             where f.name = $1 and (f.position_xid, f.position_seq) >= ($2::text::xid8, $3)
             returning 1
         )
@@ -284,7 +285,7 @@ pub async fn resume(
         returning channel_id, url, secret,
                   position_xid::text::bigint as "xid!", position_seq,
                   pending_id, pending_xid::text::bigint as pending_xid, pending_seq,
-                  failing_since, attempts, revision
+                  failing_since, attempts, revision, generation
         "#,
         name,
         holder,
@@ -307,12 +308,13 @@ pub async fn resume(
         failing_since: r.failing_since,
         attempts: r.attempts,
         revision: r.revision,
+        generation: r.generation,
     }))
 }
 
-/// The progress statement of a delivering instance, one per delivery: the
-/// subscription moves to `position` (past the delivery `done`, which a 2xx
-/// answered, or where it stands when `done` is None), the next up to
+/// The progress statement of a delivering instance: the subscription moves
+/// to `position` (past the recorded delivery `done`, which a 2xx answered,
+/// when given), the next up to
 /// `limit` changes after it are read from the feed below its horizon and
 /// recorded as the delivery `next_id` in flight, and the lease is renewed;
 /// all in one statement.
@@ -436,6 +438,16 @@ pub async fn failed(
     )
     .fetch_optional(db)
     .await
+}
+
+/// Up to `limit` changes after `after`, below the feed's horizon.
+pub async fn read(
+    db: impl PgExecutor<'_>,
+    channel_id: &str,
+    after: Position,
+    limit: i64,
+) -> sqlx::Result<Vec<Change>> {
+    super::changes::read(db, channel_id, after, None, None, limit).await
 }
 
 /// Changes after `after` up to and including `upto`: a delivery in flight,

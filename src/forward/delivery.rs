@@ -2,6 +2,7 @@
 //! what follows the position, record it as the delivery in flight, POST it
 //! until a 2xx, move on.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,11 @@ use crate::live::{ChangeEntry, Notice};
 /// cost the receiver and the database less, for 25 ms of latency on
 /// average.
 const MIN_GAP: Duration = Duration::from_millis(50);
+/// Full deliveries read from the feed at once.
+const READ_AHEAD: usize = 10;
+/// While delivering full deliveries, progress is written this often: a
+/// crash sends what followed again, under the same webhook-ids.
+const RECORD_EVERY: Duration = Duration::from_millis(250);
 /// Changes committed but still behind an older running transaction (the
 /// feed's horizon): look again this soon, as that transaction's end may
 /// notify nobody.
@@ -48,6 +54,8 @@ struct InFlight {
     body: Bytes,
     changes: usize,
     oldest: DateTime<Utc>,
+    /// Recorded in the database as the delivery in flight.
+    recorded: bool,
 }
 
 enum Ended {
@@ -117,9 +125,22 @@ impl Task {
     /// Delivers until the subscription is not ours any more, or shutdown;
     /// a database error ends it early (the caller starts it again, from
     /// what the database holds).
+    ///
+    /// Two kinds of delivery. A full one (`forward.batch_max` changes) read
+    /// from the feed is fixed by where it starts: the feed below its
+    /// horizon never gains a change between two it has (V3), so whoever
+    /// reads after that position, now or after a crash, gets the same
+    /// changes; its webhook-id is made from them ([`Secret::batch_id`]),
+    /// and nothing need be written before sending it. Several are read at
+    /// once, and progress is written at most every [`RECORD_EVERY`]: after
+    /// a crash, what followed the last record is sent again under the same
+    /// ids. A shorter one (caught up) could grow if read again, so it is
+    /// recorded as the delivery in flight, under an id of its own, before
+    /// its first attempt; so is a full one that fails.
     async fn deliver(&mut self) -> anyhow::Result<Ended> {
         let context = self.context.clone();
         let (pool, holder, lease) = (context.db.pool(), &context.holder, context.lease());
+        let batch_max = context.config.batch_max.get() as usize;
         let name = self.name.clone();
         let name = name.as_str();
         'resume: loop {
@@ -131,68 +152,113 @@ impl Task {
             let secret = context.key.decrypt(name, &sub.secret)?;
             let url = target::parse(&sub.url).map_err(anyhow::Error::msg)?;
             let channel = sub.channel_id.as_str();
+            // Delivered up to here; `recorded` when the database says so
+            // too; `done`: the recorded delivery in flight that a 2xx
+            // answered since.
             let mut position = sub.position;
-            // The delivery a 2xx answered, not yet recorded.
-            let mut done: Option<(String, Position)> = None;
+            let (mut recorded, mut done) = (true, None::<String>);
             let mut in_flight = None;
             if let Some((id, upto)) = sub.pending.clone() {
                 let changes = forwarding::pending_changes(pool, channel, position, upto).await?;
-                match self.in_flight(id.clone(), channel, changes) {
+                match self.in_flight(id.clone(), channel, changes, true) {
                     Some(flight) => in_flight = Some(flight),
                     // Pruned meanwhile (retention): nothing left to send.
-                    None => done = Some((id, upto)),
+                    None => (position, done) = (upto, Some(id)),
                 }
             }
+            // Read from the feed after `position`, not yet delivered.
+            let mut ahead: VecDeque<Change> = VecDeque::new();
             let mut attempts = sub.attempts;
             let mut last_read: Option<(Instant, bool)> = None;
+            // Writes progress and renews the lease, or starts again from
+            // the database when the subscription changed under us.
+            macro_rules! record {
+                () => {{
+                    let recording = Instant::now();
+                    let advanced = forwarding::advance(
+                        pool,
+                        name,
+                        holder,
+                        lease,
+                        sub.revision,
+                        channel,
+                        done.as_deref(),
+                        position,
+                        "",
+                        0,
+                    );
+                    match advanced.await? {
+                        Advanced::Changed => continue 'resume,
+                        Advanced::Next(_) => (recorded, done, renewed) = (true, None, recording),
+                    }
+                }};
+            }
             loop {
                 let flight = match in_flight.take() {
                     Some(flight) => flight,
                     None => {
-                        // The last read was not full, so it caught up: let
-                        // the next one gather for a moment, once what a
-                        // 2xx answered is recorded.
-                        if let Some((at, false)) = last_read
-                            && at.elapsed() < MIN_GAP
-                        {
-                            if let Some(d) = done.take() {
-                                let Advanced::Next(_) =
-                                    self.advance_from(&sub, position, Some(&d), "", 0).await?
-                                else {
-                                    continue 'resume;
-                                };
-                                position = d.1;
+                        if ahead.len() < batch_max {
+                            // The last read caught up: let the next one
+                            // gather for a moment, once progress is written.
+                            if let Some((at, false)) = last_read
+                                && at.elapsed() < MIN_GAP
+                            {
+                                if !recorded || done.is_some() {
+                                    record!();
+                                }
+                                if self.sleep_until(at + MIN_GAP).await {
+                                    return Ok(Ended::Shutdown);
+                                }
                             }
-                            if self.sleep_until(at + MIN_GAP).await {
-                                return Ok(Ended::Shutdown);
-                            }
+                            drain(&mut self.notices);
+                            let after = ahead.back().map_or(position, |c| c.position);
+                            let want = READ_AHEAD * batch_max - ahead.len();
+                            let read = forwarding::read(pool, channel, after, want as i64).await?;
+                            last_read = Some((Instant::now(), read.len() == want));
+                            ahead.extend(read);
                         }
-                        drain(&mut self.notices);
-                        let next_id = secret::delivery_id();
-                        let reading = Instant::now();
-                        let limit = i64::from(context.config.batch_max.get());
-                        let Advanced::Next(changes) = self
-                            .advance_from(&sub, position, done.as_ref(), &next_id, limit)
-                            .await?
-                        else {
-                            continue 'resume;
-                        };
-                        if let Some(d) = done.take() {
-                            position = d.1;
-                        }
-                        (renewed, attempts) = (reading, 0);
-                        let full = changes.len() >= context.config.batch_max.get() as usize;
-                        last_read = Some((reading, full));
-                        match self.in_flight(next_id, channel, changes) {
-                            Some(flight) => {
-                                self.gauge_lag(channel, position, &flight, full).await?;
-                                flight
-                            }
-                            None => {
-                                self.gauge_caught_up();
-                                match self.wait_for_news(channel, position, renewed).await? {
-                                    Some(ended) => return Ok(ended),
-                                    None => continue,
+                        if ahead.len() >= batch_max {
+                            let changes: Vec<Change> = ahead.drain(..batch_max).collect();
+                            let last = changes[batch_max - 1].position;
+                            let id = secret.batch_id(sub.generation, position, last);
+                            let flight = self.in_flight(id, channel, changes, false);
+                            let flight = flight.expect("a full delivery");
+                            self.gauge_lag(channel, position, &flight, ahead.len())
+                                .await?;
+                            flight
+                        } else {
+                            // Caught up: the short delivery is recorded first.
+                            ahead.clear();
+                            let next_id = secret::delivery_id();
+                            let recording = Instant::now();
+                            let advanced = forwarding::advance(
+                                pool,
+                                name,
+                                holder,
+                                lease,
+                                sub.revision,
+                                channel,
+                                done.as_deref(),
+                                position,
+                                &next_id,
+                                batch_max as i64,
+                            );
+                            let Advanced::Next(changes) = advanced.await? else {
+                                continue 'resume;
+                            };
+                            (recorded, done, renewed) = (true, None, recording);
+                            match self.in_flight(next_id, channel, changes, true) {
+                                Some(flight) => {
+                                    self.gauge_lag(channel, position, &flight, 0).await?;
+                                    flight
+                                }
+                                None => {
+                                    self.gauge_caught_up();
+                                    last_read = Some((Instant::now(), false));
+                                    match self.wait_for_news(channel, position, renewed).await? {
+                                        Some(ended) => return Ok(ended),
+                                        None => continue,
+                                    }
                                 }
                             }
                         }
@@ -200,7 +266,7 @@ impl Task {
                 };
                 // Start a POST only while the lease outlasts it.
                 if renewed.elapsed() + context.config.timeout + Duration::from_secs(2) > lease {
-                    continue 'resume;
+                    record!();
                 }
                 let attempt = tokio::select! {
                     attempt = self.post(&url, &secret, &flight) => attempt,
@@ -213,7 +279,15 @@ impl Task {
                         metrics::counter!("koostatus_forward_changes_total", &labels)
                             .increment(flight.changes as u64);
                         metrics::gauge!("koostatus_forward_failed_attempts", &labels).set(0.0);
-                        done = Some((flight.id, flight.upto));
+                        (position, attempts) = (flight.upto, 0);
+                        if flight.recorded {
+                            done = Some(flight.id);
+                        } else {
+                            recorded = false;
+                        }
+                        if renewed.elapsed() >= RECORD_EVERY {
+                            record!();
+                        }
                     }
                     Err(failure) => {
                         metrics::counter!("koostatus_forward_deliveries_total", "subscription" => name.to_owned(), "outcome" => failure.outcome).increment(1);
@@ -227,6 +301,33 @@ impl Task {
                             error = failure.error,
                             "delivery failed; will retry"
                         );
+                        if !flight.recorded {
+                            // Recorded under its own id, with what was
+                            // delivered before it: retries, a take-over and
+                            // `forward list` go by the database.
+                            let advanced = forwarding::advance(
+                                pool,
+                                name,
+                                holder,
+                                lease,
+                                sub.revision,
+                                channel,
+                                done.as_deref(),
+                                position,
+                                &flight.id,
+                                batch_max as i64,
+                            );
+                            match advanced.await? {
+                                Advanced::Next(c)
+                                    if c.last().map(|c| c.position) == Some(flight.upto) =>
+                                {
+                                    (recorded, done) = (true, None);
+                                }
+                                // Not the same changes (pruned meanwhile):
+                                // start from what the database holds.
+                                _ => continue 'resume,
+                            }
+                        }
                         let recording = Instant::now();
                         let failed = forwarding::failed(
                             pool,
@@ -266,40 +367,24 @@ impl Task {
                                 Some(_) => renewed = renewing,
                             }
                         }
-                        in_flight = Some(flight);
+                        in_flight = Some(InFlight {
+                            recorded: true,
+                            ..flight
+                        });
                     }
                 }
             }
         }
     }
 
-    /// [`forwarding::advance`] from `position`, or past `done`.
-    async fn advance_from(
-        &self,
-        sub: &forwarding::Subscription,
-        position: Position,
-        done: Option<&(String, Position)>,
-        next_id: &str,
-        limit: i64,
-    ) -> sqlx::Result<Advanced> {
-        let context = &self.context;
-        forwarding::advance(
-            context.db.pool(),
-            &self.name,
-            &context.holder,
-            context.lease(),
-            sub.revision,
-            &sub.channel_id,
-            done.map(|d| d.0.as_str()),
-            done.map_or(position, |d| d.1),
-            next_id,
-            limit,
-        )
-        .await
-    }
-
     /// The delivery of `changes` under `id`; None when there are none.
-    fn in_flight(&self, id: String, channel: &str, changes: Vec<Change>) -> Option<InFlight> {
+    fn in_flight(
+        &self,
+        id: String,
+        channel: &str,
+        changes: Vec<Change>,
+        recorded: bool,
+    ) -> Option<InFlight> {
         let (first, last) = (changes.first()?, changes.last()?);
         let (upto, oldest, count) = (last.position, first.changed_at, changes.len());
         let payload = Payload {
@@ -313,6 +398,7 @@ impl Task {
             body: body.into(),
             changes: count,
             oldest,
+            recorded,
         })
     }
 
@@ -446,19 +532,20 @@ impl Task {
 
     /// Lag of a subscription with a delivery to make: the age of its oldest
     /// change, and how many follow the position (counted at most every
-    /// [`RENEW_EVERY`] while behind by more than one delivery).
+    /// [`RENEW_EVERY`] while more wait than were read).
     async fn gauge_lag(
         &mut self,
         channel: &str,
         position: Position,
         flight: &InFlight,
-        full: bool,
+        ahead: usize,
     ) -> anyhow::Result<()> {
         let labels = [("subscription", self.name.clone())];
         let seconds = (Utc::now() - flight.oldest).num_milliseconds() as f64 / 1000.0;
         metrics::gauge!("koostatus_forward_lag_seconds", &labels).set(seconds.max(0.0));
-        if !full {
-            metrics::gauge!("koostatus_forward_lag_changes", &labels).set(flight.changes as f64);
+        let known = ahead + flight.changes;
+        if known < READ_AHEAD * self.context.config.batch_max.get() as usize {
+            metrics::gauge!("koostatus_forward_lag_changes", &labels).set(known as f64);
         } else if self
             .lag_counted
             .is_none_or(|at| at.elapsed() >= RENEW_EVERY)

@@ -11,6 +11,8 @@ use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
+use crate::db::changes::Position;
+
 const PREFIX: &str = "whsec_";
 const SECRET_BYTES: usize = 32;
 const NONCE_BYTES: usize = 24;
@@ -101,12 +103,28 @@ impl Secret {
     }
 }
 
+impl Secret {
+    /// The webhook-id of the delivery of the changes after `after` up to
+    /// `last`, in `generation` (replays start a new one): `msg_` + 32 hex
+    /// digits, the same whoever makes it and whenever, and unguessable.
+    pub fn batch_id(&self, generation: i64, after: Position, last: Position) -> String {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(format!("koostatus batch {generation} {after} {last}").as_bytes());
+        hex(&mac.finalize().into_bytes()[..16])
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let digits: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("msg_{digits}")
+}
+
 /// A new webhook-id: `msg_` + 32 hex digits.
 pub fn delivery_id() -> String {
     let mut bytes = [0u8; 16];
     getrandom::getrandom(&mut bytes).expect("the OS random source works");
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("msg_{hex}")
+    hex(&bytes)
 }
 
 #[cfg(test)]

@@ -204,43 +204,74 @@ async fn every_change_arrives_in_order_through_errors_timeouts_and_closed_connec
 #[tokio::test]
 async fn a_killed_instance_loses_nothing_and_repeats_only_under_the_same_id() {
     let db = database_with_channel("ch1", PASSWORD).await;
+    let pool = db.pool().await;
     let receiver = Receiver::start([Answer::Hang]).await;
-    let secret = subscribe(&db.url(), "crm", "ch1", &receiver.url, &[]);
     let env = [CLI_ENV, &[("KOOSTATUS_FORWARD__TIMEOUT", "3s")]].concat();
     let client = reqwest::Client::new();
-    let port = free_port();
-    let mut first = spawn_serve(&db.url(), port, &env, Stdio::null());
+    let serve = || {
+        let port = free_port();
+        (port, spawn_serve(&db.url(), port, &env, Stdio::null()))
+    };
+    let webhook =
+        |port: u16| format!("http://127.0.0.1:{port}/social/on/whatsapp/koomessage/report/ch1");
+    let kill = |mut instance: KillOnDrop| {
+        let mut child = instance.0.take().unwrap();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    };
+    // 250 changes, then a subscription from the start: the first delivery
+    // is a full one (100 changes, nothing written before it is sent), and
+    // the instance dies while it waits for the answer.
+    let (port, first) = serve();
     wait_ready(port).await;
-    let webhook = format!("http://127.0.0.1:{port}/social/on/whatsapp/koomessage/report/ch1");
-    send_reports(&client, &webhook, 0..10).await;
+    send_reports(&client, &webhook(port), 0..250).await;
+    let secret = subscribe(&db.url(), "crm", "ch1", &receiver.url, &["--from-start"]);
     wait_until("a delivery in flight", Duration::from_secs(20), || async {
         !receiver.requests().is_empty()
     })
     .await;
-    first.0.as_mut().unwrap().kill().unwrap(); // SIGKILL
-    first.0.as_mut().unwrap().wait().unwrap();
-    let in_flight = receiver.requests()[0].clone();
+    kill(first);
+    let full = receiver.requests()[0].clone();
+    assert_eq!(full.positions().len(), 100);
 
-    let port = free_port();
-    let _second = spawn_serve(&db.url(), port, &env, Stdio::null());
+    let (port, second) = serve();
     wait_ready(port).await;
-    let webhook = format!("http://127.0.0.1:{port}/social/on/whatsapp/koomessage/report/ch1");
-    send_reports(&client, &webhook, 10..20).await;
-    receiver.wait_accepted(20, Duration::from_secs(40)).await;
-
-    let pool = db.pool().await;
-    assert_eq!(receiver.delivered_positions(), feed(&pool, "ch1").await);
-    let retried = receiver
-        .requests()
-        .into_iter()
-        .find(|r| r.accepted())
-        .unwrap();
+    receiver.wait_accepted(250, Duration::from_secs(40)).await;
+    let again = receiver.requests()[1].clone();
+    assert!(again.accepted());
     assert_eq!(
-        retried.id(),
-        in_flight.id(),
-        "the delivery in flight is sent again under its id"
+        again.id(),
+        full.id(),
+        "the full delivery is sent again under its id"
     );
-    assert_eq!(retried.body, in_flight.body);
+    assert_eq!(again.body, full.body);
+
+    // A short delivery (fewer than 100 changes, recorded before it is
+    // sent) in flight when the next instance dies.
+    receiver.script([Answer::Hang]);
+    let sent = receiver.requests().len();
+    send_reports(&client, &webhook(port), 250..255).await;
+    wait_until(
+        "a short delivery in flight",
+        Duration::from_secs(20),
+        || async { receiver.requests().len() > sent },
+    )
+    .await;
+    kill(second);
+    let short = receiver.requests()[sent].clone();
+    assert!((1..100).contains(&short.positions().len()));
+    let (port, _third) = serve();
+    wait_ready(port).await;
+    receiver.wait_accepted(255, Duration::from_secs(40)).await;
+    let again = receiver.requests()[sent + 1].clone();
+    assert_eq!(
+        again.id(),
+        short.id(),
+        "the short delivery is sent again under its id"
+    );
+    assert_eq!(again.body, short.body);
+
+    assert_eq!(receiver.delivered_positions(), feed(&pool, "ch1").await);
     assert_at_least_once_semantics(&receiver, &secret);
 }
 
