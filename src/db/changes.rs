@@ -10,7 +10,7 @@ use crate::domain::Status;
 
 /// A place in a channel's feed: changes after it are (xid, seq) greater.
 /// (0, 0) is before the first change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Position {
     pub xid: i64,
     pub seq: i64,

@@ -2,21 +2,19 @@
 //! what follows the position, record it as the delivery in flight, POST it
 //! until a 2xx, move on.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::web::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use reqwest::Url;
-use serde::Serialize;
 use tokio::sync::broadcast::{self, error::RecvError};
 
+use super::batches::Batch;
 use super::secret::{self, Secret};
 use super::{Context, RENEW_EVERY, target};
-use crate::db::changes::{Change, Position};
+use crate::db::changes::Position;
 use crate::db::forwarding::{self, Advanced, News};
-use crate::live::{ChangeEntry, Notice};
+use crate::live::Notice;
 
 /// Once caught up, the next read waits at least this long after the last:
 /// a busy channel commits far more often, and fewer, fuller deliveries
@@ -40,22 +38,22 @@ const MAX_ANSWER: u64 = 64 * 1024;
 /// Lag in changes is counted up to this, at most every [`RENEW_EVERY`].
 const LAG_COUNT_CAP: i64 = 1_000_000;
 
-/// The body of a delivery (SPEC §11).
-#[derive(Serialize)]
-struct Payload<'a> {
-    channel_id: &'a str,
-    changes: Vec<ChangeEntry>,
-}
-
-/// A delivery recorded as in flight: sent until a 2xx.
+/// A delivery being made: sent until a 2xx.
 struct InFlight {
     id: String,
-    upto: Position,
-    body: Bytes,
-    changes: usize,
-    oldest: DateTime<Utc>,
+    batch: Arc<Batch>,
     /// Recorded in the database as the delivery in flight.
     recorded: bool,
+}
+
+impl InFlight {
+    fn new(id: String, batch: Arc<Batch>, recorded: bool) -> InFlight {
+        InFlight {
+            id,
+            batch,
+            recorded,
+        }
+    }
 }
 
 enum Ended {
@@ -160,14 +158,12 @@ impl Task {
             let mut in_flight = None;
             if let Some((id, upto)) = sub.pending.clone() {
                 let changes = forwarding::pending_changes(pool, channel, position, upto).await?;
-                match self.in_flight(id.clone(), channel, changes, true) {
-                    Some(flight) => in_flight = Some(flight),
+                match Batch::new(channel, changes) {
+                    Some(batch) => in_flight = Some(InFlight::new(id, Arc::new(batch), true)),
                     // Pruned meanwhile (retention): nothing left to send.
                     None => (position, done) = (upto, Some(id)),
                 }
             }
-            // Read from the feed after `position`, not yet delivered.
-            let mut ahead: VecDeque<Change> = VecDeque::new();
             let mut attempts = sub.attempts;
             let mut last_read: Option<(Instant, bool)> = None;
             // Writes progress and renews the lease, or starts again from
@@ -193,72 +189,80 @@ impl Task {
                     }
                 }};
             }
-            loop {
+            'deliveries: loop {
                 let flight = match in_flight.take() {
                     Some(flight) => flight,
-                    None => {
-                        if ahead.len() < batch_max {
-                            // The last read caught up: let the next one
-                            // gather for a moment, once progress is written.
-                            if let Some((at, false)) = last_read
-                                && at.elapsed() < MIN_GAP
-                            {
-                                if !recorded || done.is_some() {
-                                    record!();
-                                }
-                                if self.sleep_until(at + MIN_GAP).await {
-                                    return Ok(Ended::Shutdown);
-                                }
-                            }
-                            drain(&mut self.notices);
-                            let after = ahead.back().map_or(position, |c| c.position);
-                            let want = READ_AHEAD * batch_max - ahead.len();
-                            let read = forwarding::read(pool, channel, after, want as i64).await?;
-                            last_read = Some((Instant::now(), read.len() == want));
-                            ahead.extend(read);
+                    None => 'next: {
+                        // A full delivery that another subscription of the
+                        // channel read, or that this one read ahead.
+                        if let Some(batch) = context.batches.get(channel, position) {
+                            let id = secret.batch_id(sub.generation, position, batch.last);
+                            let flight = InFlight::new(id, batch, false);
+                            self.gauge_lag(channel, position, &flight, true).await?;
+                            break 'next flight;
                         }
-                        if ahead.len() >= batch_max {
-                            let changes: Vec<Change> = ahead.drain(..batch_max).collect();
-                            let last = changes[batch_max - 1].position;
-                            let id = secret.batch_id(sub.generation, position, last);
-                            let flight = self.in_flight(id, channel, changes, false);
-                            let flight = flight.expect("a full delivery");
-                            self.gauge_lag(channel, position, &flight, ahead.len())
-                                .await?;
-                            flight
-                        } else {
-                            // Caught up: the short delivery is recorded first.
-                            ahead.clear();
-                            let next_id = secret::delivery_id();
-                            let recording = Instant::now();
-                            let advanced = forwarding::advance(
-                                pool,
-                                name,
-                                holder,
-                                lease,
-                                sub.revision,
-                                channel,
-                                done.as_deref(),
-                                position,
-                                &next_id,
-                                batch_max as i64,
-                            );
-                            let Advanced::Next(changes) = advanced.await? else {
-                                continue 'resume;
-                            };
-                            (recorded, done, renewed) = (true, None, recording);
-                            match self.in_flight(next_id, channel, changes, true) {
-                                Some(flight) => {
-                                    self.gauge_lag(channel, position, &flight, 0).await?;
-                                    flight
-                                }
-                                None => {
-                                    self.gauge_caught_up();
-                                    last_read = Some((Instant::now(), false));
-                                    match self.wait_for_news(channel, position, renewed).await? {
-                                        Some(ended) => return Ok(ended),
-                                        None => continue,
-                                    }
+                        let caught_up = matches!(last_read, Some((_, false)));
+                        // Caught up: let the next read gather for a
+                        // moment, once progress is written.
+                        if let Some((at, false)) = last_read
+                            && at.elapsed() < MIN_GAP
+                        {
+                            if !recorded || done.is_some() {
+                                record!();
+                            }
+                            if self.sleep_until(at + MIN_GAP).await {
+                                return Ok(Ended::Shutdown);
+                            }
+                        }
+                        drain(&mut self.notices);
+                        if !caught_up {
+                            let want = READ_AHEAD * batch_max;
+                            let read = forwarding::read(pool, channel, position, want as i64);
+                            let read = read.await?;
+                            last_read = Some((Instant::now(), read.len() == want));
+                            let full = read.len() == want;
+                            if let Some(batch) =
+                                context.batches.add(channel, position, read, batch_max)
+                            {
+                                let id = secret.batch_id(sub.generation, position, batch.last);
+                                let flight = InFlight::new(id, batch, false);
+                                self.gauge_lag(channel, position, &flight, full).await?;
+                                break 'next flight;
+                            }
+                        }
+                        // Fewer than a full delivery: it could grow if read
+                        // again, so it is recorded first, under an id of
+                        // its own.
+                        let next_id = secret::delivery_id();
+                        let recording = Instant::now();
+                        let advanced = forwarding::advance(
+                            pool,
+                            name,
+                            holder,
+                            lease,
+                            sub.revision,
+                            channel,
+                            done.as_deref(),
+                            position,
+                            &next_id,
+                            batch_max as i64,
+                        );
+                        let Advanced::Next(changes) = advanced.await? else {
+                            continue 'resume;
+                        };
+                        (recorded, done, renewed) = (true, None, recording);
+                        last_read = Some((Instant::now(), changes.len() >= batch_max));
+                        match Batch::new(channel, changes) {
+                            Some(batch) => {
+                                let flight = InFlight::new(next_id, Arc::new(batch), true);
+                                self.gauge_lag(channel, position, &flight, false).await?;
+                                flight
+                            }
+                            None => {
+                                self.gauge_caught_up();
+                                match self.wait_for_news(channel, position, renewed).await? {
+                                    Some(ended) => return Ok(ended),
+                                    None => continue 'deliveries,
                                 }
                             }
                         }
@@ -277,9 +281,9 @@ impl Task {
                     Ok(()) => {
                         metrics::counter!("koostatus_forward_deliveries_total", "subscription" => name.to_owned(), "outcome" => "delivered").increment(1);
                         metrics::counter!("koostatus_forward_changes_total", &labels)
-                            .increment(flight.changes as u64);
+                            .increment(flight.batch.changes as u64);
                         metrics::gauge!("koostatus_forward_failed_attempts", &labels).set(0.0);
-                        (position, attempts) = (flight.upto, 0);
+                        (position, attempts) = (flight.batch.last, 0);
                         if flight.recorded {
                             done = Some(flight.id);
                         } else {
@@ -319,7 +323,7 @@ impl Task {
                             );
                             match advanced.await? {
                                 Advanced::Next(c)
-                                    if c.last().map(|c| c.position) == Some(flight.upto) =>
+                                    if c.last().map(|c| c.position) == Some(flight.batch.last) =>
                                 {
                                     (recorded, done) = (true, None);
                                 }
@@ -377,31 +381,6 @@ impl Task {
         }
     }
 
-    /// The delivery of `changes` under `id`; None when there are none.
-    fn in_flight(
-        &self,
-        id: String,
-        channel: &str,
-        changes: Vec<Change>,
-        recorded: bool,
-    ) -> Option<InFlight> {
-        let (first, last) = (changes.first()?, changes.last()?);
-        let (upto, oldest, count) = (last.position, first.changed_at, changes.len());
-        let payload = Payload {
-            channel_id: channel,
-            changes: changes.into_iter().map(ChangeEntry::from).collect(),
-        };
-        let body = serde_json::to_vec(&payload).expect("a delivery serialises");
-        Some(InFlight {
-            id,
-            upto,
-            body: body.into(),
-            changes: count,
-            oldest,
-            recorded,
-        })
-    }
-
     /// One attempt: signed now (each attempt has its own timestamp, under
     /// the delivery's webhook-id), answered within `forward.timeout`.
     async fn post(&self, url: &Url, secret: &Secret, flight: &InFlight) -> Result<(), Failure> {
@@ -427,9 +406,9 @@ impl Task {
             .header("webhook-timestamp", timestamp.to_string())
             .header(
                 "webhook-signature",
-                secret.sign(&flight.id, timestamp, &flight.body),
+                secret.sign(&flight.id, timestamp, &flight.batch.body),
             )
-            .body(flight.body.clone());
+            .body(flight.batch.body.clone());
         let answer = async {
             let mut response = request.send().await?;
             let status = response.status();
@@ -531,21 +510,21 @@ impl Task {
     }
 
     /// Lag of a subscription with a delivery to make: the age of its oldest
-    /// change, and how many follow the position (counted at most every
-    /// [`RENEW_EVERY`] while more wait than were read).
+    /// change, and how many follow the position (counted, at most every
+    /// [`RENEW_EVERY`], when more may wait than were read).
     async fn gauge_lag(
         &mut self,
         channel: &str,
         position: Position,
         flight: &InFlight,
-        ahead: usize,
+        more: bool,
     ) -> anyhow::Result<()> {
         let labels = [("subscription", self.name.clone())];
-        let seconds = (Utc::now() - flight.oldest).num_milliseconds() as f64 / 1000.0;
+        let seconds = (Utc::now() - flight.batch.oldest).num_milliseconds() as f64 / 1000.0;
         metrics::gauge!("koostatus_forward_lag_seconds", &labels).set(seconds.max(0.0));
-        let known = ahead + flight.changes;
-        if known < READ_AHEAD * self.context.config.batch_max.get() as usize {
-            metrics::gauge!("koostatus_forward_lag_changes", &labels).set(known as f64);
+        if !more {
+            let behind = flight.batch.changes as f64;
+            metrics::gauge!("koostatus_forward_lag_changes", &labels).set(behind);
         } else if self
             .lag_counted
             .is_none_or(|at| at.elapsed() >= RENEW_EVERY)

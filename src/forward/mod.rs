@@ -19,6 +19,7 @@
 //! - The feed is read below its horizon (migrations/V5), as every reader of
 //!   it must: no change is skipped.
 
+mod batches;
 mod delivery;
 pub mod secret;
 pub mod target;
@@ -49,6 +50,7 @@ struct Context {
     holder: String,
     /// Subscriptions this instance delivers.
     running: Mutex<HashSet<String>>,
+    batches: batches::Batches,
     shutdown: CancellationToken,
 }
 
@@ -98,6 +100,7 @@ pub fn start(db: &Db, config: &ForwardConfig, hub: &Hub, shutdown: CancellationT
         config: config.clone(),
         holder: secret::delivery_id().replace("msg_", "instance_"),
         running: Mutex::default(),
+        batches: batches::Batches::default(),
         shutdown,
     });
     let notices = hub.notices();
