@@ -9,7 +9,7 @@ use chrono::Utc;
 use reqwest::Url;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::batches::Batch;
+use super::batches::{Delivery, Row, Segment};
 use super::secret::{self, Secret};
 use super::{Context, RENEW_EVERY, target};
 use crate::db::changes::Position;
@@ -41,16 +41,16 @@ const LAG_COUNT_CAP: i64 = 1_000_000;
 /// A delivery being made: sent until a 2xx.
 struct InFlight {
     id: String,
-    batch: Arc<Batch>,
+    delivery: Delivery,
     /// Recorded in the database as the delivery in flight.
     recorded: bool,
 }
 
 impl InFlight {
-    fn new(id: String, batch: Arc<Batch>, recorded: bool) -> InFlight {
+    fn new(id: String, delivery: Delivery, recorded: bool) -> InFlight {
         InFlight {
             id,
-            batch,
+            delivery,
             recorded,
         }
     }
@@ -76,6 +76,7 @@ pub(super) async fn run(context: Arc<Context>, name: String, notices: broadcast:
         context,
         name,
         notices,
+        own: Segment::default(),
         lag_counted: None,
     };
     loop {
@@ -115,6 +116,9 @@ struct Task {
     context: Arc<Context>,
     name: String,
     notices: broadcast::Receiver<Notice>,
+    /// What this subscription read while behind the channel's shared
+    /// segment.
+    own: Segment,
     /// When the lag in changes was last counted.
     lag_counted: Option<Instant>,
 }
@@ -158,14 +162,16 @@ impl Task {
             let mut in_flight = None;
             if let Some((id, upto)) = sub.pending.clone() {
                 let changes = forwarding::pending_changes(pool, channel, position, upto).await?;
-                match Batch::new(channel, changes) {
-                    Some(batch) => in_flight = Some(InFlight::new(id, Arc::new(batch), true)),
+                match Delivery::of_changes(channel, changes) {
+                    Some(delivery) => in_flight = Some(InFlight::new(id, delivery, true)),
                     // Pruned meanwhile (retention): nothing left to send.
                     None => (position, done) = (upto, Some(id)),
                 }
             }
             let mut attempts = sub.attempts;
-            let mut last_read: Option<(Instant, bool)> = None;
+            // When a read of the feed last came back with less than it
+            // asked for: the head.
+            let mut head_read: Option<Instant> = None;
             // Writes progress and renews the lease, or starts again from
             // the database when the subscription changed under us.
             macro_rules! record {
@@ -189,22 +195,27 @@ impl Task {
                     }
                 }};
             }
-            'deliveries: loop {
+            loop {
                 let flight = match in_flight.take() {
                     Some(flight) => flight,
-                    None => 'next: {
-                        // A full delivery that another subscription of the
-                        // channel read, or that this one read ahead.
-                        if let Some(batch) = context.batches.get(channel, position) {
-                            let id = secret.batch_id(sub.generation, position, batch.last);
-                            let flight = InFlight::new(id, batch, false);
+                    None => 'next: loop {
+                        // What was read already, by any subscription of
+                        // the channel or by this one.
+                        let (rows, end) = context
+                            .segments
+                            .take(channel, position, batch_max)
+                            .or_else(|| self.own.take(position, batch_max))
+                            .unwrap_or((Vec::new(), position));
+                        if rows.len() == batch_max {
+                            let delivery = Delivery::new(channel, &rows).expect("a full delivery");
+                            let id = secret.batch_id(sub.generation, position, delivery.last);
+                            let flight = InFlight::new(id, delivery, false);
                             self.gauge_lag(channel, position, &flight, true).await?;
                             break 'next flight;
                         }
-                        let caught_up = matches!(last_read, Some((_, false)));
-                        // Caught up: let the next read gather for a
-                        // moment, once progress is written.
-                        if let Some((at, false)) = last_read
+                        // The last read reached the head: let the next one
+                        // gather for a moment, once progress is written.
+                        if let Some(at) = head_read
                             && at.elapsed() < MIN_GAP
                         {
                             if !recorded || done.is_some() {
@@ -213,26 +224,24 @@ impl Task {
                             if self.sleep_until(at + MIN_GAP).await {
                                 return Ok(Ended::Shutdown);
                             }
+                            continue 'next;
                         }
                         drain(&mut self.notices);
-                        if !caught_up {
-                            let want = READ_AHEAD * batch_max;
-                            let read = forwarding::read(pool, channel, position, want as i64);
-                            let read = read.await?;
-                            last_read = Some((Instant::now(), read.len() == want));
-                            let full = read.len() == want;
-                            if let Some(batch) =
-                                context.batches.add(channel, position, read, batch_max)
-                            {
-                                let id = secret.batch_id(sub.generation, position, batch.last);
-                                let flight = InFlight::new(id, batch, false);
-                                self.gauge_lag(channel, position, &flight, full).await?;
-                                break 'next flight;
-                            }
+                        let want = READ_AHEAD * batch_max;
+                        let read = forwarding::read(pool, channel, end, want as i64).await?;
+                        let at_head = read.len() < want;
+                        head_read = at_head.then(Instant::now);
+                        let read_len = read.len();
+                        let read: Vec<Row> = read.into_iter().map(Row::from).collect();
+                        if !context.segments.add(channel, end, &read) {
+                            self.own.add(end, read);
                         }
-                        // Fewer than a full delivery: it could grow if read
-                        // again, so it is recorded first, under an id of
-                        // its own.
+                        if !at_head || rows.len() + read_len >= batch_max {
+                            continue 'next;
+                        }
+                        // Fewer than a full delivery exist: it could grow if
+                        // read again, so it is recorded first, under an id
+                        // of its own.
                         let next_id = secret::delivery_id();
                         let recording = Instant::now();
                         let advanced = forwarding::advance(
@@ -251,22 +260,21 @@ impl Task {
                             continue 'resume;
                         };
                         (recorded, done, renewed) = (true, None, recording);
-                        last_read = Some((Instant::now(), changes.len() >= batch_max));
-                        match Batch::new(channel, changes) {
-                            Some(batch) => {
-                                let flight = InFlight::new(next_id, Arc::new(batch), true);
+                        match Delivery::of_changes(channel, changes) {
+                            Some(delivery) => {
+                                let flight = InFlight::new(next_id, delivery, true);
                                 self.gauge_lag(channel, position, &flight, false).await?;
-                                flight
+                                break 'next flight;
                             }
                             None => {
                                 self.gauge_caught_up();
                                 match self.wait_for_news(channel, position, renewed).await? {
                                     Some(ended) => return Ok(ended),
-                                    None => continue 'deliveries,
+                                    None => continue 'next,
                                 }
                             }
                         }
-                    }
+                    },
                 };
                 // Start a POST only while the lease outlasts it.
                 if renewed.elapsed() + context.config.timeout + Duration::from_secs(2) > lease {
@@ -281,9 +289,9 @@ impl Task {
                     Ok(()) => {
                         metrics::counter!("koostatus_forward_deliveries_total", "subscription" => name.to_owned(), "outcome" => "delivered").increment(1);
                         metrics::counter!("koostatus_forward_changes_total", &labels)
-                            .increment(flight.batch.changes as u64);
+                            .increment(flight.delivery.changes as u64);
                         metrics::gauge!("koostatus_forward_failed_attempts", &labels).set(0.0);
-                        (position, attempts) = (flight.batch.last, 0);
+                        (position, attempts) = (flight.delivery.last, 0);
                         if flight.recorded {
                             done = Some(flight.id);
                         } else {
@@ -323,7 +331,8 @@ impl Task {
                             );
                             match advanced.await? {
                                 Advanced::Next(c)
-                                    if c.last().map(|c| c.position) == Some(flight.batch.last) =>
+                                    if c.last().map(|c| c.position)
+                                        == Some(flight.delivery.last) =>
                                 {
                                     (recorded, done) = (true, None);
                                 }
@@ -406,9 +415,9 @@ impl Task {
             .header("webhook-timestamp", timestamp.to_string())
             .header(
                 "webhook-signature",
-                secret.sign(&flight.id, timestamp, &flight.batch.body),
+                secret.sign(&flight.id, timestamp, &flight.delivery.body),
             )
-            .body(flight.batch.body.clone());
+            .body(flight.delivery.body.clone());
         let answer = async {
             let mut response = request.send().await?;
             let status = response.status();
@@ -520,10 +529,10 @@ impl Task {
         more: bool,
     ) -> anyhow::Result<()> {
         let labels = [("subscription", self.name.clone())];
-        let seconds = (Utc::now() - flight.batch.oldest).num_milliseconds() as f64 / 1000.0;
+        let seconds = (Utc::now() - flight.delivery.oldest).num_milliseconds() as f64 / 1000.0;
         metrics::gauge!("koostatus_forward_lag_seconds", &labels).set(seconds.max(0.0));
         if !more {
-            let behind = flight.batch.changes as f64;
+            let behind = flight.delivery.changes as f64;
             metrics::gauge!("koostatus_forward_lag_changes", &labels).set(behind);
         } else if self
             .lag_counted

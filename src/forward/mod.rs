@@ -50,7 +50,8 @@ struct Context {
     holder: String,
     /// Subscriptions this instance delivers.
     running: Mutex<HashSet<String>>,
-    batches: batches::Batches,
+    /// Each channel's changes read ahead, shared by its subscriptions.
+    segments: batches::Shared,
     shutdown: CancellationToken,
 }
 
@@ -100,7 +101,7 @@ pub fn start(db: &Db, config: &ForwardConfig, hub: &Hub, shutdown: CancellationT
         config: config.clone(),
         holder: secret::delivery_id().replace("msg_", "instance_"),
         running: Mutex::default(),
-        batches: batches::Batches::default(),
+        segments: batches::Shared::default(),
         shutdown,
     });
     let notices = hub.notices();
