@@ -306,8 +306,8 @@ impl Config {
         if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&self.forward.timeout) {
             return bad("forward.timeout", "must be from 1s to 60s");
         }
-        if self.forward.disable_after < Duration::from_secs(60) {
-            return bad("forward.disable_after", "must be at least 1m");
+        if self.forward.disable_after < Duration::from_secs(1) {
+            return bad("forward.disable_after", "must be at least 1s");
         }
         if let Some(key) = &self.forward.secret_key {
             use base64::Engine;

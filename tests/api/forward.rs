@@ -510,3 +510,49 @@ async fn a_redirect_is_not_followed() {
     assert_eq!(requests[0].id(), requests[1].id());
     assert_at_least_once_semantics(&receiver, &secret);
 }
+
+#[tokio::test]
+async fn a_subscription_failing_for_disable_after_is_disabled_until_enabled() {
+    let receiver = Receiver::start(std::iter::repeat_n(Answer::Status(503), 50)).await;
+    let app = spawn_app_with(|c| {
+        forwarding(c);
+        c.forward.timeout = Duration::from_secs(1);
+        c.forward.disable_after = Duration::from_secs(2);
+    })
+    .await;
+    app.add_channel("ch1", PASSWORD).await;
+    let url = app.db.url();
+    subscribe(&url, "crm", "ch1", &receiver.url, &[]);
+    send_reports(&app.client, &app.webhook_url("ch1"), 0..3).await;
+    wait_until("disabled", Duration::from_secs(30), || async {
+        cli(&url, &["forward", "list"])
+            .1
+            .contains("disabled: failing since ")
+    })
+    .await;
+    let (_, list) = cli(&url, &["forward", "list"]);
+    assert!(list.contains("HTTP 503"), "{list}");
+    let attempts = receiver.requests().len();
+    assert!(attempts >= 2, "retried before giving up: {attempts}");
+    // Exponential backoff from 1 s: a handful of attempts in 2 s, not more.
+    assert!(attempts <= 5, "{attempts} attempts");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        receiver.requests().len(),
+        attempts,
+        "nothing while disabled"
+    );
+
+    receiver.clear_script();
+    let (ok, said) = cli(&url, &["forward", "enable", "crm"]);
+    assert!(ok, "{said}");
+    receiver.wait_accepted(3, Duration::from_secs(20)).await;
+    assert!(
+        receiver
+            .requests()
+            .iter()
+            .all(|r| r.id() == receiver.requests()[0].id())
+    );
+    let (_, list) = cli(&url, &["forward", "list"]);
+    assert!(list.contains(" active "), "{list}");
+}

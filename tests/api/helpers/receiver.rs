@@ -112,6 +112,11 @@ impl Receiver {
         self.state.lock().unwrap().script.extend(answers);
     }
 
+    /// Answers 200 from now on.
+    pub fn clear_script(&self) {
+        self.state.lock().unwrap().script.clear();
+    }
+
     pub fn requests(&self) -> Vec<Request> {
         self.state.lock().unwrap().requests.clone()
     }
