@@ -13,6 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use actix_web::web::Bytes;
 use chrono::{DateTime, Utc};
@@ -89,6 +90,8 @@ impl Delivery {
 pub struct Segment {
     after: Position,
     rows: VecDeque<Row>,
+    /// When a subscription last started reading the feed after its end.
+    read_at: Option<Instant>,
 }
 
 impl Segment {
@@ -138,6 +141,24 @@ impl Shared {
     ) -> Option<(Vec<Row>, Position)> {
         let segments = self.segments.lock().expect("lock not poisoned");
         segments.get(channel)?.take(position, max)
+    }
+
+    /// When a subscription last started reading the channel's feed after
+    /// `end`, if that is the shared segment's end: the others wait a moment
+    /// for what it brings rather than read the same.
+    pub fn read_at(&self, channel: &str, end: Position) -> Option<Instant> {
+        let segments = self.segments.lock().expect("lock not poisoned");
+        let segment = segments.get(channel)?;
+        (segment.end() == end).then_some(segment.read_at).flatten()
+    }
+
+    /// A subscription starts reading after `end`.
+    pub fn reading(&self, channel: &str, end: Position) {
+        let mut segments = self.segments.lock().expect("lock not poisoned");
+        let segment = segments.entry(channel.to_owned()).or_default();
+        if end >= segment.end() {
+            segment.read_at = Some(Instant::now());
+        }
     }
 
     /// Adds a read after `after` if it continues the channel's shared

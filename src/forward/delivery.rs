@@ -172,6 +172,7 @@ impl Task {
             // When a read of the feed last came back with less than it
             // asked for: the head.
             let mut head_read: Option<Instant> = None;
+            let mut waited = false;
             // Writes progress and renews the lease, or starts again from
             // the database when the subscription changed under us.
             macro_rules! record {
@@ -213,9 +214,18 @@ impl Task {
                             self.gauge_lag(channel, position, &flight, true).await?;
                             break 'next flight;
                         }
-                        // The last read reached the head: let the next one
-                        // gather for a moment, once progress is written.
-                        if let Some(at) = head_read
+                        // The last read reached the head, or another
+                        // subscription of the channel is reading there: let
+                        // the next read gather for a moment, once progress
+                        // is written.
+                        // (Another's read is waited for once: a channel
+                        // with many subscriptions must not defer each one's
+                        // own read again and again.)
+                        let others = match waited {
+                            false => context.segments.read_at(channel, end),
+                            true => None,
+                        };
+                        if let Some(at) = head_read.max(others)
                             && at.elapsed() < MIN_GAP
                         {
                             if !recorded || done.is_some() {
@@ -224,9 +234,12 @@ impl Task {
                             if self.sleep_until(at + MIN_GAP).await {
                                 return Ok(Ended::Shutdown);
                             }
+                            waited = true;
                             continue 'next;
                         }
+                        waited = false;
                         drain(&mut self.notices);
+                        context.segments.reading(channel, end);
                         let want = READ_AHEAD * batch_max;
                         let read = forwarding::read(pool, channel, end, want as i64).await?;
                         let at_head = read.len() < want;
