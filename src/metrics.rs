@@ -101,4 +101,24 @@ fn describe() {
         "koostatus_events_subscribers",
         "Open Server-Sent Events streams."
     );
+    describe_counter!(
+        "koostatus_forward_deliveries_total",
+        "Forwarding attempts per subscription by outcome: delivered, rejected (a non-2xx answer), timeout, unreachable, refused (address not allowed)."
+    );
+    describe_counter!(
+        "koostatus_forward_changes_total",
+        "Changes delivered to a subscription's receiver."
+    );
+    describe_gauge!(
+        "koostatus_forward_failed_attempts",
+        "Consecutive failed attempts of a subscription's delivery in flight."
+    );
+    describe_gauge!(
+        "koostatus_forward_lag_changes",
+        "Changes after a subscription's position (on the instance delivering it)."
+    );
+    describe_gauge!(
+        "koostatus_forward_lag_seconds",
+        "Age of the oldest change a subscription has not delivered (on the instance delivering it)."
+    );
 }
