@@ -127,9 +127,10 @@ fn state(s: &Listed) -> String {
     }
     match s.failing_since {
         Some(since) => format!(
-            "retrying since {} ({} attempts): {}",
+            "retrying since {} ({} failed attempt{}): {}",
             rfc3339(since),
             s.attempts,
+            if s.attempts == 1 { "" } else { "s" },
             s.last_error.as_deref().unwrap_or("")
         ),
         None => "active".to_owned(),

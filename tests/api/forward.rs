@@ -556,3 +556,66 @@ async fn a_subscription_failing_for_disable_after_is_disabled_until_enabled() {
     let (_, list) = cli(&url, &["forward", "list"]);
     assert!(list.contains(" active "), "{list}");
 }
+
+/// A receiver whose certificate no public authority signed (openssl
+/// s_server, self-signed): the TLS handshake fails, nothing is delivered.
+#[tokio::test]
+async fn https_targets_must_present_a_certificate_that_verifies() {
+    let dir = std::env::temp_dir().join(format!("koostatus-tls-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .args(["-keyout", "key.pem", "-out", "cert.pem"])
+        .current_dir(&dir)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let port = free_port();
+    let _server = KillOnDrop(Some(
+        std::process::Command::new("openssl")
+            .args([
+                "s_server", "-quiet", "-www", "-cert", "cert.pem", "-key", "key.pem",
+            ])
+            .args(["-accept", &format!("127.0.0.1:{port}")])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    wait_until("s_server listening", Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    let app = spawn_app_with(forwarding).await;
+    app.add_channel("ch1", PASSWORD).await;
+    let url = app.db.url();
+    subscribe(
+        &url,
+        "tls",
+        "ch1",
+        &format!("https://127.0.0.1:{port}/hook"),
+        &[],
+    );
+    send_reports(&app.client, &app.webhook_url("ch1"), 0..1).await;
+    wait_until(
+        "refused by the handshake",
+        Duration::from_secs(20),
+        || async { cli(&url, &["forward", "list"]).1.contains("retrying since") },
+    )
+    .await;
+    let (_, list) = cli(&url, &["forward", "list"]);
+    assert!(list.contains("invalid peer certificate"), "{list}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
