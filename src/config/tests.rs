@@ -118,6 +118,31 @@ fn bad_database_urls_are_refused_at_load_naming_the_setting_not_the_url() {
         let read = c.database.read_url.expect("read_url set");
         assert_eq!(read.options().get_port(), 5433);
         assert_eq!(format!("{read:?}"), "DatabaseUrl(replica:5433/r)");
+        // Several hosts, as libpq writes them: one set of options each.
+        jail.set_env(
+            "DATABASE_URL",
+            "postgres://u:pw-4@db1:5432,db2:5433,[::1]/k?sslmode=disable",
+        );
+        let c = Config::load(&Overrides::default()).unwrap();
+        let hosts: Vec<(String, u16, String)> = c
+            .database
+            .url
+            .hosts()
+            .iter()
+            .map(|o| {
+                let db = o.get_database().unwrap_or_default().to_owned();
+                (o.get_host().to_owned(), o.get_port(), db)
+            })
+            .collect();
+        assert_eq!(hosts.len(), 3);
+        assert_eq!(hosts[0], ("db1".into(), 5432, "k".into()));
+        assert_eq!(hosts[1], ("db2".into(), 5433, "k".into()));
+        assert_eq!((hosts[2].1, hosts[2].2.as_str()), (5432, "k"));
+        let debug = format!("{:?}", c.database.url);
+        assert!(debug.starts_with("DatabaseUrl(db1:5432,db2:5433,") && !debug.contains("pw-4"));
+        jail.set_env("DATABASE_URL", "postgres://u:pw-5@db1,,db2/k");
+        let e = Config::load(&Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("empty host") && !e.contains("pw-5"), "{e}");
         Ok(())
     });
 }

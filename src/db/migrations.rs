@@ -104,7 +104,18 @@ async fn connect(
     if let Some(db) = database {
         opts = opts.database(db);
     }
-    let describe = super::describe(&opts);
+    let describe = match cfg.url.hosts() {
+        [_] => super::describe(&opts),
+        hosts => format!(
+            "database `{}` on {}",
+            opts.get_database().unwrap_or("postgres"),
+            hosts
+                .iter()
+                .map(|h| format!("{}:{}", h.get_host(), h.get_port()))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    };
     let mut pg = tokio_postgres::Config::from_str(cfg.url.expose_secret()).map_err(|_| {
         anyhow::anyhow!("Bad setting `database.url`: it is not a valid PostgreSQL URL.")
     })?;
@@ -113,8 +124,12 @@ async fn connect(
     }
     pg.connect_timeout(cfg.connect_timeout);
     pg.application_name("koostatus-migrate");
+    // Of several hosts, the one that accepts writes (as db::connect).
+    pg.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
     let attempt = pg.connect(tokio_postgres::NoTls);
-    let (client, connection) = match tokio::time::timeout(cfg.connect_timeout, attempt).await {
+    let hosts = u32::try_from(cfg.url.hosts().len()).unwrap_or(u32::MAX);
+    let within = cfg.connect_timeout * hosts;
+    let (client, connection) = match tokio::time::timeout(within, attempt).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => anyhow::bail!("Cannot connect to {describe}: {}.", brief(&e)),
         Err(_) => anyhow::bail!(

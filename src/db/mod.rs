@@ -33,6 +33,7 @@ pub fn describe(opts: &PgConnectOptions) -> String {
     )
 }
 
+/// The first host of `database.url`.
 pub fn connect_options(cfg: &DatabaseConfig) -> PgConnectOptions {
     session(cfg, cfg.url.options())
 }
@@ -50,12 +51,58 @@ fn session(cfg: &DatabaseConfig, url: &PgConnectOptions) -> PgConnectOptions {
         .application_name("koostatus")
 }
 
-/// Connects once to prove the database answers, within `connect_timeout`,
-/// then returns a pool that reconnects by itself after an outage.
+/// Connects to the first host of `database.url` that accepts writes (as
+/// libpq's `target_session_attrs=read-write`: in the URL's order, skipping
+/// hosts that do not answer within `connect_timeout` and standbys), then
+/// returns a pool on it that reconnects by itself after an outage.
 pub async fn connect(cfg: &DatabaseConfig) -> anyhow::Result<PgPool> {
-    let opts = connect_options(cfg);
-    check_reachable(&opts, cfg.connect_timeout).await?;
-    Ok(pool(cfg, opts))
+    let hosts = cfg.url.hosts();
+    if let [only] = hosts {
+        let opts = session(cfg, only);
+        check_reachable(&opts, cfg.connect_timeout).await?;
+        return Ok(pool(cfg, opts));
+    }
+    let mut refused = Vec::new();
+    for host in hosts {
+        let opts = session(cfg, host);
+        match accepts_writes(&opts, cfg.connect_timeout).await {
+            Ok(true) => return Ok(pool(cfg, opts)),
+            Ok(false) => refused.push(format!("{} is read-only (a standby)", describe(&opts))),
+            Err(e) => refused.push(format!("{e:#}").trim_end_matches('.').to_owned()),
+        }
+    }
+    anyhow::bail!(
+        "No host of `database.url` accepts writes: {}.",
+        refused.join("; ")
+    )
+}
+
+/// Whether the server at `opts` takes writes: not in recovery, not
+/// read-only by default.
+async fn accepts_writes(opts: &PgConnectOptions, timeout: Duration) -> anyhow::Result<bool> {
+    let attempt = async {
+        let mut conn = PgConnection::connect_with(opts).await?;
+        let writable = sqlx::query_scalar::<_, bool>(
+            "select not pg_is_in_recovery() and current_setting('transaction_read_only') = 'off'",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        conn.close().await?;
+        Ok::<_, sqlx::Error>(writable)
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(writable)) => Ok(writable),
+        Ok(Err(e)) => Err(anyhow::anyhow!(
+            "Cannot connect to {}: {}",
+            describe(opts),
+            brief(&e)
+        )),
+        Err(_) => Err(anyhow::anyhow!(
+            "Cannot connect to {}: no answer within {}",
+            describe(opts),
+            humantime::format_duration(timeout)
+        )),
+    }
 }
 
 pub fn pool(cfg: &DatabaseConfig, opts: PgConnectOptions) -> PgPool {
@@ -109,11 +156,16 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception, 53: insufficient resources,
             // 57: operator intervention (statement timeout, shutdown),
+            // 25006: a read-only server,
             // 40001/40P01: serialization failure, deadlock;
             // 28 and 3D000 on connecting (credentials refused, no such
             // database): the service's setup, not the request, is at fault.
             code.starts_with("08")
                 || code.starts_with("28")
+                // read_only_sql_transaction: the server was demoted to a
+                // standby (a failover); the writes will go to the new
+                // primary.
+                || code == "25006"
                 || code == "3D000"
                 || code.starts_with("53")
                 || code.starts_with("57")

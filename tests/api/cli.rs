@@ -4,7 +4,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    PASSWORD, empty_database, free_port, migrated_database, run_cli, spawn_serve, wait_ready,
+    PASSWORD, database_with_channel, empty_database, free_port, migrated_database, report, run_cli,
+    spawn_serve, wait_ready,
 };
 
 fn text(bytes: &[u8]) -> String {
@@ -408,4 +409,55 @@ async fn serve_prunes_on_a_schedule_when_configured() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `database.url` with several hosts, as libpq writes it: commands and
+/// `serve` use the first that answers and accepts writes.
+#[tokio::test]
+async fn a_multi_host_url_skips_a_host_that_is_down() {
+    let db = database_with_channel("ch1", "pw-multi").await;
+    let (down, also_down) = (free_port(), free_port());
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{down},127.0.0.1:5432/{}",
+        db.name
+    );
+    let listed = run_cli(&url, &["channel", "list"], "");
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert!(text(&listed.stdout).contains("ch1"));
+    let migrated = run_cli(&url, &["migrate"], "");
+    assert!(
+        text(&migrated.stdout).starts_with("No pending migrations"),
+        "{migrated:?}"
+    );
+
+    let port = free_port();
+    let _serve = spawn_serve(&url, port, &[], Stdio::null());
+    wait_ready(port).await;
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{port}/social/on/whatsapp/koomessage/report/ch1"
+        ))
+        .header("Authorization", "pw-multi")
+        .json(&report("m1", "delivered"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let nowhere = format!(
+        "postgres://postgres@127.0.0.1:{down},127.0.0.1:{also_down}/{}",
+        db.name
+    );
+    let refused = run_cli(&nowhere, &["channel", "list"], "");
+    let said = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        said.contains("No host of `database.url` accepts writes"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("127.0.0.1:{down}"))
+            && said.contains(&format!("127.0.0.1:{also_down}")),
+        "{said}"
+    );
 }
