@@ -21,15 +21,17 @@ pub async fn healthz() -> HttpResponse {
 
 /// Ready when the database answers and its schema is this binary's latest.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
-    (status = 200, description = "The database answers and the schema is current"),
+    (status = 200, description = "The database answers and the schema is current: `{\"status\": \"ready\", \"schema_version\": N, \"database_host\": \"host:port\"}`, the host that takes writes"),
     (status = 503, description = "The database does not answer or the schema is behind", body = ErrorBody),
 ))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let version = state.db.schema_version().await?;
     let latest = db::migrations::latest_version();
     if version == Some(latest) {
-        Ok(HttpResponse::Ok()
-            .json(serde_json::json!({"status": "ready", "schema_version": latest})))
+        let host = db::primary::address(&state.db.pool().connect_options());
+        Ok(HttpResponse::Ok().json(
+            serde_json::json!({"status": "ready", "schema_version": latest, "database_host": host}),
+        ))
     } else {
         Err(ApiError::unavailable(format!(
             "the schema is at version {version:?}, this binary needs {latest}; run `koostatus migrate`"

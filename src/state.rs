@@ -64,6 +64,10 @@ impl AppState {
             shutdown.clone(),
         );
         crate::forward::start(&db, &config.forward, &hub, shutdown.clone());
+        if config.database.url.hosts().len() > 1 {
+            let (pool, cfg, stop) = (db.pool().clone(), config.database.clone(), shutdown.clone());
+            tokio::spawn(db::primary::follow(pool, cfg, stop));
+        }
         AppState {
             config: Arc::new(config),
             db,

@@ -7,6 +7,7 @@ pub mod forwarding;
 mod handle;
 pub mod messages;
 pub mod migrations;
+pub mod primary;
 pub mod reports;
 pub mod retention;
 pub mod stats;
@@ -44,7 +45,7 @@ pub fn read_connect_options(cfg: &DatabaseConfig) -> Option<PgConnectOptions> {
 }
 
 /// Every session of ours: the statement timeout and our name.
-fn session(cfg: &DatabaseConfig, url: &PgConnectOptions) -> PgConnectOptions {
+pub(crate) fn session(cfg: &DatabaseConfig, url: &PgConnectOptions) -> PgConnectOptions {
     let statement_timeout = cfg.statement_timeout.as_millis().to_string();
     url.clone()
         .options([("statement_timeout", statement_timeout.as_str())])
@@ -79,7 +80,10 @@ pub async fn connect(cfg: &DatabaseConfig) -> anyhow::Result<PgPool> {
 
 /// Whether the server at `opts` takes writes: not in recovery, not
 /// read-only by default.
-async fn accepts_writes(opts: &PgConnectOptions, timeout: Duration) -> anyhow::Result<bool> {
+pub(crate) async fn accepts_writes(
+    opts: &PgConnectOptions,
+    timeout: Duration,
+) -> anyhow::Result<bool> {
     let attempt = async {
         let mut conn = PgConnection::connect_with(opts).await?;
         let writable = sqlx::query_scalar::<_, bool>(

@@ -1,0 +1,175 @@
+//! SPEC §12, in part: `serve` on a multi-host `database.url` follows the
+//! primary by itself. Here the first host is a PostgreSQL cluster of the
+//! test's own that is killed (no replication: that is the formation's
+//! test); the service must move to the next host that accepts writes and
+//! answer 200 again without a restart, 503 (never 200) meanwhile.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+/// A throwaway PostgreSQL cluster on its own port, run as `postgres`.
+struct Cluster {
+    dir: PathBuf,
+    port: u16,
+}
+
+fn bindir() -> PathBuf {
+    let out = Command::new("pg_config").arg("--bindir").output().unwrap();
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// As the `postgres` user when running as root (PostgreSQL refuses root).
+fn as_postgres(program: PathBuf, args: &[&str]) -> bool {
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    let mut command = if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    command
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("koostatus-cluster-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _ = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(&dir)
+            .status();
+        let data = dir.to_str().unwrap();
+        assert!(as_postgres(
+            bindir().join("initdb"),
+            &["-D", data, "-A", "trust", "-U", "postgres", "--no-sync"]
+        ));
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={data} -c shared_buffers=16MB -c fsync=off"
+        );
+        let log = format!("{data}/log");
+        assert!(as_postgres(
+            bindir().join("pg_ctl"),
+            &["-D", data, "-l", &log, "-w", "-o", &options, "start"]
+        ));
+        Cluster { dir, port }
+    }
+
+    /// As a crash: no shutdown checkpoint, connections cut.
+    fn kill(&self) {
+        let data = self.dir.to_str().unwrap();
+        as_postgres(
+            bindir().join("pg_ctl"),
+            &["-D", data, "-m", "immediate", "-w", "stop"],
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn serve_follows_the_primary_to_the_next_host_without_a_restart() {
+    // The second host: the machine's server, with the channel ready.
+    let second = database_with_channel("ch1", PASSWORD).await;
+    let first = Cluster::start();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:5432/{}",
+        first.port, second.name
+    );
+    // serve creates and migrates the database on the first host; the
+    // channel is added there through the same URL.
+    let port = free_port();
+    let _serve = spawn_serve(&url, port, &[], Stdio::null());
+    wait_ready(port).await;
+    let added = run_cli(
+        &url,
+        &["channel", "add", "ch1", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(added.status.success(), "{added:?}");
+    let client = reqwest::Client::new();
+    let post = |id: String| {
+        let client = client.clone();
+        async move {
+            client
+                .post(format!(
+                    "http://127.0.0.1:{port}/social/on/whatsapp/koomessage/report/ch1"
+                ))
+                .header("Authorization", PASSWORD)
+                .json(&report(&id, "delivered"))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    assert_eq!(post("before".into()).await, 200);
+    let ready: serde_json::Value = client
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["database_host"], format!("127.0.0.1:{}", first.port));
+
+    first.kill();
+    let killed = Instant::now();
+    let mut answers = Vec::new();
+    let mut n = 0;
+    loop {
+        n += 1;
+        let status = post(format!("after-{n}")).await;
+        answers.push(status);
+        if status == 200 {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "no 200 within 20 s: {answers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "first 200 on the next host {:?} after the kill",
+        killed.elapsed()
+    );
+    assert!(
+        answers[..answers.len() - 1].iter().all(|&s| s == 503),
+        "{answers:?}"
+    );
+    // The acknowledged report is on the host that now takes writes.
+    let pool = second.pool().await;
+    let stored: i64 = sqlx::query_scalar("select count(*) from messages where message_id = $1")
+        .bind(format!("after-{n}"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+    let ready: serde_json::Value = client
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["database_host"], "127.0.0.1:5432");
+}
