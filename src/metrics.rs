@@ -101,6 +101,10 @@ fn describe() {
         "koostatus_events_subscribers",
         "Open Server-Sent Events streams."
     );
+    describe_gauge!(
+        "koostatus_replica_lag_seconds",
+        "How far the read replica (database.read_url) lags its primary; -1 when it does not answer."
+    );
     describe_counter!(
         "koostatus_forward_deliveries_total",
         "Forwarding attempts per subscription by outcome: delivered, rejected (a non-2xx answer), timeout, unreachable, refused (address not allowed)."

@@ -51,6 +51,12 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     gauge!("koostatus_db_pool_connections", "state" => "in_use").set(size - idle);
     gauge!("koostatus_db_pool_connections", "state" => "max")
         .set(pool.options().get_max_connections() as f64);
+    // -1: the replica does not answer; absent without `database.read_url`.
+    match state.db.replica_lag().await {
+        Ok(Some(lag)) => gauge!("koostatus_replica_lag_seconds").set(lag),
+        Ok(None) => {}
+        Err(_) => gauge!("koostatus_replica_lag_seconds").set(-1.0),
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(crate::metrics::handle().render())

@@ -31,8 +31,7 @@ impl AppState {
     /// Must be called on the main runtime (see [`Db`]).
     pub async fn new(config: Config, pool: PgPool) -> AppState {
         crate::metrics::handle();
-        let read =
-            db::read_connect_options(&config.database).map(|opts| db::pool(&config.database, opts));
+        let read = db::read_pool(&config.database).await;
         let db = Db::new(pool, read);
         // Stops the background tasks (event streams and their readers,
         // LISTEN, token checks, limiter upkeep, scheduled pruning) on

@@ -33,6 +33,8 @@ pub struct Db {
     pool: PgPool,
     /// The replica of `database.read_url`, else the same pool.
     read: PgPool,
+    /// Whether `read` is a pool of its own (`database.read_url`).
+    replica: bool,
     runtime: tokio::runtime::Handle,
 }
 
@@ -40,6 +42,7 @@ impl Db {
     /// Must be called on the runtime that outlives the HTTP workers.
     pub fn new(pool: PgPool, read: Option<PgPool>) -> Db {
         Db {
+            replica: read.is_some(),
             read: read.unwrap_or_else(|| pool.clone()),
             pool,
             runtime: tokio::runtime::Handle::current(),
@@ -183,6 +186,16 @@ impl Db {
 
     pub async fn changes_head(&self, channel: String) -> sqlx::Result<Position> {
         self.run(|pool| async move { changes::head(&pool, &channel).await })
+            .await
+    }
+
+    /// The read replica's delay in seconds; None without `database.read_url`
+    /// or when that server is not a standby.
+    pub async fn replica_lag(&self) -> sqlx::Result<Option<f64>> {
+        if !self.replica {
+            return Ok(None);
+        }
+        self.run_read(|pool| async move { super::replica::lag_seconds(&pool).await })
             .await
     }
 

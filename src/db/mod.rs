@@ -8,6 +8,7 @@ mod handle;
 pub mod messages;
 pub mod migrations;
 pub mod primary;
+pub mod replica;
 pub mod reports;
 pub mod retention;
 pub mod stats;
@@ -39,9 +40,26 @@ pub fn connect_options(cfg: &DatabaseConfig) -> PgConnectOptions {
     session(cfg, cfg.url.options())
 }
 
-/// The replica's options when `database.read_url` is set.
-pub fn read_connect_options(cfg: &DatabaseConfig) -> Option<PgConnectOptions> {
-    cfg.read_url.as_ref().map(|url| session(cfg, url.options()))
+/// The pool of `database.read_url`, when set: of several hosts, the first
+/// standby that answers, else the first host that answers (the primary
+/// serves reads too), else the first host (the pool reconnects later).
+pub async fn read_pool(cfg: &DatabaseConfig) -> Option<PgPool> {
+    let hosts = cfg.read_url.as_ref()?.hosts();
+    let mut answering = None;
+    if hosts.len() > 1 {
+        for host in hosts {
+            let opts = session(cfg, host);
+            match accepts_writes(&opts, cfg.connect_timeout).await {
+                Ok(false) => return Some(pool(cfg, opts)),
+                Ok(true) => answering = answering.or(Some(opts)),
+                Err(_) => {}
+            }
+        }
+    }
+    Some(pool(
+        cfg,
+        answering.unwrap_or_else(|| session(cfg, &hosts[0])),
+    ))
 }
 
 /// Every session of ours: the statement timeout and our name.

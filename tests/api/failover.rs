@@ -41,19 +41,57 @@ fn as_postgres(program: PathBuf, args: &[&str]) -> bool {
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    /// An empty directory of the `postgres` user (mode 700), and a free port.
+    fn place() -> (PathBuf, u16) {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("koostatus-cluster-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
+        let _ = Command::new("chmod").arg("700").arg(&dir).status();
         let _ = Command::new("chown")
             .arg("postgres:postgres")
             .arg(&dir)
             .status();
+        (dir, port)
+    }
+
+    fn start() -> Cluster {
+        let (dir, port) = Cluster::place();
         let data = dir.to_str().unwrap();
         assert!(as_postgres(
             bindir().join("initdb"),
             &["-D", data, "-A", "trust", "-U", "postgres", "--no-sync"]
         ));
+        Cluster::run(dir, port)
+    }
+
+    /// A hot standby streaming from `primary`.
+    fn standby_of(primary: &Cluster) -> Cluster {
+        let (dir, port) = Cluster::place();
+        let data = dir.to_str().unwrap();
+        let from = primary.port.to_string();
+        assert!(as_postgres(
+            bindir().join("pg_basebackup"),
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &from,
+                "-U",
+                "postgres",
+                "-D",
+                data,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ]
+        ));
+        Cluster::run(dir, port)
+    }
+
+    fn run(dir: PathBuf, port: u16) -> Cluster {
+        let data = dir.to_str().unwrap();
         let options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={data} -c shared_buffers=16MB -c fsync=off"
         );
@@ -82,6 +120,23 @@ impl Drop for Cluster {
     }
 }
 
+/// Channel ch1 added through `url`.
+fn channel_on(url: &str) {
+    let added = run_cli(
+        url,
+        &["channel", "add", "ch1", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(added.status.success(), "{added:?}");
+}
+
+/// The host `/readyz` says the service writes to.
+async fn database_host(port: u16) -> String {
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let ready: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    ready["database_host"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn serve_follows_the_primary_to_the_next_host_without_a_restart() {
     // The second host: the machine's server, with the channel ready.
@@ -96,12 +151,7 @@ async fn serve_follows_the_primary_to_the_next_host_without_a_restart() {
     let port = free_port();
     let _serve = spawn_serve(&url, port, &[], Stdio::null());
     wait_ready(port).await;
-    let added = run_cli(
-        &url,
-        &["channel", "add", "ch1", "--password-stdin"],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(added.status.success(), "{added:?}");
+    channel_on(&url);
     let client = reqwest::Client::new();
     let post = |id: String| {
         let client = client.clone();
@@ -120,15 +170,10 @@ async fn serve_follows_the_primary_to_the_next_host_without_a_restart() {
         }
     };
     assert_eq!(post("before".into()).await, 200);
-    let ready: serde_json::Value = client
-        .get(format!("http://127.0.0.1:{port}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(ready["database_host"], format!("127.0.0.1:{}", first.port));
+    assert_eq!(
+        database_host(port).await,
+        format!("127.0.0.1:{}", first.port)
+    );
 
     first.kill();
     let killed = Instant::now();
@@ -163,13 +208,75 @@ async fn serve_follows_the_primary_to_the_next_host_without_a_restart() {
         .await
         .unwrap();
     assert_eq!(stored, 1);
-    let ready: serde_json::Value = client
-        .get(format!("http://127.0.0.1:{port}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(ready["database_host"], "127.0.0.1:5432");
+    assert_eq!(database_host(port).await, "127.0.0.1:5432");
+}
+
+/// A standby first in `database.url` is skipped for writes; `read_url`
+/// with both hosts reads from the standby (`/metrics` shows its delay,
+/// which only a standby has).
+#[tokio::test]
+async fn writes_go_to_the_primary_and_reads_to_the_standby() {
+    let primary = Cluster::start();
+    let name = "koostatus_ha";
+    let only_primary = format!("postgres://postgres@127.0.0.1:{}/{name}", primary.port);
+    {
+        // Creates and migrates the database, then the standby copies it.
+        let port = free_port();
+        let _serve = spawn_serve(&only_primary, port, &[], Stdio::null());
+        wait_ready(port).await;
+    }
+    channel_on(&only_primary);
+    let token = run_cli(&only_primary, &["token", "create", "--name", "desk"], "");
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let standby = Cluster::standby_of(&primary);
+
+    let both = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{name}",
+        standby.port, primary.port
+    );
+    let port = free_port();
+    let env = [("KOOSTATUS_DATABASE__READ_URL", both.as_str())];
+    let _serve = spawn_serve(&both, port, &env, Stdio::null());
+    wait_ready(port).await;
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    assert_eq!(
+        database_host(port).await,
+        format!("127.0.0.1:{}", primary.port)
+    );
+    let post = |id: &'static str| {
+        client
+            .post(format!("{base}/social/on/whatsapp/koomessage/report/ch1"))
+            .header("Authorization", PASSWORD)
+            .json(&report(id, "delivered"))
+            .send()
+    };
+    assert_eq!(post("m1").await.unwrap().status(), 200);
+    let get = || {
+        client
+            .get(format!("{base}/api/v1/channels/ch1/messages/m1"))
+            .bearer_auth(&token)
+            .send()
+    };
+    wait_until(
+        "replicated to the standby",
+        Duration::from_secs(10),
+        || async { get().await.unwrap().status() == 200 },
+    )
+    .await;
+    let metrics = reqwest::get(format!("{base}/metrics")).await;
+    let metrics = metrics.unwrap().text().await.unwrap();
+    let lag = metrics
+        .lines()
+        .find(|l| l.starts_with("koostatus_replica_lag_seconds "))
+        .unwrap_or_else(|| panic!("replica lag in\n{metrics}"));
+    let lag: f64 = lag.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((0.0..10.0).contains(&lag), "{lag}");
+
+    // The primary gone, none to take over: callbacks get 503, promptly.
+    primary.kill();
+    let started = Instant::now();
+    assert_eq!(post("m2").await.unwrap().status(), 503);
+    println!("503 after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
