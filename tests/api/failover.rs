@@ -16,9 +16,20 @@ struct Cluster {
     port: u16,
 }
 
+/// The PostgreSQL server's programs: `pg_config --bindir`, else Debian's
+/// place for them.
 fn bindir() -> PathBuf {
-    let out = Command::new("pg_config").arg("--bindir").output().unwrap();
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    let configured = Command::new("pg_config").arg("--bindir").output().ok();
+    if let Some(out) = configured.filter(|o| o.status.success()) {
+        return PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    }
+    let versions = std::fs::read_dir("/usr/lib/postgresql").expect("PostgreSQL's programs");
+    let newest = versions
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .max()
+        .unwrap();
+    newest.join("bin")
 }
 
 /// As the `postgres` user when running as root (PostgreSQL refuses root).
