@@ -178,15 +178,13 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception, 53: insufficient resources,
             // 57: operator intervention (statement timeout, shutdown),
-            // 25006: a read-only server,
+            // 25006: a read-only server (demoted in a failover; the
+            // writes will go to the new primary),
             // 40001/40P01: serialization failure, deadlock;
             // 28 and 3D000 on connecting (credentials refused, no such
             // database): the service's setup, not the request, is at fault.
             code.starts_with("08")
                 || code.starts_with("28")
-                // read_only_sql_transaction: the server was demoted to a
-                // standby (a failover); the writes will go to the new
-                // primary.
                 || code == "25006"
                 || code == "3D000"
                 || code.starts_with("53")

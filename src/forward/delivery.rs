@@ -178,18 +178,7 @@ impl Task {
             macro_rules! record {
                 () => {{
                     let recording = Instant::now();
-                    let advanced = forwarding::advance(
-                        pool,
-                        name,
-                        holder,
-                        lease,
-                        sub.revision,
-                        channel,
-                        done.as_deref(),
-                        position,
-                        "",
-                        0,
-                    );
+                    let advanced = self.advance(&sub, done.as_deref(), position, "", 0);
                     match advanced.await? {
                         Advanced::Changed => continue 'resume,
                         Advanced::Next(_) => (recorded, done, renewed) = (true, None, recording),
@@ -257,18 +246,9 @@ impl Task {
                         // of its own.
                         let next_id = secret::delivery_id();
                         let recording = Instant::now();
-                        let advanced = forwarding::advance(
-                            pool,
-                            name,
-                            holder,
-                            lease,
-                            sub.revision,
-                            channel,
-                            done.as_deref(),
-                            position,
-                            &next_id,
-                            batch_max as i64,
-                        );
+                        let limit = batch_max as i64;
+                        let advanced =
+                            self.advance(&sub, done.as_deref(), position, &next_id, limit);
                         let Advanced::Next(changes) = advanced.await? else {
                             continue 'resume;
                         };
@@ -330,18 +310,8 @@ impl Task {
                             // Recorded under its own id, with what was
                             // delivered before it: retries, a take-over and
                             // `forward list` go by the database.
-                            let advanced = forwarding::advance(
-                                pool,
-                                name,
-                                holder,
-                                lease,
-                                sub.revision,
-                                channel,
-                                done.as_deref(),
-                                position,
-                                &flight.id,
-                                batch_max as i64,
-                            );
+                            let (id, limit) = (&flight.id, batch_max as i64);
+                            let advanced = self.advance(&sub, done.as_deref(), position, id, limit);
                             match advanced.await? {
                                 Advanced::Next(c)
                                     if c.last().map(|c| c.position)
@@ -401,6 +371,34 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// [`forwarding::advance`] of this task's subscription, as `sub` was
+    /// read.
+    async fn advance(
+        &self,
+        sub: &forwarding::Subscription,
+        done: Option<&str>,
+        position: Position,
+        next_id: &str,
+        limit: i64,
+    ) -> sqlx::Result<Advanced> {
+        let context = &self.context;
+        let pool = context.db.pool();
+        let (name, holder, lease) = (&self.name, &context.holder, context.lease());
+        forwarding::advance(
+            pool,
+            name,
+            holder,
+            lease,
+            sub.revision,
+            &sub.channel_id,
+            done,
+            position,
+            next_id,
+            limit,
+        )
+        .await
     }
 
     /// One attempt: signed now (each attempt has its own timestamp, under
