@@ -478,6 +478,7 @@ async fn direct_run(connections: usize, duration: Duration) -> anyhow::Result<Ru
     let writer = Arc::new(koostatus::ingest::Writer::start(
         pool.clone(),
         &config.ingest,
+        config.database.commit_deadline(),
     ));
     let deadline = Instant::now() + duration;
     let started = Instant::now();

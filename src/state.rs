@@ -54,7 +54,11 @@ impl AppState {
             }
         });
         let tokens = Arc::new(Tokens::new(db.clone(), config.auth.credential_ttl));
-        let writer = ingest::Writer::start(db.pool().clone(), &config.ingest);
+        let writer = ingest::Writer::start(
+            db.pool().clone(),
+            &config.ingest,
+            config.database.commit_deadline(),
+        );
         let hub = Hub::start(
             &db,
             tokens.clone(),

@@ -45,6 +45,17 @@ pub struct DatabaseConfig {
     pub auto_migrate: bool,
 }
 
+impl DatabaseConfig {
+    /// How long a write batch's statement and commit may take before it is
+    /// given up with 503. Half a second past the server's own statement
+    /// timeout: only a commit waiting for a synchronous standby (which the
+    /// statement timeout does not cover) or a server that stopped answering
+    /// reaches it.
+    pub fn commit_deadline(&self) -> Duration {
+        self.statement_timeout + Duration::from_millis(500)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {

@@ -164,6 +164,12 @@ fn brief(e: &sqlx::Error) -> String {
     }
 }
 
+/// Whether an error is a read-only server's refusal to write: a primary
+/// demoted in a failover (or a standby); the writes belong on the new primary.
+pub fn is_read_only(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("25006"))
+}
+
 /// Whether an error says the database is unreachable, overloaded or too slow,
 /// as opposed to a fault in the query: the first kind answers 503 so that the
 /// sender retries.
@@ -178,14 +184,13 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception, 53: insufficient resources,
             // 57: operator intervention (statement timeout, shutdown),
-            // 25006: a read-only server (demoted in a failover; the
-            // writes will go to the new primary),
+            // 25006: a read-only server (see is_read_only),
             // 40001/40P01: serialization failure, deadlock;
             // 28 and 3D000 on connecting (credentials refused, no such
             // database): the service's setup, not the request, is at fault.
             code.starts_with("08")
                 || code.starts_with("28")
-                || code == "25006"
+                || is_read_only(e)
                 || code == "3D000"
                 || code.starts_with("53")
                 || code.starts_with("57")

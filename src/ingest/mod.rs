@@ -163,9 +163,11 @@ async fn handle(
     let report =
         Report::from_json(&body).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
 
-    // The statement timeout bounds a slow database; this bounds a connection
-    // that stopped answering altogether, so the sender is told to retry.
-    let deadline = state.config.database.acquire_timeout + state.config.database.statement_timeout;
+    // The writer gives a batch up after the commit deadline; this also
+    // bounds the wait for a place in its queue, so the sender is told to
+    // retry rather than left hanging.
+    let db = &state.config.database;
+    let deadline = db.acquire_timeout + db.commit_deadline();
     let (message_id, status) = (report.message_id.clone(), report.status);
     let recorded = tokio::time::timeout(
         deadline + Duration::from_millis(500),

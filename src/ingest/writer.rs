@@ -60,20 +60,21 @@ pub struct Stats {
 
 impl Writer {
     /// Starts `cfg.writers` tasks on the current runtime. They stop when the
-    /// last `Writer` is dropped, after writing what was queued.
-    pub fn start(pool: PgPool, cfg: &IngestConfig) -> Writer {
+    /// last `Writer` is dropped, after writing what was queued. A batch whose
+    /// statement and commit have not answered within `deadline` is given up
+    /// (see [`write_batch`]).
+    pub fn start(pool: PgPool, cfg: &IngestConfig, deadline: Duration) -> Writer {
         let (queue, receiver) = mpsc::channel(cfg.queue_capacity.get());
         let receiver = Arc::new(Mutex::new(receiver));
         let stats = Arc::new(Stats::default());
         for _ in 0..cfg.writers.get() {
             let (receiver, pool, stats) = (receiver.clone(), pool.clone(), stats.clone());
-            tokio::spawn(write_batches(
-                receiver,
-                pool,
-                stats,
-                cfg.batch_max.get(),
-                cfg.batch_wait,
-            ));
+            let limits = Limits {
+                batch_max: cfg.batch_max.get(),
+                batch_wait: cfg.batch_wait,
+                deadline,
+            };
+            tokio::spawn(write_batches(receiver, pool, stats, limits));
         }
         Writer { queue, stats }
     }
@@ -103,15 +104,26 @@ impl Writer {
     }
 }
 
+#[derive(Clone, Copy)]
+struct Limits {
+    batch_max: usize,
+    batch_wait: Duration,
+    deadline: Duration,
+}
+
 /// One writer: forms a batch while holding the queue, then writes it while
 /// the next writer forms the next batch, so commits overlap.
 async fn write_batches(
     receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
     pool: PgPool,
     stats: Arc<Stats>,
-    batch_max: usize,
-    batch_wait: Duration,
+    limits: Limits,
 ) {
+    let Limits {
+        batch_max,
+        batch_wait,
+        ..
+    } = limits;
     // Repeats of a message already in the batch wait for the next one: a
     // statement may touch each row once, and they keep their arrival order.
     let mut deferred: VecDeque<Job> = VecDeque::new();
@@ -162,19 +174,60 @@ async fn write_batches(
         stats
             .reports
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        write_batch(&pool, batch).await;
+        write_batch(&pool, batch, limits.deadline).await;
     }
 }
 
-async fn write_batch(pool: &PgPool, batch: Vec<Job>) {
+/// Writes one batch on a connection of its own and answers its requests.
+///
+/// The server's statement timeout bounds the statement but not its commit:
+/// PostgreSQL turns the timeout off before committing, and a commit on a
+/// primary with a synchronous standby waits until the standby confirms it,
+/// for as long as that takes (a failover in progress, a standby gone). The
+/// batch is given up after `deadline`: its requests get 503 (the report may
+/// or may not be committed; the sender's retry is answered as a duplicate
+/// if it was), and its connection is closed rather than returned to the
+/// pool, so a commit stuck on a failing primary holds neither the writer
+/// nor a connection. A connection that finds its server read-only (a
+/// demoted primary) is closed too: the pool reconnects to the primary.
+async fn write_batch(pool: &PgPool, batch: Vec<Job>, deadline: Duration) {
     let (incoming, replies): (Vec<Incoming>, Vec<(Reply, tracing::Span)>) = batch
         .into_iter()
         .map(|j| (j.incoming, (j.reply, j.span)))
         .unzip();
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
+        // Whatever keeps the pool from giving a connection (none free in
+        // time, the server unreachable or refusing) is the database's state.
+        Err(e) => {
+            for (reply, _) in replies {
+                let _ = reply.send(Err(WriteError::Unavailable(e.to_string())));
+            }
+            return;
+        }
+    };
     let started = Instant::now();
-    let recorded = db::reports::record_reports(pool, &incoming).await;
+    let recorded =
+        tokio::time::timeout(deadline, db::reports::record_reports(&mut *conn, &incoming)).await;
     metrics::histogram!("koostatus_batch_size").record(incoming.len() as f64);
     metrics::histogram!("koostatus_batch_commit_seconds").record(started.elapsed().as_secs_f64());
+    let Ok(recorded) = recorded else {
+        // Dropped at once, mid-statement: the pool opens a new one.
+        drop(conn.detach());
+        tracing::warn!(
+            size = incoming.len(),
+            "a batch of reports was not confirmed within the deadline; answering 503"
+        );
+        for (reply, _) in replies {
+            let _ = reply.send(Err(WriteError::Unavailable(
+                "the database did not confirm the commit in time".into(),
+            )));
+        }
+        return;
+    };
+    if recorded.as_ref().is_err_and(db::is_read_only) {
+        conn.close_on_drop();
+    }
     match recorded {
         Ok(results) => {
             for ((reply, _), result) in replies.into_iter().zip(results) {
@@ -192,13 +245,15 @@ async fn write_batch(pool: &PgPool, batch: Vec<Job>) {
             let size = incoming.len();
             for (one, (reply, span)) in incoming.into_iter().zip(replies) {
                 tracing::warn!(parent: &span, error = %e, size, "the batch holding this report failed; writing its reports one by one");
-                let result = match db::reports::record_reports(pool, std::slice::from_ref(&one))
-                    .await
-                {
-                    Ok(mut r) => Ok(r.pop().flatten()),
-                    Err(e) if db::is_unavailable(&e) => Err(WriteError::Unavailable(e.to_string())),
-                    Err(e) => Err(WriteError::Failed(e)),
-                };
+                let result =
+                    match db::reports::record_reports(&mut *conn, std::slice::from_ref(&one)).await
+                    {
+                        Ok(mut r) => Ok(r.pop().flatten()),
+                        Err(e) if db::is_unavailable(&e) => {
+                            Err(WriteError::Unavailable(e.to_string()))
+                        }
+                        Err(e) => Err(WriteError::Failed(e)),
+                    };
                 let _ = reply.send(result);
             }
         }

@@ -141,6 +141,31 @@ fn channel_on(url: &str) {
     assert!(added.status.success(), "{added:?}");
 }
 
+/// A callback to ch1 on the service at `port`: its status, 0 for no answer
+/// within 10 s.
+async fn post_report(port: u16, id: String) -> u16 {
+    reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{port}/social/on/whatsapp/koomessage/report/ch1"
+        ))
+        .header("Authorization", PASSWORD)
+        .json(&report(&id, "delivered"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Runs `sql` (a setting changed for the whole server) on `cluster`.
+async fn configure(cluster: &Cluster, sql: &'static str) {
+    use sqlx::{Connection, Executor};
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port);
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    conn.execute(sql).await.unwrap();
+    conn.execute("select pg_reload_conf()").await.unwrap();
+}
+
 /// The host `/readyz` says the service writes to.
 async fn database_host(port: u16) -> String {
     let url = format!("http://127.0.0.1:{port}/readyz");
@@ -163,23 +188,7 @@ async fn serve_follows_the_primary_to_the_next_host_without_a_restart() {
     let _serve = spawn_serve(&url, port, &[], Stdio::null());
     wait_ready(port).await;
     channel_on(&url);
-    let client = reqwest::Client::new();
-    let post = |id: String| {
-        let client = client.clone();
-        async move {
-            client
-                .post(format!(
-                    "http://127.0.0.1:{port}/social/on/whatsapp/koomessage/report/ch1"
-                ))
-                .header("Authorization", PASSWORD)
-                .json(&report(&id, "delivered"))
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        }
-    };
+    let post = |id: String| post_report(port, id);
     assert_eq!(post("before".into()).await, 200);
     assert_eq!(
         database_host(port).await,
@@ -290,4 +299,80 @@ async fn writes_go_to_the_primary_and_reads_to_the_standby() {
     assert_eq!(post("m2").await.unwrap().status(), 503);
     println!("503 after {:?}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A primary whose commits wait for a synchronous standby that never
+/// confirms (a failover under way): each callback gets 503 within the
+/// deadline, and the waiting commits hold neither the writers nor their
+/// connections, so once another host takes writes the service answers 200
+/// there without a restart.
+#[tokio::test]
+async fn a_commit_waiting_for_a_standby_gets_503_and_holds_nothing() {
+    let second = database_with_channel("ch1", PASSWORD).await;
+    let first = Cluster::start();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:5432/{}",
+        first.port, second.name
+    );
+    let port = free_port();
+    let env = [("KOOSTATUS_DATABASE__STATEMENT_TIMEOUT", "1s")];
+    let _serve = spawn_serve(&url, port, &env, Stdio::null());
+    wait_ready(port).await;
+    channel_on(&url);
+    assert_eq!(post_report(port, "before".into()).await, 200);
+
+    // A standby that does not exist must confirm every commit from now on.
+    configure(
+        &first,
+        "alter system set synchronous_standby_names = 'nobody'",
+    )
+    .await;
+    // More callbacks than writers, at once and then one by one: without a
+    // deadline each writer would wait in its commit for good.
+    let at_once: Vec<_> = (0..4)
+        .map(|n| tokio::spawn(post_report(port, format!("waiting-{n}"))))
+        .collect();
+    let started = Instant::now();
+    for answer in at_once {
+        assert_eq!(answer.await.unwrap(), 503);
+    }
+    // The commit deadline is 1.5 s here; with the wait for a connection
+    // and a batch, the answer comes within 4.5 s.
+    println!("503 for waiting commits after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    for n in 0..3 {
+        assert_eq!(post_report(port, format!("still-{n}")).await, 503);
+    }
+
+    // The first host stops taking writes; the second does.
+    configure(
+        &first,
+        "alter system set default_transaction_read_only = on",
+    )
+    .await;
+    let switched = Instant::now();
+    let mut answers = Vec::new();
+    let mut n = 0;
+    loop {
+        n += 1;
+        let status = post_report(port, format!("after-{n}")).await;
+        answers.push(status);
+        if status == 200 {
+            break;
+        }
+        assert!(
+            switched.elapsed() < Duration::from_secs(20),
+            "no 200 within 20 s: {answers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "first 200 on the next host {:?} after the switch",
+        switched.elapsed()
+    );
+    assert!(
+        answers[..answers.len() - 1].iter().all(|&s| s == 503),
+        "{answers:?}"
+    );
+    assert_eq!(database_host(port).await, "127.0.0.1:5432");
 }
