@@ -19,24 +19,38 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// Ready when the database answers and its schema is this binary's latest.
+/// Ready when the database answers, takes writes, and its schema is this
+/// binary's latest.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
-    (status = 200, description = "The database answers and the schema is current: `{\"status\": \"ready\", \"schema_version\": N, \"database_host\": \"host:port\"}`, the host that takes writes"),
-    (status = 503, description = "The database does not answer or the schema is behind", body = ErrorBody),
+    (status = 200, description = "The database answers, takes writes, and the schema is current: `{\"status\": \"ready\", \"schema_version\": N, \"database_host\": \"host:port\", \"writable\": true}`; `database_host` is the host the service writes to"),
+    (status = 503, description = "The database does not answer, does not take writes (a standby, or a primary being demoted: a failover under way; the message names the host), or the schema is behind", body = ErrorBody),
 ))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let version = state.db.schema_version().await?;
+    let ready = state.db.readiness().await?;
     let latest = db::migrations::latest_version();
-    if version == Some(latest) {
-        let host = db::primary::address(&state.db.pool().connect_options());
-        Ok(HttpResponse::Ok().json(
-            serde_json::json!({"status": "ready", "schema_version": latest, "database_host": host}),
-        ))
-    } else {
-        Err(ApiError::unavailable(format!(
-            "the schema is at version {version:?}, this binary needs {latest}; run `koostatus migrate`"
-        )))
+    let host = db::primary::address(&state.db.pool().connect_options());
+    if ready.version != Some(latest) {
+        return Err(ApiError::unavailable(format!(
+            "the schema is at version {:?}, this binary needs {latest}; run `koostatus migrate`",
+            ready.version
+        )));
     }
+    if !ready.writable {
+        // Said to the caller (not only logged, as other 503s are): which
+        // host, and that it is the failover's doing rather than an outage.
+        return Ok(HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "error": "unavailable",
+            "message": format!("The database host {host} does not take writes (a standby, or a primary being demoted); with several hosts in database.url the service moves to the one that does."),
+            "database_host": host,
+            "writable": false,
+        })));
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "status": "ready",
+        "schema_version": latest,
+        "database_host": host,
+        "writable": true,
+    })))
 }
 
 // The pool's gauges are read when scraped; every other metric is recorded

@@ -199,8 +199,8 @@ impl Db {
             .await
     }
 
-    pub async fn schema_version(&self) -> sqlx::Result<Option<i64>> {
-        self.run(|pool| async move { migrations::schema_version(&pool).await })
+    pub async fn readiness(&self) -> sqlx::Result<migrations::Readiness> {
+        self.run(|pool| async move { migrations::readiness(&pool).await })
             .await
     }
 

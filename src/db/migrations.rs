@@ -85,11 +85,26 @@ pub async fn create_database_if_missing(cfg: &DatabaseConfig) -> anyhow::Result<
     }
 }
 
-/// The schema version recorded by refinery, for `/readyz`.
-pub async fn schema_version(db: impl sqlx::PgExecutor<'_>) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar!(r#"select max(version)::int8 as "v" from refinery_schema_history"#)
-        .fetch_one(db)
-        .await
+/// What `/readyz` asks of the database.
+pub struct Readiness {
+    /// The schema version recorded by refinery.
+    pub version: Option<i64>,
+    /// The server takes writes: not a standby, not read-only (a primary
+    /// being demoted in a failover).
+    pub writable: bool,
+}
+
+pub async fn readiness(db: impl sqlx::PgExecutor<'_>) -> sqlx::Result<Readiness> {
+    sqlx::query_as!(
+        Readiness,
+        r#"
+        select (select max(version)::int8 from refinery_schema_history) as "version",
+               not pg_is_in_recovery()
+                   and current_setting('transaction_read_only') = 'off' as "writable!"
+        "#
+    )
+    .fetch_one(db)
+    .await
 }
 
 fn quote_ident(name: &str) -> String {

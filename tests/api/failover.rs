@@ -170,6 +170,7 @@ async fn configure(cluster: &Cluster, sql: &'static str) {
 async fn database_host(port: u16) -> String {
     let url = format!("http://127.0.0.1:{port}/readyz");
     let ready: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    assert_eq!(ready["writable"], true, "{ready}");
     ready["database_host"].as_str().unwrap().to_owned()
 }
 
@@ -249,6 +250,38 @@ async fn writes_go_to_the_primary_and_reads_to_the_standby() {
     let token = run_cli(&only_primary, &["token", "create", "--name", "desk"], "");
     let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
     let standby = Cluster::standby_of(&primary);
+    {
+        // On the standby alone: up, but not ready, and /readyz says why.
+        let only_standby = format!("postgres://postgres@127.0.0.1:{}/{name}", standby.port);
+        let port = free_port();
+        let env = [("KOOSTATUS_DATABASE__AUTO_MIGRATE", "false")];
+        let _serve = spawn_serve(&only_standby, port, &env, Stdio::null());
+        wait_until("serve answers", Duration::from_secs(10), || async {
+            reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+                .await
+                .is_ok()
+        })
+        .await;
+        let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 503);
+        assert!(ready.headers().contains_key("retry-after"));
+        let body: serde_json::Value = ready.json().await.unwrap();
+        assert_eq!(body["writable"], false, "{body}");
+        assert_eq!(
+            body["database_host"],
+            format!("127.0.0.1:{}", standby.port),
+            "{body}"
+        );
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("does not take writes"),
+            "{body}"
+        );
+    }
 
     let both = format!(
         "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{name}",

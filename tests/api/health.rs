@@ -19,6 +19,10 @@ async fn healthz_and_readyz_answer_200_on_a_migrated_database() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "ready", "{body}");
+    assert_eq!(body["writable"], true, "{body}");
+    assert!(body["database_host"].is_string(), "{body}");
 }
 
 #[tokio::test]
