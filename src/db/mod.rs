@@ -84,7 +84,7 @@ pub async fn connect(cfg: &DatabaseConfig) -> anyhow::Result<PgPool> {
     let mut refused = Vec::new();
     for host in hosts {
         let opts = session(cfg, host);
-        match accepts_writes(&opts, cfg.connect_timeout).await {
+        match commits(&opts, cfg.connect_timeout).await {
             Ok(true) => return Ok(pool(cfg, opts)),
             Ok(false) => refused.push(format!("{} is read-only (a standby)", describe(&opts))),
             Err(e) => refused.push(format!("{e:#}").trim_end_matches('.').to_owned()),
@@ -97,11 +97,27 @@ pub async fn connect(cfg: &DatabaseConfig) -> anyhow::Result<PgPool> {
 }
 
 /// Whether the server at `opts` takes writes: not in recovery, not
-/// read-only by default.
+/// read-only by default. Tells a standby from a primary; see
+/// [`commits`] for whether writes would go through now.
 pub(crate) async fn accepts_writes(
     opts: &PgConnectOptions,
     timeout: Duration,
 ) -> anyhow::Result<bool> {
+    probe(opts, timeout, false).await
+}
+
+/// As [`accepts_writes`], and a transaction (an id assigned, so a commit
+/// record written) commits within `timeout`. During a failover a primary
+/// can say it is writable while no commit goes through: restarted in place
+/// after a crash while its synchronous standby is being promoted, or
+/// waiting to be demoted. Its commits wait for a standby that no longer
+/// follows it; the host to write to is the one whose commits return.
+pub(crate) async fn commits(opts: &PgConnectOptions, timeout: Duration) -> anyhow::Result<bool> {
+    probe(opts, timeout, true).await
+}
+
+async fn probe(opts: &PgConnectOptions, timeout: Duration, commit: bool) -> anyhow::Result<bool> {
+    let mut committing = false;
     let attempt = async {
         let mut conn = PgConnection::connect_with(opts).await?;
         let writable = sqlx::query_scalar::<_, bool>(
@@ -109,6 +125,12 @@ pub(crate) async fn accepts_writes(
         )
         .fetch_one(&mut conn)
         .await?;
+        if writable && commit {
+            committing = true;
+            sqlx::query("select pg_current_xact_id()")
+                .execute(&mut conn)
+                .await?;
+        }
         conn.close().await?;
         Ok::<_, sqlx::Error>(writable)
     };
@@ -118,6 +140,11 @@ pub(crate) async fn accepts_writes(
             "Cannot connect to {}: {}",
             describe(opts),
             brief(&e)
+        )),
+        Err(_) if committing => Err(anyhow::anyhow!(
+            "{} does not commit within {} (its synchronous standby does not confirm: a failover under way?)",
+            describe(opts),
+            humantime::format_duration(timeout)
         )),
         Err(_) => Err(anyhow::anyhow!(
             "Cannot connect to {}: no answer within {}",

@@ -1,11 +1,14 @@
 //! Following the primary of a multi-host `database.url` while `serve`
 //! runs. sqlx connects to one host; on a failover (the primary dies, a
 //! standby is promoted) its pool would keep reconnecting to the dead host.
-//! So every second, when the pool's host no longer accepts writes, the
-//! hosts are tried again in the URL's order and the pool is pointed at the
-//! first that does. Meanwhile requests that need the database answer 503
-//! (they fail to connect, or get the read-only refusal of a demoted
-//! server), never 200 for a report that is not committed on the primary.
+//! So every second, when the pool's host no longer commits a transaction
+//! within a second (it is down, a standby, read-only, or its commits wait
+//! for a synchronous standby that left it), the hosts are tried again in
+//! the URL's order and the pool is pointed at the first that does (the
+//! probe costs a transaction id a second). Meanwhile requests that need the
+//! database answer 503 (they fail to connect, get the read-only refusal of
+//! a demoted server, or their commit outlasts the commit deadline), never
+//! 200 for a report that is not committed on the primary.
 
 use std::time::Duration;
 
@@ -23,6 +26,24 @@ pub fn address(opts: &PgConnectOptions) -> String {
     format!("{}:{}", opts.get_host(), opts.get_port())
 }
 
+/// Whether the host commits within [`CHECK_EVERY`]; why not, in the debug
+/// log.
+async fn commits(opts: &PgConnectOptions) -> bool {
+    let started = std::time::Instant::now();
+    let outcome = super::commits(opts, CHECK_EVERY).await;
+    tracing::debug!(
+        host = address(opts),
+        outcome = match &outcome {
+            Ok(true) => "commits".to_owned(),
+            Ok(false) => "read-only".to_owned(),
+            Err(e) => e.to_string(),
+        },
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "checked a database host"
+    );
+    matches!(outcome, Ok(true))
+}
+
 /// Runs until `shutdown` (only worth running with several hosts).
 pub async fn follow(pool: PgPool, cfg: DatabaseConfig, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(CHECK_EVERY);
@@ -33,15 +54,12 @@ pub async fn follow(pool: PgPool, cfg: DatabaseConfig, shutdown: CancellationTok
             () = shutdown.cancelled() => return,
         }
         let current = (*pool.connect_options()).clone();
-        if matches!(super::accepts_writes(&current, CHECK_EVERY).await, Ok(true)) {
+        if commits(&current).await {
             continue;
         }
         for host in cfg.url.hosts() {
             let candidate = super::session(&cfg, host);
-            if !matches!(
-                super::accepts_writes(&candidate, CHECK_EVERY).await,
-                Ok(true)
-            ) {
+            if !commits(&candidate).await {
                 continue;
             }
             if address(&candidate) != address(&current) {
