@@ -17,12 +17,13 @@
 # other than 200 or 503 (or none within 15 s), or a service not answering
 # 200 within 20 s of the formation taking writes. Everything is torn down at
 # the end. Run as root (or as postgres):
-#   bash bench/ha-formation.sh [BINARY]   (default target/release/koostatus)
+#   bash bench/ha-formation.sh [BINARY]   (default target/release/koostatus,
+#   built when missing)
 # Environment: ROUNDS (2), RATE_SECONDS (10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$(realpath "${1:-target/release/koostatus}")
-[ -x "$BIN" ] || { echo "no $BIN: cargo build --release first" >&2; exit 1; }
+if [ ! -x "$BIN" ]; then cargo build --release --locked; fi
 ROUNDS=${ROUNDS:-2} RATE_SECONDS=${RATE_SECONDS:-10}
 missing_tools=()
 command -v pg_autoctl >/dev/null || missing_tools+=(postgresql-15-auto-failover pg-auto-failover-cli)
