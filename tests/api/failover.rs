@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::helpers::receiver::{CLI_ENV, Receiver};
 use crate::helpers::*;
+use crate::sse::Sse;
 
 /// A throwaway PostgreSQL cluster on its own port, run as `postgres`.
 struct Cluster {
@@ -408,4 +410,68 @@ async fn a_commit_waiting_for_a_standby_gets_503_and_holds_nothing() {
         "{answers:?}"
     );
     assert_eq!(database_host(port).await, "127.0.0.1:5432");
+}
+
+/// After the move to the next host, live events (LISTEN) and forwarding
+/// work there without a restart: the LISTEN connection and the forwarding
+/// tasks connect through the pool that followed the primary.
+#[tokio::test]
+async fn live_events_and_forwarding_follow_the_primary() {
+    let second = database_with_channel("ch1", PASSWORD).await;
+    let first = Cluster::start();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:5432/{}",
+        first.port, second.name
+    );
+    let port = free_port();
+    let _serve = spawn_serve(&url, port, CLI_ENV, Stdio::null());
+    wait_ready(port).await;
+    channel_on(&url);
+    assert_eq!(post_report(port, "before".into()).await, 200);
+
+    first.kill();
+    wait_until(
+        "a 200 on the next host",
+        Duration::from_secs(20),
+        || async { post_report(port, "moved".into()).await == 200 },
+    )
+    .await;
+    assert_eq!(database_host(port).await, "127.0.0.1:5432");
+
+    // Set up on the host now in use, through the same URL.
+    let token = run_cli(&url, &["token", "create", "--name", "desk"], "");
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let receiver = Receiver::start([]).await;
+    let added = run_cli_with(
+        &url,
+        &[
+            "forward",
+            "add",
+            "crm",
+            "--channel",
+            "ch1",
+            "--url",
+            &receiver.url,
+        ],
+        "",
+        CLI_ENV,
+    );
+    assert!(added.status.success(), "{added:?}");
+    let mut events = Sse::open(&format!("http://127.0.0.1:{port}"), "ch1", &token, None).await;
+
+    let sent = Instant::now();
+    assert_eq!(post_report(port, "live".into()).await, 200);
+    // Without a notification the reader would look only after 10 s.
+    let (_, event) = events.next(Duration::from_secs(5)).await.expect("an event");
+    assert_eq!(event["message_id"], "live");
+    println!("event after {:?}", sent.elapsed());
+    // Claimed within forward's 5 s claim period, then delivered.
+    receiver.wait_accepted(1, Duration::from_secs(15)).await;
+    let delivered: Vec<String> = receiver
+        .requests()
+        .iter()
+        .flat_map(|r| r.json()["changes"].as_array().unwrap().clone())
+        .map(|c| c["message_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(delivered.contains(&"live".to_owned()), "{delivered:?}");
 }

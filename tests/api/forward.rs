@@ -9,11 +9,8 @@ use std::time::{Duration, Instant};
 use koostatus::config::Config;
 use sqlx::PgPool;
 
-use crate::helpers::receiver::{Answer, Receiver};
+use crate::helpers::receiver::{Answer, CLI_ENV, KEY, Receiver};
 use crate::helpers::*;
-
-/// base64 of 32 bytes of 42: the test's forward.secret_key.
-const KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
 
 /// The receiver is on 127.0.0.1: private targets allowed, short timeout.
 fn forwarding(config: &mut Config) {
@@ -21,11 +18,6 @@ fn forwarding(config: &mut Config) {
     config.forward.allow_private_targets = true;
     config.forward.timeout = Duration::from_secs(2);
 }
-
-const CLI_ENV: &[(&str, &str)] = &[
-    ("KOOSTATUS_FORWARD__SECRET_KEY", KEY),
-    ("KOOSTATUS_FORWARD__ALLOW_PRIVATE_TARGETS", "true"),
-];
 
 /// `forward add` through the CLI; the printed secret.
 fn subscribe(db_url: &str, name: &str, channel: &str, url: &str, extra: &[&str]) -> String {

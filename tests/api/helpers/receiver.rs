@@ -13,6 +13,16 @@ use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// base64 of 32 bytes of 42: the tests' forward.secret_key.
+pub const KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+
+/// Forwarding settings for a `serve` or a command of the tests: the key,
+/// and the receiver on 127.0.0.1 allowed.
+pub const CLI_ENV: &[(&str, &str)] = &[
+    ("KOOSTATUS_FORWARD__SECRET_KEY", KEY),
+    ("KOOSTATUS_FORWARD__ALLOW_PRIVATE_TARGETS", "true"),
+];
+
 #[derive(Debug, Clone)]
 pub enum Answer {
     Status(u16),
