@@ -159,6 +159,32 @@ async fn post_report(port: u16, id: String) -> u16 {
         .unwrap_or(0)
 }
 
+/// Posts reports `after-N` until one is answered 200 (within 20 s of
+/// `since`, which names the event for the log), asserting 503 for every
+/// one before it; the id of the report answered 200.
+async fn answers_503_until_200(port: u16, since: &str) -> String {
+    let started = Instant::now();
+    let mut answers = Vec::new();
+    loop {
+        let id = format!("after-{}", answers.len() + 1);
+        let status = post_report(port, id.clone()).await;
+        answers.push(status);
+        if status == 200 {
+            println!("first 200 {:?} after {since}", started.elapsed());
+            assert!(
+                answers[..answers.len() - 1].iter().all(|&s| s == 503),
+                "{answers:?}"
+            );
+            return id;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no 200 within 20 s of {since}: {answers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Runs `sql` (a setting changed for the whole server) on `cluster`.
 async fn configure(cluster: &Cluster, sql: &'static str) {
     use sqlx::{Connection, Executor};
@@ -191,42 +217,18 @@ async fn serve_follows_the_primary_to_the_next_host_without_a_restart() {
     let _serve = spawn_serve(&url, port, &[], Stdio::null());
     wait_ready(port).await;
     channel_on(&url);
-    let post = |id: String| post_report(port, id);
-    assert_eq!(post("before".into()).await, 200);
+    assert_eq!(post_report(port, "before".into()).await, 200);
     assert_eq!(
         database_host(port).await,
         format!("127.0.0.1:{}", first.port)
     );
 
     first.kill();
-    let killed = Instant::now();
-    let mut answers = Vec::new();
-    let mut n = 0;
-    loop {
-        n += 1;
-        let status = post(format!("after-{n}")).await;
-        answers.push(status);
-        if status == 200 {
-            break;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(20),
-            "no 200 within 20 s: {answers:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    println!(
-        "first 200 on the next host {:?} after the kill",
-        killed.elapsed()
-    );
-    assert!(
-        answers[..answers.len() - 1].iter().all(|&s| s == 503),
-        "{answers:?}"
-    );
+    let acked = answers_503_until_200(port, "the kill").await;
     // The acknowledged report is on the host that now takes writes.
     let pool = second.pool().await;
     let stored: i64 = sqlx::query_scalar("select count(*) from messages where message_id = $1")
-        .bind(format!("after-{n}"))
+        .bind(acked)
         .fetch_one(&pool)
         .await
         .unwrap();
@@ -385,30 +387,7 @@ async fn a_commit_waiting_for_a_standby_gets_503_and_holds_nothing() {
         "alter system set default_transaction_read_only = on",
     )
     .await;
-    let switched = Instant::now();
-    let mut answers = Vec::new();
-    let mut n = 0;
-    loop {
-        n += 1;
-        let status = post_report(port, format!("after-{n}")).await;
-        answers.push(status);
-        if status == 200 {
-            break;
-        }
-        assert!(
-            switched.elapsed() < Duration::from_secs(20),
-            "no 200 within 20 s: {answers:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    println!(
-        "first 200 on the next host {:?} after the switch",
-        switched.elapsed()
-    );
-    assert!(
-        answers[..answers.len() - 1].iter().all(|&s| s == 503),
-        "{answers:?}"
-    );
+    answers_503_until_200(port, "the switch").await;
     assert_eq!(database_host(port).await, "127.0.0.1:5432");
 }
 
