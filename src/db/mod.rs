@@ -159,6 +159,10 @@ pub fn pool(cfg: &DatabaseConfig, opts: PgConnectOptions) -> PgPool {
         .max_connections(cfg.max_connections.get())
         .acquire_timeout(cfg.acquire_timeout)
         .idle_timeout(Duration::from_secs(300))
+        // After a failover, connections to the old host are not reused.
+        .before_acquire(|_, meta| {
+            Box::pin(async move { Ok(!primary::opened_before_last_move(meta.age)) })
+        })
         .connect_lazy_with(opts)
 }
 

@@ -10,7 +10,9 @@
 //! a demoted server, or their commit outlasts the commit deadline), never
 //! 200 for a report that is not committed on the primary.
 
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
@@ -20,6 +22,36 @@ use crate::config::DatabaseConfig;
 
 /// How often the pool's host is checked, and how long a check may take.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// When this process last moved its pool to another host, in milliseconds
+/// after [`epoch`]; 0: never. One per process (`serve` has one writing
+/// pool); a test process running several services drops some connections
+/// of the others too, which only costs a reconnection.
+static MOVED_AT: AtomicU64 = AtomicU64::new(0);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Whether a connection of this age was opened before the pool last moved:
+/// it is on the old host (a demoted primary, a standby, a server that came
+/// back), and is closed rather than reused.
+pub fn opened_before_last_move(age: Duration) -> bool {
+    match MOVED_AT.load(Ordering::Relaxed) {
+        0 => false,
+        moved => {
+            age > epoch()
+                .elapsed()
+                .saturating_sub(Duration::from_millis(moved))
+        }
+    }
+}
+
+fn record_move() {
+    let now = epoch().elapsed().as_millis().max(1);
+    MOVED_AT.store(u64::try_from(now).unwrap_or(u64::MAX), Ordering::Relaxed);
+}
 
 /// `host:port` of connection options.
 pub fn address(opts: &PgConnectOptions) -> String {
@@ -69,8 +101,22 @@ pub async fn follow(pool: PgPool, cfg: DatabaseConfig, shutdown: CancellationTok
                     "the database's primary moved; connecting there"
                 );
                 pool.set_connect_options(candidate);
+                record_move();
             }
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_connections_older_than_the_last_move_are_dropped() {
+        record_move();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(opened_before_last_move(Duration::from_secs(3600)));
+        assert!(!opened_before_last_move(Duration::from_millis(5)));
     }
 }

@@ -381,14 +381,28 @@ async fn a_commit_waiting_for_a_standby_gets_503_and_holds_nothing() {
         assert_eq!(post_report(port, format!("still-{n}")).await, 503);
     }
 
+    // Connections to the first host wait idle in the pool.
+    let readyz = || reqwest::get(format!("http://127.0.0.1:{port}/readyz"));
+    futures_util::future::join_all((0..12).map(|_| readyz())).await;
     // The first host stops taking writes; the second does.
     configure(
         &first,
         "alter system set default_transaction_read_only = on",
     )
     .await;
-    answers_503_until_200(port, "the switch").await;
-    assert_eq!(database_host(port).await, "127.0.0.1:5432");
+    let switched = Instant::now();
+    wait_until("the service moved", Duration::from_secs(20), || async {
+        let ready: serde_json::Value = readyz().await.unwrap().json().await.unwrap();
+        ready["database_host"] == "127.0.0.1:5432"
+    })
+    .await;
+    println!("moved {:?} after the switch", switched.elapsed());
+    // The idle connections to the first host, now read-only, are not
+    // reused: every readiness check and the next callback run on the second.
+    for _ in 0..30 {
+        assert_eq!(database_host(port).await, "127.0.0.1:5432");
+    }
+    assert_eq!(post_report(port, "after".into()).await, 200);
 }
 
 /// After the move to the next host, live events (LISTEN) and forwarding
