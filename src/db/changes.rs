@@ -159,8 +159,12 @@ pub async fn head(db: impl PgExecutor<'_>, channel_id: &str) -> sqlx::Result<Pos
 /// connections requests need, receiving the feed's notifications
 /// (`koostatus_changes`, payload: the channel id).
 pub async fn listener(pool: &sqlx::PgPool) -> sqlx::Result<PgListener> {
+    // The pool's acquire timeout, not sqlx's 30 s: a dead host refuses and
+    // is retried until then, and after a failover the caller must try the
+    // pool's new host soon.
     let own = PgPoolOptions::new()
         .max_connections(1)
+        .acquire_timeout(pool.options().get_acquire_timeout())
         .connect_lazy_with((*pool.connect_options()).clone());
     let mut listener = PgListener::connect_with(&own).await?;
     listener.listen("koostatus_changes").await?;

@@ -423,6 +423,7 @@ async fn live_events_and_forwarding_follow_the_primary() {
     assert_eq!(post_report(port, "before".into()).await, 200);
 
     first.kill();
+    let killed = Instant::now();
     wait_until(
         "a 200 on the next host",
         Duration::from_secs(20),
@@ -430,6 +431,28 @@ async fn live_events_and_forwarding_follow_the_primary() {
     )
     .await;
     assert_eq!(database_host(port).await, "127.0.0.1:5432");
+    // The LISTEN connection comes back on the new host (it retries every
+    // second, each attempt bounded by the acquire timeout; notifications in
+    // between are lost, which costs latency, never a change).
+    let pool = second.pool().await;
+    wait_until(
+        "LISTEN on the new host",
+        Duration::from_secs(10),
+        || async {
+            sqlx::query_scalar::<_, bool>(
+                "select exists (select 1 from pg_stat_activity
+                            where datname = current_database() and query ilike 'listen%')",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
+    println!(
+        "LISTEN on the new host {:?} after the kill",
+        killed.elapsed()
+    );
 
     // Set up on the host now in use, through the same URL.
     let token = run_cli(&url, &["token", "create", "--name", "desk"], "");
@@ -454,8 +477,8 @@ async fn live_events_and_forwarding_follow_the_primary() {
 
     let sent = Instant::now();
     assert_eq!(post_report(port, "live".into()).await, 200);
-    // Without a notification the reader would look only after 10 s.
-    let (_, event) = events.next(Duration::from_secs(5)).await.expect("an event");
+    // Without the notification the reader would look only after 10 s.
+    let (_, event) = events.next(Duration::from_secs(3)).await.expect("an event");
     assert_eq!(event["message_id"], "live");
     println!("event after {:?}", sent.elapsed());
     // Claimed within forward's 5 s claim period, then delivered.
