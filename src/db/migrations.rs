@@ -126,7 +126,7 @@ async fn connect(
             opts.get_database().unwrap_or("postgres"),
             hosts
                 .iter()
-                .map(|h| format!("{}:{}", h.get_host(), h.get_port()))
+                .map(super::primary::address)
                 .collect::<Vec<_>>()
                 .join(",")
         ),

@@ -119,11 +119,7 @@ async fn write_batches(
     stats: Arc<Stats>,
     limits: Limits,
 ) {
-    let Limits {
-        batch_max,
-        batch_wait,
-        ..
-    } = limits;
+    let batch_max = limits.batch_max;
     // Repeats of a message already in the batch wait for the next one: a
     // statement may touch each row once, and they keep their arrival order.
     let mut deferred: VecDeque<Job> = VecDeque::new();
@@ -156,7 +152,7 @@ async fn write_batches(
                     None => return,
                 }
             }
-            let deadline = Instant::now() + batch_wait;
+            let deadline = Instant::now() + limits.batch_wait;
             while batch.len() < batch_max {
                 match queue.try_recv() {
                     Ok(job) => add(job, &mut batch, &mut deferred),

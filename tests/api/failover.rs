@@ -202,22 +202,50 @@ async fn database_host(port: u16) -> String {
     ready["database_host"].as_str().unwrap().to_owned()
 }
 
+/// `serve` on two hosts: first a PostgreSQL cluster of the test's own, then
+/// the machine's server (its database made with channel ch1). serve creates
+/// and migrates the database on the first host, where the channel is added
+/// through the same URL; a first report is stored there.
+struct TwoHosts {
+    first: Cluster,
+    second: TestDatabase,
+    url: String,
+    port: u16,
+    _serve: KillOnDrop,
+}
+
+impl TwoHosts {
+    async fn serve(env: &[(&str, &str)]) -> TwoHosts {
+        let second = database_with_channel("ch1", PASSWORD).await;
+        let first = Cluster::start();
+        let url = format!(
+            "postgres://postgres@127.0.0.1:{},127.0.0.1:5432/{}",
+            first.port, second.name
+        );
+        let port = free_port();
+        let serve = spawn_serve(&url, port, env, Stdio::null());
+        wait_ready(port).await;
+        channel_on(&url);
+        assert_eq!(post_report(port, "before".into()).await, 200);
+        TwoHosts {
+            first,
+            second,
+            url,
+            port,
+            _serve: serve,
+        }
+    }
+}
+
 #[tokio::test]
 async fn serve_follows_the_primary_to_the_next_host_without_a_restart() {
-    // The second host: the machine's server, with the channel ready.
-    let second = database_with_channel("ch1", PASSWORD).await;
-    let first = Cluster::start();
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{},127.0.0.1:5432/{}",
-        first.port, second.name
-    );
-    // serve creates and migrates the database on the first host; the
-    // channel is added there through the same URL.
-    let port = free_port();
-    let _serve = spawn_serve(&url, port, &[], Stdio::null());
-    wait_ready(port).await;
-    channel_on(&url);
-    assert_eq!(post_report(port, "before".into()).await, 200);
+    let TwoHosts {
+        first,
+        second,
+        port,
+        ..
+    } = &TwoHosts::serve(&[]).await;
+    let port = *port;
     assert_eq!(
         database_host(port).await,
         format!("127.0.0.1:{}", first.port)
@@ -345,22 +373,13 @@ async fn writes_go_to_the_primary_and_reads_to_the_standby() {
 /// there without a restart.
 #[tokio::test]
 async fn a_commit_waiting_for_a_standby_gets_503_and_holds_nothing() {
-    let second = database_with_channel("ch1", PASSWORD).await;
-    let first = Cluster::start();
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{},127.0.0.1:5432/{}",
-        first.port, second.name
-    );
-    let port = free_port();
     let env = [("KOOSTATUS_DATABASE__STATEMENT_TIMEOUT", "1s")];
-    let _serve = spawn_serve(&url, port, &env, Stdio::null());
-    wait_ready(port).await;
-    channel_on(&url);
-    assert_eq!(post_report(port, "before".into()).await, 200);
+    let TwoHosts { first, port, .. } = &TwoHosts::serve(&env).await;
+    let port = *port;
 
     // A standby that does not exist must confirm every commit from now on.
     configure(
-        &first,
+        first,
         "alter system set synchronous_standby_names = 'nobody'",
     )
     .await;
@@ -385,11 +404,7 @@ async fn a_commit_waiting_for_a_standby_gets_503_and_holds_nothing() {
     let readyz = || reqwest::get(format!("http://127.0.0.1:{port}/readyz"));
     futures_util::future::join_all((0..12).map(|_| readyz())).await;
     // The first host stops taking writes; the second does.
-    configure(
-        &first,
-        "alter system set default_transaction_read_only = on",
-    )
-    .await;
+    configure(first, "alter system set default_transaction_read_only = on").await;
     let switched = Instant::now();
     wait_until("the service moved", Duration::from_secs(20), || async {
         let ready: serde_json::Value = readyz().await.unwrap().json().await.unwrap();
@@ -410,17 +425,14 @@ async fn a_commit_waiting_for_a_standby_gets_503_and_holds_nothing() {
 /// tasks connect through the pool that followed the primary.
 #[tokio::test]
 async fn live_events_and_forwarding_follow_the_primary() {
-    let second = database_with_channel("ch1", PASSWORD).await;
-    let first = Cluster::start();
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{},127.0.0.1:5432/{}",
-        first.port, second.name
-    );
-    let port = free_port();
-    let _serve = spawn_serve(&url, port, CLI_ENV, Stdio::null());
-    wait_ready(port).await;
-    channel_on(&url);
-    assert_eq!(post_report(port, "before".into()).await, 200);
+    let TwoHosts {
+        first,
+        second,
+        url,
+        port,
+        ..
+    } = &TwoHosts::serve(CLI_ENV).await;
+    let port = *port;
 
     first.kill();
     let killed = Instant::now();
@@ -455,11 +467,11 @@ async fn live_events_and_forwarding_follow_the_primary() {
     );
 
     // Set up on the host now in use, through the same URL.
-    let token = run_cli(&url, &["token", "create", "--name", "desk"], "");
+    let token = run_cli(url, &["token", "create", "--name", "desk"], "");
     let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
     let receiver = Receiver::start([]).await;
     let added = run_cli_with(
-        &url,
+        url,
         &[
             "forward",
             "add",
