@@ -11,10 +11,12 @@
 //!   unfiltered streams;
 //! - callbacks with BENCH_STREAMS streams each filtered to one user number;
 //!
-//! run in the order alone, 1,000, many, alone, many, 1,000, alone, so that
-//! drift of this shared machine over the run falls on every configuration
-//! alike; each configuration's ratio is the mean of its runs against the
-//! mean of the runs alone.
+//! run in the order alone, 1,000, alone, many, alone, many, alone, 1,000,
+//! alone: every phase with streams lies between two phases alone, and its
+//! ratio is to the mean of those two, so that drift of this shared machine
+//! (the rate alone moves by 10 % or more within a run) falls on the
+//! baseline it is compared with; each configuration's ratio is the mean of
+//! its phases' ratios.
 //!
 //! Every callback is a new message to one of the streams' user numbers, so
 //! each change is wanted by exactly one filtered stream (and the unfiltered
@@ -72,6 +74,10 @@ struct Figures {
     /// load and the stream clients), during the load.
     service_cpu: f64,
     client_cpu: f64,
+    /// Callbacks/s and transactions/s against the phase's baseline (see
+    /// `run`).
+    rate_ratio: f64,
+    tps_ratio: f64,
 }
 
 #[tokio::main]
@@ -149,10 +155,11 @@ async fn run(
         filtered: many,
         unfiltered: 0,
     };
-    // Alone between and around the others, each configuration twice, in
-    // mirrored order: drift of this shared machine over the run falls on
-    // every configuration alike.
-    let phases = [&alone, &few, &lots, &alone, &lots, &few, &alone];
+    // Each configuration twice, in mirrored order, every time between two
+    // phases alone: its baseline (see the ratios below).
+    let phases = [
+        &alone, &few, &alone, &lots, &alone, &lots, &alone, &few, &alone,
+    ];
     let desktops = Desktops::new()?;
     let mut db = PgConnection::connect(url).await?;
     let mut results = Vec::new();
@@ -289,21 +296,29 @@ async fn run(
         }
     }
 
-    // Per configuration: the mean of its phases, against the mean alone.
-    let of = |kind: &Phase| -> Vec<&Figures> {
-        phases
-            .iter()
-            .zip(&results)
-            .filter(|(p, _)| std::ptr::eq(**p, kind))
-            .map(|(_, f)| f)
-            .collect()
-    };
-    let mean = |fs: &[&Figures], f: fn(&Figures) -> f64| {
-        fs.iter().map(|x| f(x)).sum::<f64>() / fs.len() as f64
-    };
-    let alone_runs = of(&alone);
+    // Each phase against its baseline: the phases alone on either side of
+    // it, or for those alone, all of them. A configuration's ratio is the
+    // mean of its phases' ratios.
+    let alone_runs = runs_of(&phases, &results, &alone);
     let alone_rate = mean(&alone_runs, |f| f.callbacks_per_s);
     let alone_tps = mean(&alone_runs, |f| f.tps);
+    let alone_phases = alone_runs.len();
+    let baselines: Vec<(f64, f64)> = (0..phases.len())
+        .map(|i| {
+            if std::ptr::eq(phases[i], &alone) {
+                return (alone_rate, alone_tps);
+            }
+            let (before, after) = (&results[i - 1], &results[i + 1]);
+            (
+                (before.callbacks_per_s + after.callbacks_per_s) / 2.0,
+                (before.tps + after.tps) / 2.0,
+            )
+        })
+        .collect();
+    for (f, (rate, tps)) in results.iter_mut().zip(baselines) {
+        f.rate_ratio = f.callbacks_per_s / rate;
+        f.tps_ratio = f.tps / tps;
+    }
     println!(
         "\n{:<42} {:>11} {:>6} {:>8} {:>8} {:>6} {:>9} {:>9} {:>6} {:>6} {:>12}",
         "phase, in the order run",
@@ -338,10 +353,10 @@ async fn run(
             "{:<42} {:>11.0} {:>6.2} {:>8.2} {:>8.0} {:>6.2} {p50:>9} {p99:>9} {:>6} {:>6} {:>12}",
             name(phase),
             f.callbacks_per_s,
-            f.callbacks_per_s / alone_rate,
+            f.rate_ratio,
             f.p99_ms,
             f.tps,
-            f.tps / alone_tps,
+            f.tps_ratio,
             f.lost,
             f.repeated,
             f.rss_per_stream_kib
@@ -349,24 +364,24 @@ async fn run(
         );
     }
     println!(
-        "\nsummary (mean of each configuration's runs against the mean of the {} runs alone):",
-        alone_runs.len()
+        "\nsummary (each configuration: the mean of its phases, and of their ratios to the phases alone beside them; alone: the mean of its {} phases):",
+        alone_phases
     );
     for kind in [&few, &lots] {
-        let runs = of(kind);
+        let runs = runs_of(&phases, &results, kind);
         let mut latencies: Vec<Duration> = runs
             .iter()
             .flat_map(|f| f.latencies.iter().copied())
             .collect();
         latencies.sort();
         println!(
-            "{}: callbacks {:.0}/s = {:.2} of alone ({alone_rate:.0}/s), p99 {:.1} ms; db {:.0} tx/s = {:.2} of alone ({alone_tps:.0}); events p50 {:.1} ms, p99 {:.1} ms; lost {}, twice {}; RSS {:.1} KiB per open stream (first opening)",
+            "{}: callbacks {:.0}/s = {:.2} of alone (all phases alone: {alone_rate:.0}/s), p99 {:.1} ms; db {:.0} tx/s = {:.2} of alone ({alone_tps:.0}); events p50 {:.1} ms, p99 {:.1} ms; lost {}, twice {}; RSS {:.1} KiB per open stream (first opening)",
             name(kind),
             mean(&runs, |f| f.callbacks_per_s),
-            mean(&runs, |f| f.callbacks_per_s) / alone_rate,
+            mean(&runs, |f| f.rate_ratio),
             mean(&runs, |f| f.p99_ms),
             mean(&runs, |f| f.tps),
-            mean(&runs, |f| f.tps) / alone_tps,
+            mean(&runs, |f| f.tps_ratio),
             pct(&latencies, 0.5),
             pct(&latencies, 0.99),
             runs.iter().map(|f| f.lost).sum::<usize>(),
@@ -680,4 +695,16 @@ fn rss_kib(server: &Child) -> anyhow::Result<u64> {
         .find(|l| l.starts_with("VmRSS:"))
         .ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
     Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
+}
+
+/// The results of one configuration's phases.
+fn runs_of<'a>(phases: &[&Phase], results: &'a [Figures], kind: &Phase) -> Vec<&'a Figures> {
+    (phases.iter().zip(results))
+        .filter(|(p, _)| std::ptr::eq(**p, kind))
+        .map(|(_, f)| f)
+        .collect()
+}
+
+fn mean(runs: &[&Figures], f: fn(&Figures) -> f64) -> f64 {
+    runs.iter().map(|x| f(x)).sum::<f64>() / runs.len() as f64
 }

@@ -36,7 +36,6 @@ pub struct Subscription {
     pub position: Position,
     /// The delivery in flight: its webhook-id and last change.
     pub pending: Option<(String, Position)>,
-    pub failing_since: Option<DateTime<Utc>>,
     pub attempts: i32,
     pub revision: i64,
     pub generation: i64,
@@ -285,7 +284,7 @@ pub async fn resume(
         returning channel_id, url, secret,
                   position_xid::text::bigint as "xid!", position_seq,
                   pending_id, pending_xid::text::bigint as pending_xid, pending_seq,
-                  failing_since, attempts, revision, generation
+                  attempts, revision, generation
         "#,
         name,
         holder,
@@ -305,7 +304,6 @@ pub async fn resume(
             (Some(id), Some(xid), Some(seq)) => Some((id, Position { xid, seq })),
             _ => None,
         },
-        failing_since: r.failing_since,
         attempts: r.attempts,
         revision: r.revision,
         generation: r.generation,
@@ -461,19 +459,19 @@ pub async fn pending_changes(
     super::changes::read(db, channel_id, after, Some(upto), None, 100_000).await
 }
 
-/// Changes after the subscription's position, at most `cap` counted, and
-/// the age of the oldest: its lag.
+/// Changes after the subscription's position, at most `cap` counted: its
+/// lag in changes.
 pub async fn lag(
     db: impl PgExecutor<'_>,
     channel_id: &str,
     after: Position,
     cap: i64,
-) -> sqlx::Result<(i64, Option<f64>)> {
-    let row = sqlx::query!(
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
         r#"
-        select count(*) as "changes!", extract(epoch from now() - min(changed_at))::float8 as seconds
+        select count(*) as "changes!"
         from (
-            select changed_at from message_changes
+            select 1 from message_changes
             where channel_id = $1 and (xid, seq) > ($2::text::xid8, $3)
             order by xid, seq
             limit $4
@@ -485,8 +483,7 @@ pub async fn lag(
         cap
     )
     .fetch_one(db)
-    .await?;
-    Ok((row.changes, row.seconds))
+    .await
 }
 
 /// Whether changes follow `after`: a cheap look before [`advance`], which

@@ -551,7 +551,7 @@ impl Task {
         {
             self.lag_counted = Some(Instant::now());
             let pool = self.context.db.pool();
-            let (changes, _) = forwarding::lag(pool, channel, position, LAG_COUNT_CAP).await?;
+            let changes = forwarding::lag(pool, channel, position, LAG_COUNT_CAP).await?;
             metrics::gauge!("koostatus_forward_lag_changes", &labels).set(changes as f64);
         }
         Ok(())
