@@ -488,7 +488,11 @@ impl Task {
         renewed: Instant,
     ) -> anyhow::Result<Option<Ended>> {
         let renew_at = tokio::time::Instant::from_std(renewed + RENEW_EVERY);
-        let mut look_again: Option<tokio::time::Instant> = None;
+        // Look first: the read that found nothing may have found changes
+        // held back by an older running transaction, whose end may notify
+        // nobody (a transaction of another channel, or one that wrote no
+        // change).
+        let mut look_again = Some(tokio::time::Instant::now());
         loop {
             let look = async {
                 match look_again {

@@ -217,34 +217,34 @@ async fn read(
             () = shutdown.cancelled() => break,
         };
         again = match read {
-            Ok(changes) if changes.is_empty() => {
-                failing = false;
-                // Committed changes held back by an older running
-                // transaction become readable when it ends, and that end may
-                // notify nobody. Asked after the read, this also covers one
-                // that ended in between.
-                metrics::counter!("koostatus_events_feed_reads_total").increment(1);
-                match db::changes::any_after(&pool, &feed.id, position).await {
-                    Ok(true) => Some(RETRY_SOON),
-                    Ok(false) => None,
-                    Err(_) => Some(RETRY_AFTER_ERROR),
-                }
-            }
             Ok(changes) => {
                 failing = false;
                 let full = changes.len() as i64 == PAGE;
-                let events: Vec<_> = changes.into_iter().map(frame).collect();
-                metrics::counter!("koostatus_events_changes_read_total")
-                    .increment(events.len() as u64);
-                feed.state
-                    .lock()
-                    .expect("lock not poisoned")
-                    .dispatch(events, buffer);
+                let position = changes.last().map_or(position, |c| c.position);
+                if !changes.is_empty() {
+                    let events: Vec<_> = changes.into_iter().map(frame).collect();
+                    metrics::counter!("koostatus_events_changes_read_total")
+                        .increment(events.len() as u64);
+                    feed.state
+                        .lock()
+                        .expect("lock not poisoned")
+                        .dispatch(events, buffer);
+                }
                 if full {
                     next_read = None;
                     Some(Duration::ZERO)
                 } else {
-                    None
+                    // Committed changes held back by an older running
+                    // transaction become readable when it ends, and that
+                    // end may notify nobody: a transaction of another
+                    // channel, or one that wrote no change. Asked after the
+                    // read, this also covers one that ended in between.
+                    metrics::counter!("koostatus_events_feed_reads_total").increment(1);
+                    match db::changes::any_after(&pool, &feed.id, position).await {
+                        Ok(true) => Some(RETRY_SOON),
+                        Ok(false) => None,
+                        Err(_) => Some(RETRY_AFTER_ERROR),
+                    }
                 }
             }
             Err(e) => {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, empty_database, spawn_app_with, spawn_instance};
+use crate::helpers::{HeldBack, PASSWORD, TestApp, empty_database, spawn_app_with, spawn_instance};
 use crate::sse::Sse;
 
 const A: &str = "alpha";
@@ -644,4 +644,44 @@ async fn a_writing_transaction_in_another_database_does_not_hold_the_feed_back()
     assert!(x.parse::<i64>().unwrap() > xid);
     long.rollback().await.unwrap();
     println!("a change passed a writing transaction of another database in {pushed:?}");
+}
+
+/// A read that finds some changes while a later one is held back by an
+/// older running transaction: when that transaction ends without notifying
+/// anybody (it wrote to another channel, or wrote no change), the held-back
+/// change still arrives at once, not when the next report or the reader's
+/// idle timer (10 s) comes.
+#[tokio::test]
+async fn a_change_held_back_by_a_silent_transaction_arrives_when_it_ends() {
+    let app = spawn_app_with(|_| {}).await;
+    app.add_channel(A, PASSWORD).await;
+    let token = app.create_token("desk", &[]).await;
+    let mut stream = open(&app.address, A, &[], &token, None).await;
+
+    let held = HeldBack::start(&app.pool).await;
+    let late = report_for("late", "u1", "read");
+    assert_eq!(app.post_report(A, PASSWORD, &late).await.status(), 200);
+    // The reader has seen the late change's notification, found it held
+    // back, and looks again while it waits; the early change's own
+    // notification then wakes the read that finds it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let holder = held.commit_early(A, "early").await;
+    let (_, data) = stream.next(Duration::from_secs(3)).await.expect("early");
+    assert_eq!(data["message_id"], "early");
+    assert!(
+        stream.next(Duration::from_millis(300)).await.is_none(),
+        "the late change waits for the holder"
+    );
+
+    let released = Instant::now();
+    holder.release().await;
+    let (_, data) = stream
+        .next(Duration::from_secs(2))
+        .await
+        .expect("the late change within 2 s of the holder's end");
+    assert_eq!(data["message_id"], "late");
+    println!(
+        "a change held back by a silent transaction arrived {:?} after it ended",
+        released.elapsed()
+    );
 }

@@ -611,3 +611,40 @@ async fn https_targets_must_present_a_certificate_that_verifies() {
     assert!(list.contains("invalid peer certificate"), "{list}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A read that finds a change while a later one is held back by an older
+/// running transaction: when that transaction ends without notifying
+/// anybody (it wrote to another channel, or wrote no change), the held-back
+/// change is delivered at once, not when the next report or the lease's
+/// renewal (5 s) comes.
+#[tokio::test]
+async fn a_change_held_back_by_a_silent_transaction_is_delivered_when_it_ends() {
+    let receiver = Receiver::start([]).await;
+    let app = spawn_app_with(forwarding).await;
+    app.add_channel("ch1", PASSWORD).await;
+    let secret = subscribe(&app.db.url(), "crm", "ch1", &receiver.url, &[]);
+    let webhook = app.webhook_url("ch1");
+    send_reports(&app.client, &webhook, 0..1).await;
+    receiver.wait_accepted(1, Duration::from_secs(20)).await;
+
+    let held = HeldBack::start(&app.pool).await;
+    send_reports(&app.client, &webhook, 1..2).await;
+    let holder = held.commit_early("ch1", "early").await;
+    receiver.wait_accepted(2, Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        receiver.accepted_positions().len(),
+        2,
+        "m1 waits for the holder"
+    );
+
+    let released = Instant::now();
+    holder.release().await;
+    receiver.wait_accepted(3, Duration::from_secs(2)).await;
+    println!(
+        "a change held back by a silent transaction was delivered {:?} after it ended",
+        released.elapsed()
+    );
+    assert_eq!(receiver.delivered_positions(), feed(&app.pool, "ch1").await);
+    assert_signed_and_serial(&receiver, &secret);
+}

@@ -171,3 +171,50 @@ impl Drop for TestDatabase {
         .join();
     }
 }
+
+/// Changes held back by a transaction that ends without notifying anybody,
+/// as a write of another channel, or one that writes no change, would:
+/// `start` opens a transaction for an early change (its xid comes first)
+/// and then the holder; a change committed after that waits for the
+/// holder. `commit_early` commits one change of `channel` under the early
+/// xid, readable at once; `release` ends the holder.
+pub struct HeldBack {
+    early: sqlx::Transaction<'static, sqlx::Postgres>,
+    holder: sqlx::Transaction<'static, sqlx::Postgres>,
+}
+
+impl HeldBack {
+    pub async fn start(pool: &PgPool) -> HeldBack {
+        let xid = "select pg_current_xact_id()";
+        let mut early = pool.begin().await.unwrap();
+        sqlx::query(xid).execute(&mut *early).await.unwrap();
+        let mut holder = pool.begin().await.unwrap();
+        sqlx::query(xid).execute(&mut *holder).await.unwrap();
+        HeldBack { early, holder }
+    }
+
+    /// Commits the early change; the holder stays open.
+    pub async fn commit_early(self, channel: &str, message_id: &str) -> Holder {
+        let HeldBack { mut early, holder } = self;
+        sqlx::query(
+            "insert into message_changes (channel_id, message_id, user_number, status, changed_at)
+             values ($1, $2, 'u1', 'delivered', now())",
+        )
+        .bind(channel)
+        .bind(message_id)
+        .execute(&mut *early)
+        .await
+        .unwrap();
+        early.commit().await.unwrap();
+        Holder(holder)
+    }
+}
+
+/// The transaction holding changes back; `release` commits it.
+pub struct Holder(sqlx::Transaction<'static, sqlx::Postgres>);
+
+impl Holder {
+    pub async fn release(self) {
+        self.0.commit().await.unwrap();
+    }
+}
