@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
+use super::postman::{Postman, Round};
 use super::{Batch, Delivery, Event};
 use crate::auth::tokens::TokenHash;
 use crate::db::changes::{Change, Position};
@@ -35,6 +36,8 @@ pub(super) struct State {
 
 pub(super) struct Subscriber {
     pub(super) deliveries: mpsc::UnboundedSender<Delivery>,
+    /// Of the worker thread that runs the stream.
+    pub(super) postman: Postman,
     pub(super) shared: Arc<Shared>,
     pub(super) user_numbers: Option<Arc<[String]>>,
     /// The token the stream was opened with (directly or by a ticket).
@@ -135,7 +138,7 @@ impl State {
             }
             events.push(event);
         }
-        let mut slow = Vec::new();
+        let (mut slow, mut round) = (Vec::new(), Round::default());
         if !self.unfiltered.is_empty() {
             let mut frames = BytesMut::new();
             for e in &events {
@@ -146,16 +149,18 @@ impl State {
                 frames: frames.freeze(),
             });
             for id in &self.unfiltered {
-                if !self.subscribers[id].hand(Delivery::All(batch.clone()), buffer) {
+                let delivery = Delivery::All(batch.clone());
+                if !self.subscribers[id].hand(delivery, buffer, &mut round) {
                     slow.push(*id);
                 }
             }
         }
         for (id, events) in filtered {
-            if !self.subscribers[&id].hand(Delivery::Some(events), buffer) {
+            if !self.subscribers[&id].hand(Delivery::Some(events), buffer, &mut round) {
                 slow.push(id);
             }
         }
+        round.send();
         self.position = Some(last);
         for id in slow {
             self.remove(id);
@@ -165,7 +170,10 @@ impl State {
 
 impl Subscriber {
     /// False when the stream is gone or too far behind.
-    fn hand(&self, delivery: Delivery, buffer: usize) -> bool {
+    fn hand(&self, delivery: Delivery, buffer: usize, round: &mut Round) -> bool {
+        if self.deliveries.is_closed() {
+            return false;
+        }
         let n = delivery.events().len();
         if self.shared.pending.load(Ordering::Relaxed) + n > buffer {
             metrics::counter!("koostatus_events_streams_closed_total", "reason" => "slow")
@@ -173,7 +181,8 @@ impl Subscriber {
             return false;
         }
         self.shared.pending.fetch_add(n, Ordering::Relaxed);
-        self.deliveries.send(delivery).is_ok()
+        round.add(&self.postman, (self.deliveries.clone(), delivery));
+        true
     }
 }
 

@@ -7,7 +7,7 @@
 //! - One reader per channel with streams ([`reader`]) reads that channel's
 //!   feed after its position when woken, serialises each change once and
 //!   hands it to the streams that want it (all, or those following its
-//!   user number).
+//!   user number), through one postman per worker thread ([`postman`]).
 //! - Each stream ([`stream`]) has a bounded buffer. A stream that joins
 //!   behind the reader (`Last-Event-ID`) first reads the gap from the feed
 //!   itself, then takes the shared flow from the exact position the reader
@@ -17,6 +17,7 @@
 //! never a change.
 
 mod flow;
+mod postman;
 mod reader;
 mod revocation;
 pub mod stream;
