@@ -95,7 +95,10 @@ mod tests {
 
     fn delivery(n: u64) -> Delivery {
         Delivery::Some(vec![Event {
-            position: crate::db::changes::Position { xid: n as i64, seq: 1 },
+            position: crate::db::changes::Position {
+                xid: n as i64,
+                seq: 1,
+            },
             frame: Bytes::from(n.to_string()),
         }])
     }
