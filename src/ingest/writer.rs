@@ -208,18 +208,7 @@ async fn write_batch(pool: &PgPool, batch: Vec<Job>, deadline: Duration) {
     metrics::histogram!("koostatus_batch_size").record(incoming.len() as f64);
     metrics::histogram!("koostatus_batch_commit_seconds").record(started.elapsed().as_secs_f64());
     let Ok(recorded) = recorded else {
-        // Dropped at once, mid-statement: the pool opens a new one.
-        drop(conn.detach());
-        tracing::warn!(
-            size = incoming.len(),
-            "a batch of reports was not confirmed within the deadline; answering 503"
-        );
-        for (reply, _) in replies {
-            let _ = reply.send(Err(WriteError::Unavailable(
-                "the database did not confirm the commit in time".into(),
-            )));
-        }
-        return;
+        return give_up(conn, replies);
     };
     if recorded.as_ref().is_err_and(db::is_read_only) {
         conn.close_on_drop();
@@ -239,17 +228,23 @@ async fn write_batch(pool: &PgPool, batch: Vec<Job>, deadline: Duration) {
         // report alone so that one bad report fails only its own request.
         Err(e) if incoming.len() > 1 => {
             let size = incoming.len();
-            for (one, (reply, span)) in incoming.into_iter().zip(replies) {
+            let mut replies = replies.into_iter();
+            for one in incoming {
+                let Some((reply, span)) = replies.next() else {
+                    break;
+                };
                 tracing::warn!(parent: &span, error = %e, size, "the batch holding this report failed; writing its reports one by one");
-                let result =
-                    match db::reports::record_reports(&mut *conn, std::slice::from_ref(&one)).await
-                    {
-                        Ok(mut r) => Ok(r.pop().flatten()),
-                        Err(e) if db::is_unavailable(&e) => {
-                            Err(WriteError::Unavailable(e.to_string()))
-                        }
-                        Err(e) => Err(WriteError::Failed(e)),
-                    };
+                let single = db::reports::record_reports(&mut *conn, std::slice::from_ref(&one));
+                // The same deadline as the batch's: one commit stuck on a
+                // failing primary must not hold the writer either.
+                let Ok(recorded) = tokio::time::timeout(deadline, single).await else {
+                    return give_up(conn, std::iter::once((reply, span)).chain(replies));
+                };
+                let result = match recorded {
+                    Ok(mut r) => Ok(r.pop().flatten()),
+                    Err(e) if db::is_unavailable(&e) => Err(WriteError::Unavailable(e.to_string())),
+                    Err(e) => Err(WriteError::Failed(e)),
+                };
                 let _ = reply.send(result);
             }
         }
@@ -259,4 +254,25 @@ async fn write_batch(pool: &PgPool, batch: Vec<Job>, deadline: Duration) {
             }
         }
     }
+}
+
+/// A commit not confirmed within the deadline: 503 to every request still
+/// waiting, and the connection dropped at once, mid-statement (the pool
+/// opens a new one).
+fn give_up(
+    conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    replies: impl IntoIterator<Item = (Reply, tracing::Span)>,
+) {
+    drop(conn.detach());
+    let mut size = 0;
+    for (reply, _) in replies {
+        size += 1;
+        let _ = reply.send(Err(WriteError::Unavailable(
+            "the database did not confirm the commit in time".into(),
+        )));
+    }
+    tracing::warn!(
+        size,
+        "reports were not confirmed within the deadline; answering 503"
+    );
 }

@@ -420,6 +420,73 @@ async fn a_commit_waiting_for_a_standby_gets_503_and_holds_nothing() {
     assert_eq!(post_report(port, "after".into()).await, 200);
 }
 
+/// A batch that fails for one report's data is written again a report at a
+/// time, and those commits are bound by the same deadline: on a primary
+/// whose commits wait for a standby that never confirms, the one writer
+/// gives up instead of waiting in a commit for good, so once another host
+/// takes writes the service answers 200 there without a restart.
+#[tokio::test]
+async fn reports_written_one_at_a_time_are_bound_by_the_commit_deadline_too() {
+    let env = [
+        ("KOOSTATUS_DATABASE__STATEMENT_TIMEOUT", "1s"),
+        ("KOOSTATUS_INGEST__WRITERS", "1"),
+        // Long enough for the four reports below to share one batch.
+        ("KOOSTATUS_INGEST__BATCH_WAIT", "300ms"),
+    ];
+    let TwoHosts {
+        first,
+        second,
+        port,
+        ..
+    } = &TwoHosts::serve(&env).await;
+    let port = *port;
+    // On the first host a report for message `poison` fails for its data,
+    // and with it any batch that holds it.
+    let poisoned = format!(
+        "postgres://postgres@127.0.0.1:{}/{}",
+        first.port, second.name
+    );
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&poisoned)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "create function poison() returns trigger language plpgsql as $$
+         begin
+           if new.message_id = 'poison' then raise exception 'a poisoned report'; end if;
+           return new;
+         end $$;
+         create trigger poison before insert on messages
+           for each row execute function poison();",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    configure(
+        first,
+        "alter system set synchronous_standby_names = 'nobody'",
+    )
+    .await;
+    let together: Vec<_> = ["poison", "one", "two", "three"]
+        .into_iter()
+        .map(|id| tokio::spawn(post_report(port, id.into())))
+        .collect();
+    for answer in together {
+        let status = answer.await.unwrap();
+        assert!(status == 503 || status == 500, "{status}");
+    }
+
+    configure(first, "alter system set default_transaction_read_only = on").await;
+    // The writer is free again: the next callbacks reach the second host.
+    let id = answers_503_until_200(port, "the switch").await;
+    let stored: bool =
+        sqlx::query_scalar("select exists (select 1 from messages where message_id = $1)")
+            .bind(&id)
+            .fetch_one(&second.pool().await)
+            .await
+            .unwrap();
+    assert!(stored, "{id} is on the second host");
+}
+
 /// After the move to the next host, live events (LISTEN) and forwarding
 /// work there without a restart: the LISTEN connection and the forwarding
 /// tasks connect through the pool that followed the primary.
