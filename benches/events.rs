@@ -30,12 +30,11 @@
 //! are for people to read.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, Executor, PgConnection};
-use support::{SERVER, env, metric, pct, read_answer, report_request, wait_ready};
+use support::{Service, cli, env, metric, pct, read_answer, report_request, wait_ready};
 
 mod support;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -96,49 +95,21 @@ async fn main() -> anyhow::Result<()> {
         "{connections} callback connections, {seconds} s per phase, {} cores, open-file limit {limit}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    support::drop_database(DB).await?;
-    let url = format!("{SERVER}/{DB}");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let bin = env!("CARGO_BIN_EXE_koostatus");
-    let log_path = std::env::temp_dir().join(format!("koostatus-bench-events-{port}.log"));
-    let mut server = Command::new(bin)
-        .args(["--database-url", &url, "serve", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .env("KOOSTATUS_LOG__FILTER", "warn")
-        .stderr(std::fs::File::create(&log_path)?)
-        .spawn()?;
-    let outcome = run(bin, &url, port, &server, connections, duration, many).await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let _ = server.wait();
-    if outcome.is_err() {
-        eprintln!("{}", std::fs::read_to_string(&log_path).unwrap_or_default());
-    }
-    let _ = std::fs::remove_file(&log_path);
-    support::drop_database(DB).await?;
-    outcome
+    support::with_service(DB, &[], |service| run(service, connections, duration, many)).await
 }
 
 async fn run(
-    bin: &str,
-    url: &str,
-    port: u16,
-    server: &Child,
+    service: Service,
     connections: usize,
     duration: Duration,
     many: usize,
 ) -> anyhow::Result<()> {
+    let Service { url, port, pid } = &service;
+    let (url, port, server) = (url.as_str(), *port, *pid);
     wait_ready(port).await?;
-    cli(
-        bin,
-        url,
-        &["channel", "add", CHANNEL, "--password-stdin"],
-        PASSWORD,
-    )?;
-    let token = cli(bin, url, &["token", "create", "--name", "bench"], "")?;
+    let channel_add = ["channel", "add", CHANNEL, "--password-stdin"];
+    cli(url, &[], &channel_add, PASSWORD)?;
+    let token = cli(url, &[], &["token", "create", "--name", "bench"], "")?;
     let token = token.trim().to_owned();
     let alone = Phase {
         name: "callbacks alone",
@@ -209,7 +180,7 @@ async fn run(
         let tx_before = transactions(&mut db).await?;
         let batches_before = metric(port, "koostatus_batch_size_count").await?;
         let reads_before = metric(port, "koostatus_events_feed_reads_total").await?;
-        let cpu_before = (cpu_seconds(server.id())?, cpu_seconds(std::process::id())?);
+        let cpu_before = (cpu_seconds(server)?, cpu_seconds(std::process::id())?);
         let started = Instant::now();
         let users = phase.filtered.max(1000);
         let load: Vec<_> = (0..connections)
@@ -225,7 +196,7 @@ async fn run(
         }
         let elapsed = started.elapsed();
         let cpu = (
-            (cpu_seconds(server.id())? - cpu_before.0) / elapsed.as_secs_f64(),
+            (cpu_seconds(server)? - cpu_before.0) / elapsed.as_secs_f64(),
             (cpu_seconds(std::process::id())? - cpu_before.1) / elapsed.as_secs_f64(),
         );
         let batches = metric(port, "koostatus_batch_size_count").await? - batches_before;
@@ -657,23 +628,6 @@ async fn transactions(db: &mut PgConnection) -> anyhow::Result<i64> {
     .await?)
 }
 
-fn cli(bin: &str, url: &str, args: &[&str], stdin: &str) -> anyhow::Result<String> {
-    let mut child = Command::new(bin)
-        .args(["--database-url", url])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    std::io::Write::write_all(
-        &mut child.stdin.take().unwrap(),
-        format!("{stdin}\n").as_bytes(),
-    )?;
-    let out = child.wait_with_output()?;
-    anyhow::ensure!(out.status.success(), "koostatus {args:?} failed");
-    Ok(String::from_utf8(out.stdout)?)
-}
-
 /// User and system CPU time a process has used, in seconds.
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -688,8 +642,8 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// VmRSS: the service's resident memory now.
-fn rss_kib(server: &Child) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.id()))?;
+fn rss_kib(server: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{server}/status"))?;
     let line = status
         .lines()
         .find(|l| l.starts_with("VmRSS:"))

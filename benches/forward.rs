@@ -23,11 +23,10 @@
 //! or out of order; any of the last three fails the run.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{SERVER, env, pct, read_answer, report_request, wait_ready};
+use support::{Service, cli, env, pct, read_answer, report_request, wait_ready};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -37,6 +36,12 @@ const DB: &str = "koostatus_bench_forward";
 const CHANNEL: &str = "bench";
 const PASSWORD: &str = "bench-webhook-password";
 const KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+/// The service's and the CLI's settings: forwarding's key, and targets on
+/// this machine allowed (the receiver listens on 127.0.0.1).
+const SETTINGS: &[(&str, &str)] = &[
+    ("KOOSTATUS_FORWARD__SECRET_KEY", KEY),
+    ("KOOSTATUS_FORWARD__ALLOW_PRIVATE_TARGETS", "true"),
+];
 
 /// What the receiver got for one subscription.
 #[derive(Default)]
@@ -64,44 +69,10 @@ async fn main() -> anyhow::Result<()> {
         "{connections} callback connections, {seconds} s per phase, {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    support::drop_database(DB).await?;
-    let url = format!("{SERVER}/{DB}");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let bin = env!("CARGO_BIN_EXE_koostatus");
-    let log_path = std::env::temp_dir().join(format!("koostatus-bench-forward-{port}.log"));
-    let mut server = Command::new(bin)
-        .args(["--database-url", &url, "serve", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .env("KOOSTATUS_LOG__FILTER", "warn")
-        .env("KOOSTATUS_FORWARD__SECRET_KEY", KEY)
-        .env("KOOSTATUS_FORWARD__ALLOW_PRIVATE_TARGETS", "true")
-        .stderr(std::fs::File::create(&log_path)?)
-        .spawn()?;
-    let outcome = run(
-        bin,
-        &url,
-        port,
-        server.id(),
-        connections,
-        Duration::from_secs(seconds),
-    )
-    .await;
-    stop(&mut server);
-    if outcome.is_err() {
-        eprintln!("{}", std::fs::read_to_string(&log_path).unwrap_or_default());
-    }
-    let _ = std::fs::remove_file(&log_path);
-    support::drop_database(DB).await?;
-    outcome
-}
-
-fn stop(server: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let _ = server.wait();
+    support::with_service(DB, SETTINGS, |service| {
+        run(service, connections, Duration::from_secs(seconds))
+    })
+    .await
 }
 
 struct Figures {
@@ -114,21 +85,12 @@ struct Figures {
     drain_s: f64,
 }
 
-async fn run(
-    bin: &str,
-    url: &str,
-    port: u16,
-    server_pid: u32,
-    connections: usize,
-    duration: Duration,
-) -> anyhow::Result<()> {
+async fn run(service: Service, connections: usize, duration: Duration) -> anyhow::Result<()> {
+    let Service { url, port, pid } = &service;
+    let (url, port, server_pid) = (url.as_str(), *port, *pid);
     wait_ready(port).await?;
-    cli(
-        bin,
-        url,
-        &["channel", "add", CHANNEL, "--password-stdin"],
-        PASSWORD,
-    )?;
+    let channel_add = ["channel", "add", CHANNEL, "--password-stdin"];
+    cli(url, SETTINGS, &channel_add, PASSWORD)?;
     let received: Received = Arc::default();
     let receiver_port = start_receiver(received.clone())?;
     let db = sqlx::PgPool::connect(url).await?;
@@ -141,8 +103,8 @@ async fn run(
         for name in &names {
             let target = format!("http://127.0.0.1:{receiver_port}/{name}");
             cli(
-                bin,
                 url,
+                SETTINGS,
                 &[
                     "forward",
                     "add",
@@ -221,7 +183,7 @@ async fn run(
         drop(got);
         lags.sort();
         for name in &names {
-            cli(bin, url, &["forward", "remove", name], "")?;
+            cli(url, SETTINGS, &["forward", "remove", name], "")?;
         }
         let figures = Figures {
             subscriptions,
@@ -445,25 +407,6 @@ fn record(received: &Received, path: &str, id: &str, body: &[u8]) {
         }
         s.received_at.push(now);
     }
-}
-
-fn cli(bin: &str, url: &str, args: &[&str], stdin: &str) -> anyhow::Result<String> {
-    let mut child = Command::new(bin)
-        .args(["--database-url", url])
-        .args(args)
-        .env("KOOSTATUS_FORWARD__SECRET_KEY", KEY)
-        .env("KOOSTATUS_FORWARD__ALLOW_PRIVATE_TARGETS", "true")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    std::io::Write::write_all(
-        &mut child.stdin.take().unwrap(),
-        format!("{stdin}\n").as_bytes(),
-    )?;
-    let out = child.wait_with_output()?;
-    anyhow::ensure!(out.status.success(), "koostatus {args:?} failed");
-    Ok(String::from_utf8(out.stdout)?)
 }
 
 /// CPU seconds used so far by the service, by every PostgreSQL process,

@@ -1,9 +1,11 @@
-//! What the benchmarks share: the scratch database, waiting for a service,
-//! reading an HTTP/1.1 answer on a keep-alive connection, percentiles and
-//! settings from the environment. (Each benchmark includes this module;
+//! What the benchmarks share: the scratch database, the service as a
+//! process of its own and the CLI, waiting for a service, reading an
+//! HTTP/1.1 answer on a keep-alive connection, percentiles and settings
+//! from the environment. (Each benchmark includes this module;
 //! not every one uses all of it.)
 #![allow(dead_code)]
 
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, Executor, PgConnection};
@@ -40,6 +42,76 @@ where
     let result = bench(format!("{SERVER}/{name}")).await;
     drop_database(name).await?;
     result
+}
+
+/// The release binary the benchmarks run.
+pub const BIN: &str = env!("CARGO_BIN_EXE_koostatus");
+
+/// A running `koostatus serve` of [`with_service`].
+#[derive(Clone)]
+pub struct Service {
+    pub url: String,
+    pub port: u16,
+    pub pid: u32,
+}
+
+/// Runs `bench` beside `koostatus serve` on a fresh database `name` (dropped
+/// after) and a free port, `env` its settings beyond the defaults; the
+/// service's warnings go to a temporary file, printed when the benchmark
+/// fails. The service is stopped with SIGTERM afterwards.
+pub async fn with_service<F, Fut>(name: &str, env: &[(&str, &str)], bench: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Service) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    drop_database(name).await?;
+    let url = format!("{SERVER}/{name}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let log_path = std::env::temp_dir().join(format!("koostatus-bench-{name}-{port}.log"));
+    let mut server = Command::new(BIN)
+        .args(["--database-url", &url, "serve", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("KOOSTATUS_LOG__FILTER", "warn")
+        .envs(env.iter().copied())
+        .stderr(std::fs::File::create(&log_path)?)
+        .spawn()?;
+    let service = Service {
+        url,
+        port,
+        pid: server.id(),
+    };
+    let outcome = bench(service).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+    if outcome.is_err() {
+        eprintln!("{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+    }
+    let _ = std::fs::remove_file(&log_path);
+    drop_database(name).await?;
+    outcome
+}
+
+/// Runs a `koostatus` command on `url`, `stdin` written to it; its output.
+pub fn cli(url: &str, env: &[(&str, &str)], args: &[&str], stdin: &str) -> anyhow::Result<String> {
+    let mut child = Command::new(BIN)
+        .args(["--database-url", url])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        format!("{stdin}\n").as_bytes(),
+    )?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "koostatus {args:?} failed");
+    Ok(String::from_utf8(out.stdout)?)
 }
 
 /// Until `/readyz` on `port` answers 200, for at most 30 s.
