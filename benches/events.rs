@@ -104,8 +104,7 @@ async fn run(
     duration: Duration,
     many: usize,
 ) -> anyhow::Result<()> {
-    let Service { url, port, pid } = &service;
-    let (url, port, server) = (url.as_str(), *port, *pid);
+    let (url, port, server) = (service.url.as_str(), service.port, service.pid);
     wait_ready(port).await?;
     let channel_add = ["channel", "add", CHANNEL, "--password-stdin"];
     cli(url, &[], &channel_add, PASSWORD)?;

@@ -86,8 +86,7 @@ struct Figures {
 }
 
 async fn run(service: Service, connections: usize, duration: Duration) -> anyhow::Result<()> {
-    let Service { url, port, pid } = &service;
-    let (url, port, server_pid) = (url.as_str(), *port, *pid);
+    let (url, port, server_pid) = (service.url.as_str(), service.port, service.pid);
     wait_ready(port).await?;
     let channel_add = ["channel", "add", CHANNEL, "--password-stdin"];
     cli(url, SETTINGS, &channel_add, PASSWORD)?;

@@ -48,7 +48,6 @@ where
 pub const BIN: &str = env!("CARGO_BIN_EXE_koostatus");
 
 /// A running `koostatus serve` of [`with_service`].
-#[derive(Clone)]
 pub struct Service {
     pub url: String,
     pub port: u16,
