@@ -514,7 +514,7 @@ async fn a_subscription_failing_for_disable_after_is_disabled_until_enabled() {
     .await;
     app.add_channel("ch1", PASSWORD).await;
     let url = app.db.url();
-    subscribe(&url, "crm", "ch1", &receiver.url, &[]);
+    let secret = subscribe(&url, "crm", "ch1", &receiver.url, &[]);
     send_reports(&app.client, &app.webhook_url("ch1"), 0..3).await;
     wait_until("disabled", Duration::from_secs(30), || async {
         cli(&url, &["forward", "list"])
@@ -539,12 +539,10 @@ async fn a_subscription_failing_for_disable_after_is_disabled_until_enabled() {
     let (ok, said) = cli(&url, &["forward", "enable", "crm"]);
     assert!(ok, "{said}");
     receiver.wait_accepted(3, Duration::from_secs(20)).await;
-    assert!(
-        receiver
-            .requests()
-            .iter()
-            .all(|r| r.id() == receiver.requests()[0].id())
-    );
+    // The delivery that failed is sent again under its id. (Not "every
+    // request under one id": the first delivery may have been formed
+    // before the last two reports committed.)
+    assert_at_least_once_semantics(&receiver, &secret);
     let (_, list) = cli(&url, &["forward", "list"]);
     assert!(list.contains(" active "), "{list}");
 }
