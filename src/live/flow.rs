@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::web::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
@@ -42,7 +42,19 @@ pub(super) struct Subscriber {
     pub(super) user_numbers: Option<Arc<[String]>>,
     /// The token the stream was opened with (directly or by a ticket).
     pub(super) token: TokenHash,
+    /// A filtered stream's events not handed yet, and when it last was
+    /// handed some (see [`HOLD`]).
+    pub(super) held: Vec<Event>,
+    pub(super) handed_at: Option<Instant>,
 }
+
+/// A filtered stream is handed events at most once per this. A desktop
+/// whose conversations change at every read of the feed (100 ms apart) is
+/// then written every other read, half the socket writes, its events
+/// waiting about 200 ms at most; a quiet desktop's event goes out at once.
+/// Each write is a system call and, for the desktop, a wake-up and a read:
+/// with a thousand busy desktops, most of what they cost the instance.
+pub(super) const HOLD: Duration = Duration::from_millis(150);
 
 /// What the flow and a stream both see of the stream, without a lock.
 #[derive(Default)]
@@ -122,24 +134,30 @@ impl State {
 
     /// Hands one read's changes to their streams: the whole batch, framed
     /// once, to every unfiltered stream; to each filtered one its own
-    /// changes. A stream that would hold more than `buffer` events not yet
-    /// sent is dropped from the flow: it sends what it has, then ends, and
-    /// its client resumes with `Last-Event-ID`. Nobody waits for a slow
-    /// client.
-    pub(super) fn dispatch(&mut self, read: Vec<(Event, String)>, buffer: usize) {
-        let Some(last) = read.last().map(|(e, _)| e.position) else {
-            return;
-        };
-        let mut filtered: HashMap<u64, Vec<Event>> = HashMap::new();
+    /// changes, or it holds them until [`HOLD`] after its last hand-over.
+    /// A stream that would hold more than `buffer` events not yet sent is
+    /// dropped from the flow: it sends what it has, then ends, and its
+    /// client resumes with `Last-Event-ID`. Nobody waits for a slow client.
+    /// An empty read hands over what is due. While some stream holds
+    /// events: how soon the first of them is due, for the reader to come
+    /// back then.
+    pub(super) fn dispatch(
+        &mut self,
+        read: Vec<(Event, String)>,
+        buffer: usize,
+        now: Instant,
+    ) -> Option<Duration> {
+        let last = read.last().map(|(e, _)| e.position);
         let mut events = Vec::with_capacity(read.len());
         for (event, user_number) in read {
             for id in self.by_user.get(&user_number).into_iter().flatten() {
-                filtered.entry(*id).or_default().push(event.clone());
+                let subscriber = self.subscribers.get_mut(id).expect("indexed");
+                subscriber.held.push(event.clone());
             }
             events.push(event);
         }
         let (mut slow, mut round) = (Vec::new(), Round::default());
-        if !self.unfiltered.is_empty() {
+        if !self.unfiltered.is_empty() && !events.is_empty() {
             let mut frames = BytesMut::new();
             for e in &events {
                 frames.extend_from_slice(&e.frame);
@@ -155,16 +173,36 @@ impl State {
                 }
             }
         }
-        for (id, events) in filtered {
-            if !self.subscribers[&id].hand(Delivery::Some(events), buffer, &mut round) {
-                slow.push(id);
+        // Ten thousand streams are a walk of ten microseconds, ten times a
+        // second: cheaper than keeping a second index right.
+        let mut next_due: Option<Duration> = None;
+        for (id, s) in &mut self.subscribers {
+            if s.held.is_empty() {
+                continue;
+            }
+            let wait = s
+                .handed_at
+                .map_or(Duration::ZERO, |t| HOLD.saturating_sub(now - t));
+            // A reader catching up reads full pages back to back: hand
+            // those over at once rather than gather them without bound.
+            if !wait.is_zero() && s.held.len() < buffer / 2 {
+                next_due = Some(next_due.map_or(wait, |d| d.min(wait)));
+                continue;
+            }
+            s.handed_at = Some(now);
+            let delivery = Delivery::Some(std::mem::take(&mut s.held));
+            if !s.hand(delivery, buffer, &mut round) {
+                slow.push(*id);
             }
         }
         round.send();
-        self.position = Some(last);
+        if let Some(last) = last {
+            self.position = Some(last);
+        }
         for id in slow {
             self.remove(id);
         }
+        next_due
     }
 }
 
@@ -227,5 +265,71 @@ impl From<Change> for ChangeEntry {
             status: c.status,
             changed_at: c.changed_at,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: i64) -> (Event, String) {
+        let position = Position { xid: n, seq: 1 };
+        let frame = Bytes::from(n.to_string());
+        (Event { position, frame }, "u1".to_owned())
+    }
+
+    /// A filtered stream: its first event goes out at once, the next ones
+    /// wait until HOLD after that (the reader is told when), and a pile as
+    /// big as half the buffer goes out at once.
+    #[test]
+    fn a_busy_filtered_stream_is_handed_events_at_most_once_per_hold() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let (deliveries, mut stream) = mpsc::unbounded_channel();
+            let mut state = State::default();
+            state.add(Subscriber {
+                deliveries,
+                postman: Postman::here(),
+                shared: Arc::default(),
+                user_numbers: Some(Arc::from(vec!["u1".to_owned()])),
+                token: crate::auth::tokens::hash("t"),
+                held: Vec::new(),
+                handed_at: None,
+            });
+            let mut handed = async || {
+                tokio::task::yield_now().await; // the postman runs
+                let mut got = Vec::new();
+                while let Ok(d) = stream.try_recv() {
+                    got.push(
+                        d.events()
+                            .iter()
+                            .map(|e| e.position.xid)
+                            .collect::<Vec<_>>(),
+                    );
+                }
+                got
+            };
+            let (buffer, t0) = (8, Instant::now());
+            let at = |ms| t0 + Duration::from_millis(ms);
+
+            assert_eq!(state.dispatch(vec![event(1)], buffer, at(0)), None);
+            assert_eq!(handed().await, [vec![1]], "the first event at once");
+            let wait = state.dispatch(vec![event(2)], buffer, at(100));
+            assert_eq!(wait, Some(Duration::from_millis(50)));
+            let wait = state.dispatch(vec![event(3)], buffer, at(120));
+            assert_eq!(wait, Some(Duration::from_millis(30)));
+            assert!(handed().await.is_empty(), "held until 150 ms");
+            assert_eq!(state.dispatch(vec![], buffer, at(150)), None);
+            assert_eq!(handed().await, [vec![2, 3]], "both in one delivery");
+            assert_eq!(state.position, Some(Position { xid: 3, seq: 1 }));
+
+            // Half the buffer is not held, whenever it comes.
+            let pile: Vec<_> = (4..8).map(event).collect();
+            assert_eq!(state.dispatch(pile, buffer, at(160)), None);
+            assert_eq!(handed().await, [vec![4, 5, 6, 7]]);
+        });
     }
 }

@@ -157,6 +157,8 @@ impl ChannelFeed {
             shared: shared.clone(),
             user_numbers,
             token,
+            held: Vec::new(),
+            handed_at: None,
         });
         drop(state);
         // The reader waits for a start position; later streams join a
@@ -223,15 +225,15 @@ async fn read(
                 failing = false;
                 let full = changes.len() as i64 == PAGE;
                 let position = changes.last().map_or(position, |c| c.position);
-                if !changes.is_empty() {
-                    let events: Vec<_> = changes.into_iter().map(frame).collect();
-                    metrics::counter!("koostatus_events_changes_read_total")
-                        .increment(events.len() as u64);
-                    feed.state
-                        .lock()
-                        .expect("lock not poisoned")
-                        .dispatch(events, buffer);
-                }
+                let events: Vec<_> = changes.into_iter().map(frame).collect();
+                metrics::counter!("koostatus_events_changes_read_total")
+                    .increment(events.len() as u64);
+                // Also an empty read: held events may be due.
+                let held = (feed.state.lock().expect("lock not poisoned")).dispatch(
+                    events,
+                    buffer,
+                    Instant::now(),
+                );
                 if full {
                     next_read = None;
                     Some(Duration::ZERO)
@@ -242,10 +244,16 @@ async fn read(
                     // channel, or one that wrote no change. Asked after the
                     // read, this also covers one that ended in between.
                     metrics::counter!("koostatus_events_feed_reads_total").increment(1);
-                    match db::changes::any_after(&pool, &feed.id, position).await {
+                    let soon = match db::changes::any_after(&pool, &feed.id, position).await {
                         Ok(true) => Some(RETRY_SOON),
                         Ok(false) => None,
                         Err(_) => Some(RETRY_AFTER_ERROR),
+                    };
+                    // Held events go out when due even if nothing else
+                    // wakes the reader.
+                    match (soon, held) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
                     }
                 }
             }

@@ -685,3 +685,33 @@ async fn a_change_held_back_by_a_silent_transaction_arrives_when_it_ends() {
         released.elapsed()
     );
 }
+
+/// A desktop that was just written to has its next event held for up to
+/// 150 ms (fewer, fuller writes); when the channel then falls quiet, the
+/// held event still goes out without another report (not at the next
+/// report or the reader's 10 s idle timer).
+#[tokio::test]
+async fn a_held_event_goes_out_when_the_channel_falls_quiet() {
+    let app = spawn_app_with(|_| {}).await;
+    app.add_channel(A, PASSWORD).await;
+    let token = app.create_token("desk", &[]).await;
+    let mut stream = open(&app.address, A, &["u1"], &token, None).await;
+    let first = report_for("first", "u1", "delivered");
+    assert_eq!(app.post_report(A, PASSWORD, &first).await.status(), 200);
+    let (_, data) = stream.next(Duration::from_secs(3)).await.expect("first");
+    assert_eq!(data["message_id"], "first");
+
+    // Right after the stream's write: this one is held.
+    let posted = Instant::now();
+    let second = report_for("second", "u1", "delivered");
+    assert_eq!(app.post_report(A, PASSWORD, &second).await.status(), 200);
+    let (_, data) = stream
+        .next(Duration::from_secs(2))
+        .await
+        .expect("the held event within 2 s");
+    assert_eq!(data["message_id"], "second");
+    println!(
+        "a held event arrived {:?} after its report",
+        posted.elapsed()
+    );
+}
