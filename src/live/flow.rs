@@ -173,8 +173,8 @@ impl State {
                 }
             }
         }
-        // Ten thousand streams are a walk of ten microseconds, ten times a
-        // second: cheaper than keeping a second index right.
+        // Ten thousand streams are a walk of some tens of microseconds, ten
+        // times a second: cheaper than keeping a second index right.
         let mut next_due: Option<Duration> = None;
         for (id, s) in &mut self.subscribers {
             if s.held.is_empty() {
