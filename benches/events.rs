@@ -140,22 +140,8 @@ async fn run(
         "warming up: callbacks alone for {:.0} s, not counted",
         duration.as_secs_f64() / 2.0
     );
-    let warm_up: Vec<_> = (0..connections)
-        .map(|c| {
-            tokio::spawn(callbacks(
-                port,
-                c,
-                connections,
-                1000,
-                phases.len(),
-                duration / 2,
-            ))
-        })
-        .collect();
-    for w in warm_up {
-        let (_, _, errors) = w.await??;
-        anyhow::ensure!(errors == 0, "warm-up: {errors} callbacks not answered 200");
-    }
+    let (_, _, errors) = load(port, connections, 1000, phases.len(), duration / 2).await?;
+    anyhow::ensure!(errors == 0, "warm-up: {errors} callbacks not answered 200");
     let mut results = Vec::new();
     for (index, phase) in phases.iter().enumerate() {
         println!("running: {}", phase.name);
@@ -206,17 +192,8 @@ async fn run(
         let cpu_before = (cpu_seconds(server)?, cpu_seconds(std::process::id())?);
         let started = Instant::now();
         let users = phase.filtered.max(1000);
-        let load: Vec<_> = (0..connections)
-            .map(|c| tokio::spawn(callbacks(port, c, connections, users, index, duration)))
-            .collect();
-        let mut acked: Vec<(String, usize, Instant)> = Vec::new();
-        let (mut latencies, mut errors) = (Vec::new(), 0);
-        for l in load {
-            let (a, l, e) = l.await??;
-            acked.extend(a);
-            latencies.extend(l);
-            errors += e;
-        }
+        let (acked, mut latencies, errors) =
+            load(port, connections, users, index, duration).await?;
         let elapsed = started.elapsed();
         let cpu = (
             (cpu_seconds(server)? - cpu_before.0) / elapsed.as_secs_f64(),
@@ -598,6 +575,28 @@ fn key(message_id: &str) -> u64 {
 }
 
 type Acked = (Vec<(String, usize, Instant)>, Vec<Duration>, usize);
+
+/// `connections` callback connections at once for `duration`, their
+/// results together.
+async fn load(
+    port: u16,
+    connections: usize,
+    users: usize,
+    phase: usize,
+    duration: Duration,
+) -> anyhow::Result<Acked> {
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| tokio::spawn(callbacks(port, c, connections, users, phase, duration)))
+        .collect();
+    let (mut acked, mut latencies, mut errors) = (Vec::new(), Vec::new(), 0);
+    for t in tasks {
+        let (a, l, e) = t.await??;
+        acked.extend(a);
+        latencies.extend(l);
+        errors += e;
+    }
+    Ok((acked, latencies, errors))
+}
 
 /// One keep-alive connection posting new messages back to back, each to
 /// user number `u<n>` for n below `users`.

@@ -251,10 +251,7 @@ async fn read(
                     };
                     // Held events go out when due even if nothing else
                     // wakes the reader.
-                    match (soon, held) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    }
+                    soon.into_iter().chain(held).min()
                 }
             }
             Err(e) => {
