@@ -70,10 +70,19 @@ struct Figures {
     /// reads of the feed by the live readers, per second.
     batches_per_s: f64,
     feed_reads_per_s: f64,
+    /// Writes (HTTP chunks with events) per second that each filtered
+    /// stream received during the load, and events per write.
+    filtered_writes_per_s: f64,
+    filtered_events_per_write: f64,
     /// CPU seconds per second of the service, and of this process (the
     /// load and the stream clients), during the load.
     service_cpu: f64,
     client_cpu: f64,
+    /// The share of the machine's time the hypervisor gave to others
+    /// (steal), and the machine's busy CPU (all processes, without steal
+    /// and idle) per callback acknowledged.
+    steal: f64,
+    busy_us_per_callback: f64,
     /// Callbacks/s and transactions/s against the phase's baseline (see
     /// `run`).
     rate_ratio: f64,
@@ -190,11 +199,14 @@ async fn run(
         let batches_before = metric(port, "koostatus_batch_size_count").await?;
         let reads_before = metric(port, "koostatus_events_feed_reads_total").await?;
         let cpu_before = (cpu_seconds(server)?, cpu_seconds(std::process::id())?);
+        let machine_before = machine_ticks()?;
         let started = Instant::now();
         let users = phase.filtered.max(1000);
         let (acked, mut latencies, errors) =
             load(port, connections, users, index, duration).await?;
         let elapsed = started.elapsed();
+        let load_end = Instant::now();
+        let machine = machine_ticks()?.since(&machine_before);
         let cpu = (
             (cpu_seconds(server)? - cpu_before.0) / elapsed.as_secs_f64(),
             (cpu_seconds(std::process::id())? - cpu_before.1) / elapsed.as_secs_f64(),
@@ -238,13 +250,20 @@ async fn run(
             feed_reads_per_s: reads / elapsed.as_secs_f64(),
             service_cpu: cpu.0,
             client_cpu: cpu.1,
+            steal: machine.steal_share(),
+            busy_us_per_callback: machine.busy_seconds() * 1e6 / acked.len().max(1) as f64,
             ..Default::default()
         };
+        let (mut filtered_writes, mut filtered_events) = (0, 0);
         for ((task, received), &user) in clients.into_iter().zip(&specs) {
             if let Ok(outcome) = task.await {
                 outcome?; // it ended by itself: only an error may end it
             }
             let got = std::mem::take(&mut *received.lock().unwrap());
+            if user.is_some() {
+                filtered_writes += got.writes.iter().filter(|&&t| t <= load_end).count();
+                filtered_events += got.events.iter().filter(|e| e.1 <= load_end).count();
+            }
             let mut seen = HashSet::new();
             for (id, at) in &got.events {
                 if !seen.insert(*id) {
@@ -255,6 +274,12 @@ async fn run(
             }
             figures.foreign += got.foreign + got.out_of_order;
             figures.lost += wanted(user).saturating_sub(seen.len());
+        }
+        if phase.filtered > 0 {
+            figures.filtered_writes_per_s =
+                filtered_writes as f64 / phase.filtered as f64 / elapsed.as_secs_f64();
+            figures.filtered_events_per_write =
+                filtered_events as f64 / filtered_writes.max(1) as f64;
         }
         figures.latencies.sort();
         results.push(figures);
@@ -273,6 +298,8 @@ async fn run(
     let alone_runs = runs_of(&phases, &results, &alone);
     let alone_rate = mean(&alone_runs, |f| f.callbacks_per_s);
     let alone_tps = mean(&alone_runs, |f| f.tps);
+    let alone_busy = mean(&alone_runs, |f| f.busy_us_per_callback);
+    let alone_steal = mean(&alone_runs, |f| f.steal);
     let alone_phases = alone_runs.len();
     let baselines: Vec<(f64, f64)> = (0..phases.len())
         .map(|i| {
@@ -360,6 +387,17 @@ async fn run(
             // The first opening: later ones reuse memory freed before.
             runs[0].rss_per_stream_kib.unwrap_or(0.0),
         );
+        // Steal takes time, not work: busy CPU per callback is the cost of
+        // the streams that the hypervisor's noise does not move.
+        println!(
+            "{}: machine busy CPU per callback {:.0} us = {:.2} of alone ({:.0} us); stolen {:.0} % (alone {:.0} %)",
+            name(kind),
+            mean(&runs, |f| f.busy_us_per_callback),
+            mean(&runs, |f| f.busy_us_per_callback) / alone_busy,
+            alone_busy,
+            mean(&runs, |f| f.steal) * 100.0,
+            alone_steal * 100.0,
+        );
     }
     for (phase, f) in phases.iter().zip(&results) {
         if f.streams > 0 {
@@ -375,6 +413,18 @@ async fn run(
             "{}: the service's transactions: {:.0} write batches/s, {:.0} feed reads/s; CPU: service {:.2}, this benchmark's clients {:.2} cores",
             phase.name, f.batches_per_s, f.feed_reads_per_s, f.service_cpu, f.client_cpu
         );
+        println!(
+            "{}: machine: {:.0} % stolen by the hypervisor, {:.0} us of busy CPU per callback",
+            phase.name,
+            f.steal * 100.0,
+            f.busy_us_per_callback
+        );
+        if phase.filtered > 0 {
+            println!(
+                "{}: each filtered stream was written {:.2} times a second, {:.2} events per write",
+                phase.name, f.filtered_writes_per_s, f.filtered_events_per_write
+            );
+        }
         anyhow::ensure!(
             f.errors == 0,
             "{}: {} callbacks not answered 200",
@@ -441,6 +491,9 @@ struct Received {
     foreign: usize,
     /// Events whose position was not after the one before.
     out_of_order: usize,
+    /// When each chunk with events arrived: one socket write of the
+    /// service each.
+    writes: Vec<Instant>,
 }
 
 static RECEIVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -540,12 +593,16 @@ async fn stream_client(
                 .push((key(field(data, b"\"message_id\":\"")), arrived));
         }
         body.drain(..consumed);
+        if !received.events.is_empty() {
+            received.writes.push(arrived);
+        }
         RECEIVED.fetch_add(received.events.len(), std::sync::atomic::Ordering::Relaxed);
         // Handed over once per chunk: the main task reads it after aborting.
         let mut shared = shared.lock().unwrap();
         shared.events.append(&mut received.events);
         shared.foreign += std::mem::take(&mut received.foreign);
         shared.out_of_order += std::mem::take(&mut received.out_of_order);
+        shared.writes.append(&mut received.writes);
     }
 }
 
@@ -661,6 +718,46 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
         .collect();
     let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
     Ok(ticks / 100.0)
+}
+
+/// The machine's CPU time by kind, in clock ticks, from /proc/stat.
+struct MachineTicks {
+    busy: u64,
+    idle: u64,
+    steal: u64,
+}
+
+fn machine_ticks() -> anyhow::Result<MachineTicks> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().unwrap_or_default();
+    // cpu user nice system idle iowait irq softirq steal guest guest_nice
+    let t: Vec<u64> = (line.split_whitespace().skip(1))
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    anyhow::ensure!(t.len() >= 8, "/proc/stat has no steal field");
+    Ok(MachineTicks {
+        busy: t[0] + t[1] + t[2] + t[5] + t[6],
+        idle: t[3] + t[4],
+        steal: t[7],
+    })
+}
+
+impl MachineTicks {
+    fn since(&self, before: &MachineTicks) -> MachineTicks {
+        MachineTicks {
+            busy: self.busy - before.busy,
+            idle: self.idle - before.idle,
+            steal: self.steal - before.steal,
+        }
+    }
+
+    fn steal_share(&self) -> f64 {
+        self.steal as f64 / (self.busy + self.idle + self.steal).max(1) as f64
+    }
+
+    fn busy_seconds(&self) -> f64 {
+        self.busy as f64 / 100.0
+    }
 }
 
 /// VmRSS: the service's resident memory now.
