@@ -204,8 +204,8 @@ async fn run(
         let users = phase.filtered.max(1000);
         let (acked, mut latencies, errors) =
             load(port, connections, users, index, duration).await?;
-        let elapsed = started.elapsed();
         let load_end = Instant::now();
+        let elapsed = load_end - started;
         let machine = machine_ticks()?.since(&machine_before);
         let cpu = (
             (cpu_seconds(server)? - cpu_before.0) / elapsed.as_secs_f64(),
@@ -387,8 +387,8 @@ async fn run(
             // The first opening: later ones reuse memory freed before.
             runs[0].rss_per_stream_kib.unwrap_or(0.0),
         );
-        // Steal takes time, not work: busy CPU per callback is the cost of
-        // the streams that the hypervisor's noise does not move.
+        // Steal takes time, not work: busy CPU per callback shows the
+        // streams' cost where the rate alone is moved by the hypervisor.
         println!(
             "{}: machine busy CPU per callback {:.0} us = {:.2} of alone ({:.0} us); stolen {:.0} % (alone {:.0} %)",
             name(kind),
