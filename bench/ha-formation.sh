@@ -52,6 +52,14 @@ teardown() {
     sleep 1
     pkill -9 -f "pgdata $BASE/" 2>/dev/null || true
     pkill -9 -f -- "-D $BASE/" 2>/dev/null || true
+    # pg_autoctl's start/stop children rename themselves ("pg_autoctl:
+    # start/stop postgres") and outlived the lines above; their
+    # environment still names this run's directory.
+    for pid in $(pgrep -f "^pg_autoctl" 2>/dev/null); do
+        if grep -qxzF "XDG_RUNTIME_DIR=$BASE/run" "/proc/$pid/environ" 2>/dev/null; then
+            kill -9 "$pid" 2>/dev/null || true
+        fi
+    done
     # Kept for a look after a failure: the service's log.
     cp "$BASE/serve.log" "${TMPDIR:-/tmp}/koostatus-ha-serve.log" 2>/dev/null || true
     # A keeper may still be writing its files for a moment.
