@@ -387,8 +387,8 @@ async fn run(
             // The first opening: later ones reuse memory freed before.
             runs[0].rss_per_stream_kib.unwrap_or(0.0),
         );
-        // Steal takes time, not work: busy CPU per callback shows the
-        // streams' cost where the rate alone is moved by the hypervisor.
+        // A second view of the streams' cost beside the rate; it rises with
+        // steal too (seen here), so neither view is free of the host.
         println!(
             "{}: machine busy CPU per callback {:.0} us = {:.2} of alone ({:.0} us); stolen {:.0} % (alone {:.0} %)",
             name(kind),
