@@ -24,6 +24,17 @@ use super::Delivery;
 /// in slices, 8 ms without desktops; events 3 ms later at the median).
 const SLICE: usize = 32;
 
+/// A big bag's slices are spread over this much time rather than handed
+/// out back to back. Callbacks are a pipeline bound by latency (each waits
+/// for its commit), so a burst of some hundred socket writes every read
+/// stalls it: the webhook's requests wait behind the writes while
+/// PostgreSQL idles, then arrive all at once. Spread, the same writes cost
+/// the callbacks far less (beside 10,000 desktops at 10,000 callbacks/s:
+/// 0.91 of the rate alone instead of 0.71, p99 16 ms instead of 21), for
+/// events 15 ms later at the median. Shorter than the reader's gap between
+/// reads, so that one bag is done before the next.
+const SPREAD: std::time::Duration = std::time::Duration::from_millis(40);
+
 /// One delivery for one stream.
 pub(super) type Letter = (mpsc::UnboundedSender<Delivery>, Delivery);
 
@@ -51,10 +62,21 @@ impl Postman {
             // worker's thread, beside the streams it serves.
             tokio::spawn(async move {
                 while let Some(bag) = incoming.recv().await {
+                    let start = tokio::time::Instant::now();
+                    let gap = SPREAD / bag.len().div_ceil(SLICE).max(1) as u32;
                     for (i, (stream, delivery)) in bag.into_iter().enumerate() {
                         if i > 0 && i % SLICE == 0 {
-                            // Behind the I/O that came in meanwhile.
-                            tokio::task::yield_now().await;
+                            // Behind the I/O that came in meanwhile, and
+                            // paced, unless the next bag waits already (a
+                            // reader catching up): what is handed over
+                            // counts against each stream's buffer until
+                            // the stream takes it.
+                            if incoming.is_empty() {
+                                let slice = (i / SLICE) as u32;
+                                tokio::time::sleep_until(start + gap * slice).await;
+                            } else {
+                                tokio::task::yield_now().await;
+                            }
                         }
                         // A stream that ended meanwhile needs nothing.
                         let _ = stream.send(delivery);
