@@ -20,8 +20,9 @@ use super::Delivery;
 /// waits behind the streams woken before it: behind every stream of the
 /// worker that has news, were they all woken at once. Between slices the
 /// postman waits (see [`SPREAD`]) or yields, so the worker looks at its
-/// sockets and runs what they woke first (callbacks' p99 beside 10,000 desktops: 18 ms at once, 14 ms
-/// in slices, 8 ms without desktops; events 3 ms later at the median).
+/// sockets and runs what they woke first (callbacks' p99 beside 10,000
+/// desktops: 18 ms at once, 14 ms in slices, 8 ms without desktops; events
+/// 3 ms later at the median).
 const SLICE: usize = 32;
 
 /// A big bag's slices are spread over this much time rather than handed
@@ -31,8 +32,8 @@ const SLICE: usize = 32;
 /// PostgreSQL idles, then arrive all at once. Spread, the same writes cost
 /// the callbacks far less (beside 10,000 desktops at 10,000 callbacks/s:
 /// 0.91 of the rate alone instead of 0.71, p99 16 ms instead of 21), for
-/// events about 12 ms later at the median. Shorter than the reader's gap between
-/// reads, so that one bag is done before the next.
+/// events about 12 ms later at the median. Shorter than the reader's gap
+/// between reads, so that one bag is done before the next.
 const SPREAD: std::time::Duration = std::time::Duration::from_millis(40);
 
 /// One delivery for one stream.
