@@ -2,7 +2,12 @@
 //!
 //! Run: `cargo bench --bench events` (PostgreSQL at 127.0.0.1:5432).
 //! Options through the environment: BENCH_CONNECTIONS (64 callback
-//! connections), BENCH_SECONDS (10 per phase), BENCH_STREAMS (10000).
+//! connections), BENCH_SECONDS (10 per phase), BENCH_STREAMS (10000; 0
+//! leaves that configuration out), BENCH_ROUNDS (1: how often the sequence
+//! below runs), BENCH_DB_STATS (1; 0 skips PostgreSQL's transaction counts
+//! and the 23 s per phase they wait for). A quick, finer estimate of the
+//! 1,000-stream ratio alone: `BENCH_STREAMS=0 BENCH_DB_STATS=0
+//! BENCH_ROUNDS=6`, twelve phases with streams, each between two alone.
 //!
 //! One release `koostatus serve` (its own process), one channel, phases of
 //! BENCH_SECONDS each in three configurations:
@@ -12,12 +17,12 @@
 //! - callbacks with BENCH_STREAMS streams each filtered to one user number;
 //!
 //! after an unmeasured warm-up of callbacks (BENCH_SECONDS / 2), run in
-//! the order alone, 1,000, alone, many, alone, many, alone, 1,000,
-//! alone: every phase with streams lies between two phases alone, and its
-//! ratio is to the mean of those two, so that drift of this shared machine
-//! (the rate alone moves by 10 % or more within a run) falls on the
-//! baseline it is compared with; each configuration's ratio is the mean of
-//! its phases' ratios.
+//! the order alone, then per round 1,000, alone, many, alone, many,
+//! alone, 1,000, alone: every phase with streams lies between two phases
+//! alone, and its ratio is to the mean of those two, so that drift of this
+//! shared machine (the rate alone moves by 10 % or more within a run) falls
+//! on the baseline it is compared with; each configuration's ratio is the
+//! mean of its phases' ratios, printed with its standard error.
 //!
 //! Every callback is a new message to one of the streams' user numbers, so
 //! each change is wanted by exactly one filtered stream (and the unfiltered
@@ -94,6 +99,8 @@ async fn main() -> anyhow::Result<()> {
     let connections: usize = env("BENCH_CONNECTIONS", 64);
     let seconds: u64 = env("BENCH_SECONDS", 10);
     let many: usize = env("BENCH_STREAMS", 10_000);
+    let rounds: usize = env("BENCH_ROUNDS", 1);
+    let db_stats = env::<u8>("BENCH_DB_STATS", 1) != 0;
     let duration = Duration::from_secs(seconds);
     // Every stream is a socket here and in the service.
     let limit = rlimit::increase_nofile_limit(u64::MAX)?;
@@ -105,15 +112,32 @@ async fn main() -> anyhow::Result<()> {
         "{connections} callback connections, {seconds} s per phase, {} cores, open-file limit {limit}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    support::with_service(DB, &[], |service| run(service, connections, duration, many)).await
+    let options = Options {
+        connections,
+        duration,
+        many,
+        rounds,
+        db_stats,
+    };
+    support::with_service(DB, &[], |service| run(service, options)).await
 }
 
-async fn run(
-    service: Service,
+struct Options {
     connections: usize,
     duration: Duration,
     many: usize,
-) -> anyhow::Result<()> {
+    rounds: usize,
+    db_stats: bool,
+}
+
+async fn run(service: Service, options: Options) -> anyhow::Result<()> {
+    let Options {
+        connections,
+        duration,
+        many,
+        rounds,
+        db_stats,
+    } = options;
     let (url, port, server) = (service.url.as_str(), service.port, service.pid);
     wait_ready(port).await?;
     let channel_add = ["channel", "add", CHANNEL, "--password-stdin"];
@@ -135,11 +159,15 @@ async fn run(
         filtered: many,
         unfiltered: 0,
     };
-    // Each configuration twice, in mirrored order, every time between two
-    // phases alone: its baseline (see the ratios below).
-    let phases = [
-        &alone, &few, &alone, &lots, &alone, &lots, &alone, &few, &alone,
-    ];
+    // Each configuration twice a round, in mirrored order, every time
+    // between two phases alone: its baseline (see the ratios below).
+    // BENCH_STREAMS=0 leaves the many streams out.
+    let with_streams = (0..rounds)
+        .flat_map(|_| [&few, &lots, &lots, &few])
+        .filter(|p| p.filtered > 0);
+    let phases: Vec<&Phase> = std::iter::once(&alone)
+        .chain(with_streams.flat_map(|p| [p, &alone]))
+        .collect();
     let desktops = Desktops::new()?;
     let mut db = PgConnection::connect(url).await?;
     // Unmeasured: the first phase would otherwise run on empty tables and
@@ -194,7 +222,13 @@ async fn run(
         }
         // An idle backend reports its transactions to pg_stat_database up
         // to 10 s late (PGSTAT_IDLE_INTERVAL): let the opening settle first.
-        tokio::time::sleep(STATS_LAG).await;
+        // Without the counts, a second for the opening's own work.
+        let lag = if db_stats {
+            STATS_LAG
+        } else {
+            Duration::from_secs(1)
+        };
+        tokio::time::sleep(lag).await;
         let tx_before = transactions(&mut db).await?;
         let batches_before = metric(port, "koostatus_batch_size_count").await?;
         let reads_before = metric(port, "koostatus_events_feed_reads_total").await?;
@@ -213,8 +247,12 @@ async fn run(
         );
         let batches = metric(port, "koostatus_batch_size_count").await? - batches_before;
         let reads = metric(port, "koostatus_events_feed_reads_total").await? - reads_before;
-        tokio::time::sleep(STATS_LAG).await;
-        let tps = (transactions(&mut db).await? - tx_before) as f64 / elapsed.as_secs_f64();
+        let tps = if db_stats {
+            tokio::time::sleep(STATS_LAG).await;
+            (transactions(&mut db).await? - tx_before) as f64 / elapsed.as_secs_f64()
+        } else {
+            f64::NAN
+        };
         latencies.sort();
 
         // Every stream should have what was acked for it; wait for
@@ -348,13 +386,13 @@ async fn run(
             ("-".into(), "-".into())
         };
         println!(
-            "{:<42} {:>11.0} {:>6.2} {:>8.2} {:>8.0} {:>6.2} {p50:>9} {p99:>9} {:>6} {:>6} {:>12}",
+            "{:<42} {:>11.0} {:>6.2} {:>8.2} {:>8} {:>6} {p50:>9} {p99:>9} {:>6} {:>6} {:>12}",
             name(phase),
             f.callbacks_per_s,
             f.rate_ratio,
             f.p99_ms,
-            f.tps,
-            f.tps_ratio,
+            unless_nan(f.tps, 0),
+            unless_nan(f.tps_ratio, 2),
             f.lost,
             f.repeated,
             f.rss_per_stream_kib
@@ -367,25 +405,39 @@ async fn run(
     );
     for kind in [&few, &lots] {
         let runs = runs_of(&phases, &results, kind);
+        if runs.is_empty() {
+            continue;
+        }
         let mut latencies: Vec<Duration> = runs
             .iter()
             .flat_map(|f| f.latencies.iter().copied())
             .collect();
         latencies.sort();
         println!(
-            "{}: callbacks {:.0}/s = {:.2} of alone (all phases alone: {alone_rate:.0}/s), p99 {:.1} ms; db {:.0} tx/s = {:.2} of alone ({alone_tps:.0}); events p50 {:.1} ms, p99 {:.1} ms; lost {}, twice {}; RSS {:.1} KiB per open stream (first opening)",
+            "{}: callbacks {:.0}/s = {:.2} of alone (all phases alone: {alone_rate:.0}/s), p99 {:.1} ms; db {} tx/s = {} of alone ({}); events p50 {:.1} ms, p99 {:.1} ms; lost {}, twice {}; RSS {:.1} KiB per open stream (first opening)",
             name(kind),
             mean(&runs, |f| f.callbacks_per_s),
             mean(&runs, |f| f.rate_ratio),
             mean(&runs, |f| f.p99_ms),
-            mean(&runs, |f| f.tps),
-            mean(&runs, |f| f.tps_ratio),
+            unless_nan(mean(&runs, |f| f.tps), 0),
+            unless_nan(mean(&runs, |f| f.tps_ratio), 2),
+            unless_nan(alone_tps, 0),
             pct(&latencies, 0.5),
             pct(&latencies, 0.99),
             runs.iter().map(|f| f.lost).sum::<usize>(),
             runs.iter().map(|f| f.repeated).sum::<usize>(),
             // The first opening: later ones reuse memory freed before.
             runs[0].rss_per_stream_kib.unwrap_or(0.0),
+        );
+        let ratios: Vec<String> = runs
+            .iter()
+            .map(|f| format!("{:.2}", f.rate_ratio))
+            .collect();
+        println!(
+            "{}: ratio per phase {}; standard error of their mean {:.3}",
+            name(kind),
+            ratios.join(", "),
+            standard_error(&runs, |f| f.rate_ratio),
         );
         // A second view of the streams' cost beside the rate; it rises with
         // steal too (seen here), so neither view is free of the host.
@@ -780,4 +832,20 @@ fn runs_of<'a>(phases: &[&Phase], results: &'a [Figures], kind: &Phase) -> Vec<&
 
 fn mean(runs: &[&Figures], f: fn(&Figures) -> f64) -> f64 {
     runs.iter().map(|x| f(x)).sum::<f64>() / runs.len() as f64
+}
+
+/// `x` with `decimals`, or `-` when not measured (BENCH_DB_STATS=0).
+fn unless_nan(x: f64, decimals: usize) -> String {
+    if x.is_nan() {
+        "-".into()
+    } else {
+        format!("{x:.decimals$}")
+    }
+}
+
+/// Of the mean of `f` over `runs`: how far it may be off by chance.
+fn standard_error(runs: &[&Figures], f: fn(&Figures) -> f64) -> f64 {
+    let (n, m) = (runs.len() as f64, mean(runs, f));
+    let variance = runs.iter().map(|x| (f(x) - m).powi(2)).sum::<f64>() / (n - 1.0);
+    (variance / n).sqrt()
 }
