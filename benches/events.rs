@@ -112,32 +112,20 @@ async fn main() -> anyhow::Result<()> {
         "{connections} callback connections, {seconds} s per phase, {} cores, open-file limit {limit}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let options = Options {
-        connections,
-        duration,
-        many,
-        rounds,
-        db_stats,
-    };
-    support::with_service(DB, &[], |service| run(service, options)).await
+    support::with_service(DB, &[], |service| {
+        run(service, connections, duration, many, rounds, db_stats)
+    })
+    .await
 }
 
-struct Options {
+async fn run(
+    service: Service,
     connections: usize,
     duration: Duration,
     many: usize,
     rounds: usize,
     db_stats: bool,
-}
-
-async fn run(service: Service, options: Options) -> anyhow::Result<()> {
-    let Options {
-        connections,
-        duration,
-        many,
-        rounds,
-        db_stats,
-    } = options;
+) -> anyhow::Result<()> {
     let (url, port, server) = (service.url.as_str(), service.port, service.pid);
     wait_ready(port).await?;
     let channel_add = ["channel", "add", CHANNEL, "--password-stdin"];
