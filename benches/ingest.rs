@@ -495,7 +495,7 @@ async fn direct_run(connections: usize, duration: Duration) -> anyhow::Result<Ru
                         message_id: id.clone(),
                         sender: "86173xxxx4526".into(),
                         user_number: "86187xxxx5632".into(),
-                        status,
+                        status: koostatus::domain::Reported::Ranked(status),
                         extra: Default::default(),
                     };
                     let sent = Instant::now();
@@ -539,7 +539,10 @@ impl Rng {
 
     fn report(&mut self) -> (String, Status) {
         let id = format!("msg-{}", self.next() % ID_SPACE);
-        (id, Status::ALL[(self.next() % 3) as usize])
+        (
+            id,
+            [Status::Failed, Status::Delivered, Status::Read][(self.next() % 3) as usize],
+        )
     }
 }
 

@@ -67,7 +67,7 @@ async fn run(url: &str) -> anyhow::Result<()> {
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
     let (token, hash) = koostatus::auth::tokens::generate();
-    koostatus::db::tokens::insert(&pool, "bench", &hash, None).await?;
+    koostatus::db::tokens::insert(&pool, "bench", &hash, None, false).await?;
     let client = reqwest::Client::new();
 
     // The cursor that starts page 5,000 at limit 100: after row 499,900.

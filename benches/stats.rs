@@ -83,7 +83,7 @@ async fn run(url: &str) -> anyhow::Result<()> {
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
     let (token, token_hash) = koostatus::auth::tokens::generate();
-    koostatus::db::tokens::insert(&pool, "bench", &token_hash, None).await?;
+    koostatus::db::tokens::insert(&pool, "bench", &token_hash, None, false).await?;
     let client = reqwest::Client::new();
     let stats = |query: &'static str| {
         let (client, token) = (client.clone(), token.clone());
@@ -235,7 +235,12 @@ async fn without_statistics(pool: &PgPool, batch: &[Incoming]) -> sqlx::Result<(
         .bind(
             batch
                 .iter()
-                .map(|i| i.report.status)
+                .map(|i| {
+                    i.report
+                        .status
+                        .ranked()
+                        .expect("the benchmark sends ranked statuses")
+                })
                 .collect::<Vec<Status>>(),
         )
         .bind(batch.iter().map(|i| i.received_at).collect::<Vec<_>>())

@@ -123,11 +123,36 @@ pub enum TokenCommand {
         /// A channel the token may read; repeat for several
         #[arg(long = "channel", value_name = "ID")]
         channels: Vec<ChannelId>,
+        /// The token may also register messages (POST .../messages)
+        #[arg(long)]
+        register: bool,
     },
     /// List tokens: name, scope, created, last used (never the secret)
     List,
     /// Revoke a token; requests with it get 401 within seconds
     Revoke { name: String },
+}
+
+/// `channel set --unreported-after`: a duration, or the global setting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UnreportedAfter {
+    Default,
+    After(Duration),
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+        Ok(_) => Err("must be at least 1s".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn duration_or_default(s: &str) -> Result<UnreportedAfter, String> {
+    if s == "default" {
+        return Ok(UnreportedAfter::Default);
+    }
+    positive_duration(s).map(UnreportedAfter::After)
 }
 
 fn token_name(s: &str) -> Result<String, String> {
@@ -146,6 +171,18 @@ pub enum ChannelCommand {
         /// Read the password from the first line of standard input
         #[arg(long, required = true)]
         password_stdin: bool,
+        /// Messages still `sent` this long become `unreported` [default:
+        /// reports.unreported_after]
+        #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+        unreported_after: Option<Duration>,
+    },
+    /// Change a channel's settings
+    Set {
+        id: ChannelId,
+        /// Messages still `sent` this long become `unreported`; `default`
+        /// for reports.unreported_after
+        #[arg(long, value_name = "DURATION|default", value_parser = duration_or_default)]
+        unreported_after: UnreportedAfter,
     },
     /// Replace a channel's webhook password, read from standard input
     SetPassword {

@@ -97,6 +97,22 @@ fn describe() {
         "koostatus_db_pool_connections",
         "Database connections of this process, by state (idle, in_use) and the maximum (max)."
     );
+    describe_counter!(
+        "koostatus_reports_unknown_status_total",
+        "Reports answered 200 whose status is a word outside the five, kept in the history without changing the status, by channel."
+    );
+    describe_counter!(
+        "koostatus_messages_became_unreported_total",
+        "Messages this instance's sweep turned from sent to unreported, by channel."
+    );
+    describe_gauge!(
+        "koostatus_messages_unreported",
+        "Messages now unreported (sent, and no report within reports.unreported_after), by channel."
+    );
+    describe_gauge!(
+        "koostatus_channel_last_report_age_seconds",
+        "Seconds since the channel's last accepted report, on this instance (seeded from the feed at start); alert on the minimum over instances."
+    );
     describe_gauge!(
         "koostatus_events_subscribers",
         "Open Server-Sent Events streams."

@@ -12,6 +12,7 @@ use crate::auth::tokens::Tokens;
 use crate::config::Config;
 use crate::db::Db;
 use crate::live::Hub;
+use crate::unreported::LastReports;
 use crate::{db, ingest};
 
 pub struct AppState {
@@ -21,6 +22,8 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     pub writer: ingest::Writer,
     pub hub: Hub,
+    /// Each channel's last accepted report, for `/metrics`.
+    pub last_reports: Arc<LastReports>,
     /// Cancelled on SIGTERM / Ctrl-C: ends the background tasks, and the
     /// `/events` streams, which would otherwise hold the graceful shutdown
     /// for its whole grace period.
@@ -67,6 +70,16 @@ impl AppState {
             shutdown.clone(),
         );
         crate::forward::start(&db, &config.forward, &hub, shutdown.clone());
+        let last_reports = Arc::new(LastReports::default());
+        let (reports, stop, seeded) = (
+            config.reports.clone(),
+            shutdown.clone(),
+            last_reports.clone(),
+        );
+        db.spawn(move |pool| async move {
+            seeded.seed(&pool).await;
+            crate::unreported::sweep_every(pool, reports, stop).await
+        });
         if config.database.url.hosts().len() > 1 {
             let (pool, cfg, stop) = (db.pool().clone(), config.database.clone(), shutdown.clone());
             tokio::spawn(db::primary::follow(pool, cfg, stop));
@@ -78,6 +91,7 @@ impl AppState {
             tokens,
             writer,
             hub,
+            last_reports,
             shutdown,
         }
     }

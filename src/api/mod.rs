@@ -11,6 +11,7 @@ pub mod messages;
 pub mod model;
 pub mod openapi;
 mod params;
+pub mod registration;
 pub mod stats;
 
 use actix_web::http::Method;
@@ -38,7 +39,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             }))
             .service(one(Method::GET, "/openapi.json", openapi::document))
             .service(one(Method::GET, "/channels", channels::channels))
-            .service(one(Method::GET, "/channels/{channel_id}/messages", list))
+            .service(
+                web::resource("/channels/{channel_id}/messages")
+                    .get(list)
+                    .post(registration::register)
+                    .default_service(only("GET, POST")),
+            )
             .service(one(
                 Method::GET,
                 "/channels/{channel_id}/changes",

@@ -22,6 +22,11 @@ pub struct Message {
     pub first_seen_at: DateTime<Utc>,
     /// When the current status last moved forward.
     pub updated_at: DateTime<Utc>,
+    /// When the sending side sent it (registration); null when it was
+    /// never registered.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// The registration's tags, `[]` when none.
+    pub tags: Vec<String>,
 }
 
 /// A message with its history, oldest entry first.
@@ -36,7 +41,10 @@ pub struct MessageDetail {
 /// What became of one status of a message.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HistoryEntry {
-    pub status: Status,
+    /// One of the five statuses, or another lowercase word KooMessage
+    /// reported (kept with `advanced: false`).
+    #[schema(pattern = "^[a-z][a-z_]{0,31}$", example = "delivered")]
+    pub status: String,
     pub first_received_at: DateTime<Utc>,
     pub last_received_at: DateTime<Utc>,
     pub receipt_count: i64,
@@ -101,7 +109,9 @@ fn message_example() -> serde_json::Value {
         "user_number": "86187xxxx5632",
         "status": "read",
         "first_seen_at": "2026-11-23T10:15:02.125Z",
-        "updated_at": "2026-11-23T10:16:40.5Z"
+        "updated_at": "2026-11-23T10:16:40.5Z",
+        "sent_at": null,
+        "tags": []
     })
 }
 
@@ -128,6 +138,8 @@ impl From<MessageRow> for Message {
             status: m.status,
             first_seen_at: m.first_seen_at,
             updated_at: m.updated_at,
+            sent_at: m.sent_at,
+            tags: m.tags,
         }
     }
 }

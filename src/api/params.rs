@@ -16,11 +16,14 @@ use crate::error::ApiError;
 // Read as text and checked by parse_list_params, for our own 400 sentences;
 // the document declares what that check accepts.
 pub struct ListParams {
-    /// Only messages whose current status is this: `failed`, `delivered` or `read`.
+    /// Only messages whose current status is this: `sent`, `unreported`,
+    /// `failed`, `delivered` or `read`.
     #[param(value_type = Option<Status>)]
     status: Option<String>,
     /// Only messages to this recipient.
     user_number: Option<String>,
+    /// Only messages registered with this tag.
+    tag: Option<String>,
     /// Only messages whose status changed after this RFC 3339 time.
     #[param(value_type = Option<String>, format = DateTime)]
     updated_after: Option<String>,
@@ -53,7 +56,7 @@ pub fn parse_list_params(p: ListParams) -> Result<ListFilter, ApiError> {
             Status::parse(&s).ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_status",
-                    "`status` must be one of `delivered`, `read` or `failed`.",
+                    "`status` must be one of `sent`, `unreported`, `failed`, `delivered` or `read`.",
                 )
             })
         })
@@ -80,9 +83,19 @@ pub fn parse_list_params(p: ListParams) -> Result<ListFilter, ApiError> {
             "`user_number` must not be empty.",
         ));
     }
+    if p.tag
+        .as_ref()
+        .is_some_and(|t| t.is_empty() || t.chars().count() > 64 || t.contains('\0'))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_tag",
+            "`tag` must be 1 to 64 characters without NUL.",
+        ));
+    }
     Ok(ListFilter {
         status,
         user_number: p.user_number,
+        tag: p.tag,
         updated_after,
         after,
         limit: limit + 1,

@@ -48,6 +48,10 @@ pub struct TimeToRead {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatsTotal {
     pub messages: i64,
+    /// Registered and waiting for a report.
+    pub sent: i64,
+    /// Stayed `sent` for `reports.unreported_after` without a report.
+    pub unreported: i64,
     pub failed: i64,
     pub delivered: i64,
     pub read: i64,
@@ -57,6 +61,8 @@ pub struct StatsTotal {
     pub read_rate: f64,
     /// failed / messages.
     pub failed_rate: f64,
+    /// unreported / messages.
+    pub unreported_rate: f64,
     /// Seconds; null when no message of the bucket is read.
     pub time_to_read_seconds: Option<TimeToRead>,
 }
@@ -72,13 +78,15 @@ pub struct StatsBucket {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
     "buckets": [{
-        "start": "2026-11-23T00:00:00Z", "messages": 1200, "failed": 30,
-        "delivered": 370, "read": 800, "delivered_rate": 0.975, "read_rate": 0.6667,
-        "failed_rate": 0.025, "time_to_read_seconds": {"p50": 95.4, "p90": 1820.3, "p99": 20405.9}
+        "start": "2026-11-23T00:00:00Z", "messages": 1200, "sent": 0, "unreported": 12,
+        "failed": 18, "delivered": 370, "read": 800, "delivered_rate": 0.975,
+        "read_rate": 0.6667, "failed_rate": 0.015, "unreported_rate": 0.01,
+        "time_to_read_seconds": {"p50": 95.4, "p90": 1820.3, "p99": 20405.9}
     }],
     "total": {
-        "messages": 1200, "failed": 30, "delivered": 370, "read": 800,
-        "delivered_rate": 0.975, "read_rate": 0.6667, "failed_rate": 0.025,
+        "messages": 1200, "sent": 0, "unreported": 12, "failed": 18, "delivered": 370,
+        "read": 800, "delivered_rate": 0.975, "read_rate": 0.6667, "failed_rate": 0.015,
+        "unreported_rate": 0.01,
         "time_to_read_seconds": {"p50": 95.4, "p90": 1820.3, "p99": 20405.9}
     }
 }))]
@@ -194,7 +202,7 @@ fn assemble(
 }
 
 fn total(c: Counts, t: &ReadTimes) -> StatsTotal {
-    let (delivered_rate, read_rate, failed_rate) = c.rates();
+    let rates = c.rates();
     let time_to_read_seconds = t.percentile(0.5).map(|p50| TimeToRead {
         p50,
         p90: t.percentile(0.9).expect("not empty"),
@@ -202,12 +210,15 @@ fn total(c: Counts, t: &ReadTimes) -> StatsTotal {
     });
     StatsTotal {
         messages: c.messages,
+        sent: c.sent(),
+        unreported: c.unreported(),
         failed: c.failed(),
         delivered: c.delivered(),
         read: c.read(),
-        delivered_rate,
-        read_rate,
-        failed_rate,
+        delivered_rate: rates.delivered,
+        read_rate: rates.read,
+        failed_rate: rates.failed,
+        unreported_rate: rates.unreported,
         time_to_read_seconds,
     }
 }

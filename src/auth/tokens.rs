@@ -63,6 +63,8 @@ pub struct Scope {
     pub token: TokenHash,
     /// None: every channel.
     pub channels: Option<Arc<[String]>>,
+    /// Made with `--register`: may also register messages (SPEC §13).
+    pub register: bool,
 }
 
 impl Scope {
@@ -122,6 +124,7 @@ impl Tokens {
                     name: row.name,
                     token: key,
                     channels: row.channels.map(Into::into),
+                    register: row.can_register,
                 };
                 self.cache.insert(key, scope.clone());
                 scope

@@ -9,21 +9,51 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{print_columns, rfc3339};
 use crate::auth::password;
-use crate::cli::ChannelCommand;
+use crate::cli::{ChannelCommand, UnreportedAfter};
 use crate::config::Config;
 use crate::db;
 
 pub async fn run(command: ChannelCommand, config: Config) -> anyhow::Result<()> {
     let pool = db::connect(&config.database).await?;
     match command {
-        ChannelCommand::Add { id, name, .. } => {
+        ChannelCommand::Add {
+            id,
+            name,
+            unreported_after,
+            ..
+        } => {
             let hash = hash_stdin_password().await?;
             if !db::channels::insert(&pool, id.as_str(), &name, &hash).await? {
                 bail!(
                     "Channel `{id}` already exists; use `channel set-password` to change its password."
                 );
             }
+            if unreported_after.is_some() {
+                db::channels::set_unreported_after(&pool, id.as_str(), unreported_after).await?;
+            }
             println!("Created channel `{id}`.");
+        }
+        ChannelCommand::Set {
+            id,
+            unreported_after,
+        } => {
+            let after = match unreported_after {
+                UnreportedAfter::Default => None,
+                UnreportedAfter::After(d) => Some(d),
+            };
+            if !db::channels::set_unreported_after(&pool, id.as_str(), after).await? {
+                bail!("There is no channel `{id}`.");
+            }
+            match after {
+                Some(d) => println!(
+                    "Messages of channel `{id}` still `sent` after {} become `unreported`.",
+                    humantime::format_duration(d)
+                ),
+                None => println!(
+                    "Channel `{id}` follows reports.unreported_after ({}).",
+                    humantime::format_duration(config.reports.unreported_after)
+                ),
+            }
         }
         ChannelCommand::SetPassword {
             id, keep_old_for, ..

@@ -23,6 +23,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub server: ServerConfig,
     pub retention: RetentionConfig,
+    pub reports: ReportsConfig,
     pub log: LogConfig,
     pub cors: CorsConfig,
     pub events: EventsConfig,
@@ -122,6 +123,18 @@ pub struct RetentionConfig {
     pub max_age: Duration,
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsConfig {
+    /// A message still `sent` this long after it was sent becomes
+    /// `unreported` (per channel: `channel set --unreported-after`).
+    #[serde(with = "humantime_serde")]
+    pub unreported_after: Duration,
+    /// How often `serve` looks for messages due to become `unreported`.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -285,6 +298,12 @@ impl Config {
         // The contract promises that a changed password takes effect within 5 s.
         if self.auth.credential_ttl > Duration::from_secs(5) {
             return bad("auth.credential_ttl", "must be at most 5s");
+        }
+        if self.reports.unreported_after < Duration::from_secs(1) {
+            return bad("reports.unreported_after", "must be at least 1s");
+        }
+        if self.reports.sweep_interval < Duration::from_millis(100) {
+            return bad("reports.sweep_interval", "must be at least 100ms");
         }
         if !self.retention.max_age.is_zero() && self.retention.interval < Duration::from_secs(1) {
             return bad("retention.interval", "must be at least 1s");

@@ -63,6 +63,24 @@ pub async fn set_password(
     Ok(updated.rows_affected() == 1)
 }
 
+/// Sets the channel's own `unreported_after` (None: the global setting).
+/// Returns false when the channel does not exist.
+pub async fn set_unreported_after(
+    db: impl PgExecutor<'_>,
+    id: &str,
+    after: Option<std::time::Duration>,
+) -> sqlx::Result<bool> {
+    let seconds = after.map(|d| d.as_secs_f64());
+    let updated = sqlx::query!(
+        "update channels set unreported_after = make_interval(secs => $2) where id = $1",
+        id,
+        seconds
+    )
+    .execute(db)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
 /// Returns false when the channel does not exist.
 pub async fn set_enabled(db: impl PgExecutor<'_>, id: &str, enabled: bool) -> sqlx::Result<bool> {
     let updated = sqlx::query!(

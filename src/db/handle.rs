@@ -221,6 +221,26 @@ impl Db {
         .await
     }
 
+    /// Registers messages of the sending side (SPEC §13), committed on return.
+    pub async fn register(
+        &self,
+        channel: String,
+        batch: Vec<super::registrations::Registration>,
+        received_at: DateTime<Utc>,
+    ) -> sqlx::Result<super::registrations::Registered> {
+        self.run(|pool| async move {
+            let mut conn = pool.acquire().await?;
+            super::registrations::register(&mut conn, &channel, &batch, received_at).await
+        })
+        .await
+    }
+
+    /// Messages now `unreported`, per channel that has any.
+    pub async fn unreported_counts(&self) -> sqlx::Result<Vec<(String, i64)>> {
+        self.run(|pool| async move { super::unreported::counts(&pool).await })
+            .await
+    }
+
     pub async fn ticket_token(&self, ticket_hash: [u8; 32]) -> sqlx::Result<Option<Vec<u8>>> {
         self.run(|pool| async move { tickets::token_of(&pool, &ticket_hash).await })
             .await

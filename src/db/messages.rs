@@ -17,11 +17,15 @@ pub struct MessageRow {
     pub status: Status,
     pub first_seen_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the sending side sent it; None when not registered.
+    pub sent_at: Option<DateTime<Utc>>,
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct HistoryRow {
-    pub status: Status,
+    /// A ranked status or an unranked word kept as reported (SPEC §13).
+    pub status: String,
     pub first_received_at: DateTime<Utc>,
     pub last_received_at: DateTime<Utc>,
     pub receipt_count: i64,
@@ -39,7 +43,7 @@ pub async fn find(
     let row = sqlx::query!(
         r#"
         select m.channel_id, m.message_id, m.sender, m.user_number,
-               m.status as "status: Status", m.first_seen_at, m.updated_at,
+               m.status as "status: Status", m.first_seen_at, m.updated_at, m.sent_at, m.tags,
                (select jsonb_agg(jsonb_build_object(
                            'status', h.status, 'first_received_at', h.first_received_at,
                            'last_received_at', h.last_received_at, 'receipt_count', h.receipt_count,
@@ -65,6 +69,8 @@ pub async fn find(
         status: r.status,
         first_seen_at: r.first_seen_at,
         updated_at: r.updated_at,
+        sent_at: r.sent_at,
+        tags: r.tags,
     };
     Ok(Some((message, history)))
 }
@@ -78,7 +84,7 @@ pub async fn lookup(
     sqlx::query_as!(
         MessageRow,
         r#"select channel_id, message_id, sender, user_number, status as "status: Status",
-                  first_seen_at, updated_at
+                  first_seen_at, updated_at, sent_at, tags
            from messages where channel_id = $1 and message_id = any($2)"#,
         channel_id,
         message_ids
@@ -98,6 +104,8 @@ pub struct Keyset {
 pub struct ListFilter {
     pub status: Option<Status>,
     pub user_number: Option<String>,
+    /// Only messages registered with this tag.
+    pub tag: Option<String>,
     pub updated_after: Option<DateTime<Utc>>,
     pub after: Option<Keyset>,
     pub limit: i64,
@@ -110,12 +118,13 @@ macro_rules! list_where {
         sqlx::query_as!(
             MessageRow,
             r#"select channel_id, message_id, sender, user_number, status as "status: Status",
-                      first_seen_at, updated_at
+                      first_seen_at, updated_at, sent_at, tags
                from messages
                where channel_id = $1 "# + $filter + r#"
                  and (updated_at, message_id) < (coalesce($2, 'infinity'::timestamptz), $3)
                  and updated_at > coalesce($4, '-infinity'::timestamptz)
                  and ($5::message_status is null or status = $5)
+                 and ($7::text is null or tags @> array[$7])
                order by updated_at desc, message_id desc
                limit $6"#,
             $($arg),+
@@ -141,6 +150,7 @@ pub async fn list(
     };
     let (after, status) = (filter.updated_after, filter.status);
     let limit = filter.limit;
+    let tag = filter.tag.as_deref();
     match &filter.user_number {
         None => {
             list_where!(
@@ -150,20 +160,22 @@ pub async fn list(
                 before_id,
                 after,
                 status as Option<Status>,
-                limit
+                limit,
+                tag
             )
             .fetch_all(db)
             .await
         }
         Some(n) => {
             list_where!(
-                "and user_number = $7",
+                "and user_number = $8",
                 channel_id,
                 before_time,
                 before_id,
                 after,
                 status as Option<Status>,
                 limit,
+                tag,
                 n
             )
             .fetch_all(db)

@@ -8,12 +8,14 @@ mod handle;
 pub mod messages;
 pub mod migrations;
 pub mod primary;
+pub mod registrations;
 pub mod replica;
 pub mod reports;
 pub mod retention;
 pub mod stats;
 pub mod tickets;
 pub mod tokens;
+pub mod unreported;
 
 pub use handle::Db;
 

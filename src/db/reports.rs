@@ -6,6 +6,12 @@ use sqlx::PgExecutor;
 
 use crate::domain::{ChannelId, Report, Status};
 
+/// What the statement needs of a report's status: its word, and its rank
+/// when it has one (None for an unranked word, SPEC §13).
+fn status_columns(report: &Report) -> (&str, Option<Status>) {
+    (report.status.as_str(), report.status.ranked())
+}
+
 /// What recording one report did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recorded {
@@ -48,6 +54,7 @@ pub async fn record_reports(
     let mut senders = Vec::with_capacity(batch.len());
     let mut user_numbers = Vec::with_capacity(batch.len());
     let mut statuses = Vec::with_capacity(batch.len());
+    let mut ranks = Vec::with_capacity(batch.len());
     let mut times = Vec::with_capacity(batch.len());
     let mut extras = Vec::with_capacity(batch.len());
     for i in batch {
@@ -55,7 +62,9 @@ pub async fn record_reports(
         message_ids.push(i.report.message_id.as_str());
         senders.push(i.report.sender.as_str());
         user_numbers.push(i.report.user_number.as_str());
-        statuses.push(i.report.status);
+        let (word, rank) = status_columns(&i.report);
+        statuses.push(word);
+        ranks.push(rank);
         times.push(i.received_at);
         extras.push(serde_json::Value::Object(i.report.extra.clone()));
     }
@@ -63,15 +72,20 @@ pub async fn record_reports(
         r#"
         with input as (
             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[],
-                                 $5::message_status[], $6::timestamptz[], $7::jsonb[])
-                as t(channel_id, message_id, sender, user_number, status, received_at, extra)
+                                 $5::text[], $8::message_status[], $6::timestamptz[],
+                                 $7::jsonb[])
+                as t(channel_id, message_id, sender, user_number, word, status, received_at,
+                     extra)
         ),
         message as (
             insert into messages as m
                 (channel_id, message_id, sender, user_number, status, first_seen_at, updated_at,
                  changed_xid)
-            select channel_id, message_id, sender, user_number, status, received_at, received_at,
-                   pg_current_xact_id()
+            -- An unranked word never moves the status; a message first
+            -- known from one is `sent` (KooMessage reports only on what
+            -- it sent).
+            select channel_id, message_id, sender, user_number, coalesce(status, 'sent'),
+                   received_at, received_at, pg_current_xact_id()
             from input
             order by channel_id, message_id
             on conflict (channel_id, message_id) do update
@@ -93,8 +107,8 @@ pub async fn record_reports(
             insert into message_history as h
                 (channel_id, message_id, status, first_received_at, last_received_at,
                  receipt_count, advanced, extra)
-            select i.channel_id, i.message_id, i.status, i.received_at, i.received_at, 1,
-                   message.status = i.status, i.extra
+            select i.channel_id, i.message_id, i.word, i.received_at, i.received_at, 1,
+                   coalesce(message.status = i.status, false), i.extra
             from input i
             join message on message.channel_id = i.channel_id and message.message_id = i.message_id
             order by i.channel_id, i.message_id
@@ -110,8 +124,8 @@ pub async fn record_reports(
         change as (
             insert into message_changes
                 (channel_id, message_id, user_number, status, changed_at, xid)
-            select h.channel_id, h.message_id, message.user_number, h.status, h.first_received_at,
-                   message.changed_xid
+            select h.channel_id, h.message_id, message.user_number, message.status,
+                   h.first_received_at, message.changed_xid
             from history h
             join message on message.channel_id = h.channel_id and message.message_id = h.message_id
             where h.first_of_status and h.advanced
@@ -124,6 +138,11 @@ pub async fn record_reports(
         delta as (
             select channel_id, first_seen_at,
                    (previous_status is null)::int as messages,
+                   (status >= 'unreported')::int
+                       - coalesce((previous_status >= 'unreported')::int, 0)
+                       as reached_unreported,
+                   (status >= 'failed')::int
+                       - coalesce((previous_status >= 'failed')::int, 0) as reached_failed,
                    (status >= 'delivered')::int
                        - coalesce((previous_status >= 'delivered')::int, 0) as reached_delivered,
                    (status = 'read')::int
@@ -134,14 +153,18 @@ pub async fn record_reports(
         ),
         counts as (
             insert into stats_counts as s
-                (channel_id, hour, shard, messages, reached_delivered, reached_read)
+                (channel_id, hour, shard, messages, reached_unreported, reached_failed,
+                 reached_delivered, reached_read)
             select channel_id, date_trunc('hour', first_seen_at, 'UTC'), pg_backend_pid() % 64,
-                   sum(messages), sum(reached_delivered), sum(reached_read)
+                   sum(messages), sum(reached_unreported), sum(reached_failed),
+                   sum(reached_delivered), sum(reached_read)
             from delta
             group by 1, 2
             order by 1, 2
             on conflict (channel_id, hour, shard) do update
                 set messages = s.messages + excluded.messages,
+                    reached_unreported = s.reached_unreported + excluded.reached_unreported,
+                    reached_failed = s.reached_failed + excluded.reached_failed,
                     reached_delivered = s.reached_delivered + excluded.reached_delivered,
                     reached_read = s.reached_read + excluded.reached_read
         ),
@@ -168,9 +191,10 @@ pub async fn record_reports(
         &message_ids as &[&str],
         &senders as &[&str],
         &user_numbers as &[&str],
-        &statuses as &[Status],
+        &statuses as &[&str],
         &times,
         &extras,
+        &ranks as &[Option<Status>],
     )
     .fetch_all(db)
     .await?;

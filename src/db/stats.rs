@@ -18,6 +18,8 @@ pub async fn counts(
     let rows = sqlx::query!(
         r#"select date_trunc($2, hour, 'UTC') as "start!",
                   sum(messages)::bigint as "messages!",
+                  sum(reached_unreported)::bigint as "reached_unreported!",
+                  sum(reached_failed)::bigint as "reached_failed!",
                   sum(reached_delivered)::bigint as "reached_delivered!",
                   sum(reached_read)::bigint as "reached_read!"
            from stats_counts
@@ -36,6 +38,8 @@ pub async fn counts(
         .map(|r| {
             let counts = Counts {
                 messages: r.messages,
+                reached_unreported: r.reached_unreported,
+                reached_failed: r.reached_failed,
                 reached_delivered: r.reached_delivered,
                 reached_read: r.reached_read,
             };

@@ -8,6 +8,7 @@ pub struct TokenRow {
     pub channels: Option<Vec<String>>,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+    pub can_register: bool,
 }
 
 /// Returns false when a token with this name exists.
@@ -16,13 +17,15 @@ pub async fn insert(
     name: &str,
     token_hash: &[u8],
     channels: Option<&[String]>,
+    can_register: bool,
 ) -> sqlx::Result<bool> {
     let inserted = sqlx::query!(
-        "insert into api_tokens (name, token_hash, channels) values ($1, $2, $3)
+        "insert into api_tokens (name, token_hash, channels, can_register) values ($1, $2, $3, $4)
          on conflict (name) do nothing",
         name,
         token_hash,
-        channels
+        channels,
+        can_register
     )
     .execute(db)
     .await?;
@@ -32,7 +35,7 @@ pub async fn insert(
 pub async fn list(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<TokenRow>> {
     sqlx::query_as!(
         TokenRow,
-        "select name, channels, created_at, last_used_at from api_tokens order by name"
+        "select name, channels, created_at, last_used_at, can_register from api_tokens order by name"
     )
     .fetch_all(db)
     .await
@@ -52,7 +55,8 @@ pub async fn find_by_hash(
 ) -> sqlx::Result<Option<TokenRow>> {
     sqlx::query_as!(
         TokenRow,
-        "select name, channels, created_at, last_used_at from api_tokens where token_hash = $1",
+        "select name, channels, created_at, last_used_at, can_register from api_tokens
+         where token_hash = $1",
         token_hash
     )
     .fetch_optional(db)

@@ -8,4 +8,4 @@ mod status;
 
 pub use channel_id::ChannelId;
 pub use report::{Report, ReportError};
-pub use status::Status;
+pub use status::{Reported, Status};

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::Status;
+use super::Reported;
 
 const MAX_FIELD_CHARS: usize = 128;
 
@@ -13,7 +13,7 @@ pub struct Report {
     pub message_id: String,
     pub sender: String,
     pub user_number: String,
-    pub status: Status,
+    pub status: Reported,
     pub extra: Map<String, Value>,
 }
 
@@ -37,7 +37,9 @@ pub enum ReportError {
         "The fields beyond the four of a report contain a NUL character, which cannot be stored."
     )]
     NulInExtra,
-    #[error("The field `status` must be one of `delivered`, `read` or `failed`.")]
+    #[error(
+        "The field `status` must be a lowercase word such as `delivered`, `read` or `failed` (letters and `_`, at most 32)."
+    )]
     BadStatus,
 }
 
@@ -64,7 +66,7 @@ impl Report {
         let sender = take_string(&mut fields, "sender")?;
         let user_number = take_string(&mut fields, "user_number")?;
         let status = take_string(&mut fields, "status")?;
-        let status = Status::parse(&status).ok_or(ReportError::BadStatus)?;
+        let status = Reported::parse(&status).ok_or(ReportError::BadStatus)?;
         // PostgreSQL text and jsonb cannot hold U+0000; refuse it here rather
         // than fail at the database.
         if fields.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
@@ -117,7 +119,7 @@ mod tests {
                "message_id":"044852ee407b40ec88ea65adb73ff5c27","status":"read","x":{"y":1}}"#,
         )
         .unwrap();
-        assert_eq!(r.status, Status::Read);
+        assert_eq!(r.status, Reported::Ranked(crate::domain::Status::Read));
         assert_eq!(r.message_id, "044852ee407b40ec88ea65adb73ff5c27");
         assert_eq!(r.extra.len(), 1);
         assert_eq!(r.extra["x"]["y"], 1);
@@ -157,7 +159,7 @@ mod tests {
             .is_ok()
         );
         assert_eq!(
-            parse(r#"{"message_id":"m","sender":"s","user_number":"u","status":"sent"}"#),
+            parse(r#"{"message_id":"m","sender":"s","user_number":"u","status":"Read!"}"#),
             Err(ReportError::BadStatus)
         );
         assert_eq!(

@@ -64,6 +64,10 @@ impl Bucket {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     pub messages: i64,
+    /// Now `unreported` or above.
+    pub reached_unreported: i64,
+    /// Now `failed` or above.
+    pub reached_failed: i64,
     /// Now `delivered` or `read`.
     pub reached_delivered: i64,
     /// Now `read`.
@@ -73,12 +77,22 @@ pub struct Counts {
 impl Counts {
     pub fn add(&mut self, other: Counts) {
         self.messages += other.messages;
+        self.reached_unreported += other.reached_unreported;
+        self.reached_failed += other.reached_failed;
         self.reached_delivered += other.reached_delivered;
         self.reached_read += other.reached_read;
     }
 
+    pub fn sent(&self) -> i64 {
+        self.messages - self.reached_unreported
+    }
+
+    pub fn unreported(&self) -> i64 {
+        self.reached_unreported - self.reached_failed
+    }
+
     pub fn failed(&self) -> i64 {
-        self.messages - self.reached_delivered
+        self.reached_failed - self.reached_delivered
     }
 
     pub fn delivered(&self) -> i64 {
@@ -89,19 +103,30 @@ impl Counts {
         self.reached_read
     }
 
-    /// (delivered + read) / messages, read / messages, failed / messages;
-    /// 0 without messages.
-    pub fn rates(&self) -> (f64, f64, f64) {
-        if self.messages == 0 {
-            return (0.0, 0.0, 0.0);
+    /// (delivered + read) / messages, read / messages, failed / messages,
+    /// unreported / messages; 0 without messages.
+    pub fn rates(&self) -> Rates {
+        let share = |n: i64| match self.messages {
+            0 => 0.0,
+            all => n as f64 / all as f64,
+        };
+        Rates {
+            delivered: share(self.reached_delivered),
+            read: share(self.reached_read),
+            failed: share(self.failed()),
+            unreported: share(self.unreported()),
         }
-        let n = self.messages as f64;
-        (
-            self.reached_delivered as f64 / n,
-            self.reached_read as f64 / n,
-            self.failed() as f64 / n,
-        )
     }
+}
+
+/// Shares of a bucket's messages (SPEC §9, §13).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rates {
+    /// Delivered or read.
+    pub delivered: f64,
+    pub read: f64,
+    pub failed: f64,
+    pub unreported: f64,
 }
 
 /// Times to read, as counts per bin: bin 0 holds under 1 s, bin k holds
@@ -208,12 +233,31 @@ mod tests {
     #[test]
     fn counts_and_rates() {
         let c = Counts {
-            messages: 10,
+            messages: 20,
+            reached_unreported: 16,
+            reached_failed: 12,
             reached_delivered: 8,
             reached_read: 5,
         };
-        assert_eq!((c.failed(), c.delivered(), c.read()), (2, 3, 5));
-        assert_eq!(c.rates(), (0.8, 0.5, 0.2));
-        assert_eq!(Counts::default().rates(), (0.0, 0.0, 0.0));
+        assert_eq!(
+            (
+                c.sent(),
+                c.unreported(),
+                c.failed(),
+                c.delivered(),
+                c.read()
+            ),
+            (4, 4, 4, 3, 5)
+        );
+        let r = c.rates();
+        assert_eq!(
+            (r.delivered, r.read, r.failed, r.unreported),
+            (0.4, 0.25, 0.2, 0.2)
+        );
+        let none = Counts::default().rates();
+        assert_eq!(
+            (none.delivered, none.failed, none.unreported),
+            (0.0, 0.0, 0.0)
+        );
     }
 }

@@ -56,7 +56,10 @@ pub struct ReportBody {
     pub sender: String,
     #[schema(min_length = 1, max_length = 128)]
     pub user_number: String,
-    pub status: Status,
+    /// `sent`, `unreported`, `failed`, `delivered` or `read`; any other
+    /// lowercase word is kept in the history without changing the status.
+    #[schema(pattern = "^[a-z][a-z_]{0,31}$", example = "read")]
+    pub status: String,
 }
 
 impl From<WriteError> for ApiError {
@@ -77,7 +80,7 @@ impl From<WriteError> for ApiError {
     request_body(content = ReportBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Stored and committed (also a duplicate or late report); empty body"),
-        (status = 400, description = "Not JSON, not an object, a field missing, empty, too long or not a string, or a bad status", body = ErrorBody),
+        (status = 400, description = "Not JSON, not an object, a field missing, empty, too long or not a string, or a status that is not a lowercase word", body = ErrorBody),
         (status = 401, description = "No or wrong password, unknown or disabled channel", body = ErrorBody),
         (status = 429, description = "Too many failed authentications from this client or for this channel; see Retry-After", body = ErrorBody),
         (status = 409, description = "The message is known with another sender or user_number; nothing written", body = ErrorBody),
@@ -168,7 +171,14 @@ async fn handle(
     // retry rather than left hanging.
     let db = &state.config.database;
     let deadline = db.acquire_timeout + db.commit_deadline();
-    let (message_id, status) = (report.message_id.clone(), report.status);
+    let message_id = report.message_id.clone();
+    // Unranked words stay out of the label: they are not ours to bound.
+    let status = report.status.ranked().map_or("other", Status::as_str);
+    if status == "other" {
+        metrics::counter!("koostatus_reports_unknown_status_total", "channel" => channel.to_string())
+            .increment(1);
+    }
+    let reported_channel = channel.clone();
     let recorded = tokio::time::timeout(
         deadline + Duration::from_millis(500),
         state.writer.write(Incoming {
@@ -186,8 +196,9 @@ async fn handle(
         (true, true) => "stored",
         (true, false) => "late",
     };
-    metrics::counter!("koostatus_reports_total", "status" => status.as_str(), "outcome" => outcome)
+    metrics::counter!("koostatus_reports_total", "status" => status, "outcome" => outcome)
         .increment(1);
+    state.last_reports.record(&reported_channel);
     let mut response = HttpResponse::Ok().finish();
     response.extensions_mut().insert(Outcome(outcome));
     Ok(response)

@@ -23,4 +23,5 @@ mod slow_clients;
 mod sse;
 mod stats;
 mod status_rules;
+mod unreported;
 mod webhook;

@@ -88,8 +88,15 @@ async fn get_message_answers_every_field_and_the_history_oldest_first() {
             "status",
             "first_seen_at",
             "updated_at",
+            "sent_at",
+            "tags",
             "history"
         ])
+    );
+    // Not registered: no sending time, no tags.
+    assert_eq!(
+        (&m["sent_at"], &m["tags"]),
+        (&serde_json::Value::Null, &serde_json::json!([]))
     );
 
     let missing = app
@@ -367,7 +374,7 @@ async fn bad_listing_parameters_get_400() {
     let app = app_with_channel().await;
     let token = app.create_token("desk", &[]).await;
     for (query, code) in [
-        ("status=sent", "invalid_status"),
+        ("status=pending", "invalid_status"),
         ("updated_after=yesterday", "invalid_time"),
         ("updated_after=2026-11-23", "invalid_time"),
         ("limit=0", "invalid_limit"),
@@ -598,7 +605,7 @@ async fn other_methods_get_405_with_allow() {
         (
             reqwest::Method::DELETE,
             format!("/api/v1/channels/{CH}/messages"),
-            "GET",
+            "GET, POST",
         ),
         (
             reqwest::Method::POST,

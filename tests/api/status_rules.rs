@@ -10,6 +10,9 @@ use crate::helpers::{HistoryRow, PASSWORD, TestApp, report, spawn_app};
 
 const CH: &str = "ch";
 
+/// The statuses KooMessage reports today.
+const REPORTED: [Status; 3] = [Status::Failed, Status::Delivered, Status::Read];
+
 fn name(s: Status) -> &'static str {
     s.as_str()
 }
@@ -156,7 +159,7 @@ async fn concurrent_reports_for_one_message_serialise() {
     let second = crate::helpers::spawn_second_instance(&app).await;
     for round in 0..3 {
         let id = format!("hot-{round}");
-        let statuses: Vec<Status> = (0..50).map(|i| Status::ALL[(i * 7 + round) % 3]).collect();
+        let statuses: Vec<Status> = (0..50).map(|i| REPORTED[(i * 7 + round) % 3]).collect();
         let mut tasks = Vec::new();
         for (i, s) in statuses.iter().enumerate() {
             let target = if i % 2 == 0 {
@@ -184,7 +187,7 @@ async fn concurrent_reports_for_one_message_serialise() {
         assert_eq!(app.status(CH, &id).await.as_deref(), Some("read"));
         assert_eq!(history.len(), 3);
         assert_eq!(history.iter().map(|h| h.receipt_count).sum::<i64>(), 50);
-        for s in Status::ALL {
+        for s in REPORTED {
             let sent = statuses.iter().filter(|x| **x == s).count() as i64;
             assert_eq!(
                 history

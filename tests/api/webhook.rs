@@ -208,7 +208,8 @@ async fn every_bad_body_gets_400_with_its_code() {
         (with("user_number", 8618712345_i64.into()), "invalid_field"),
         (with("message_id", serde_json::Value::Null), "invalid_field"),
         (with("status", "READ".into()), "invalid_status"),
-        (with("status", "sent".into()), "invalid_status"),
+        (with("status", "Read!".into()), "invalid_status"),
+        (with("status", "read me".into()), "invalid_status"),
         (with("extra", "nul \u{0000} inside".into()), "invalid_field"),
     ];
     for (body, code) in cases {
@@ -306,7 +307,7 @@ async fn checks_run_in_order_size_auth_content_type_body_state() {
             .status(),
         200
     );
-    let mut bad = report("m1", "bogus");
+    let mut bad = report("m1", "Bogus!");
     bad["sender"] = "other".into();
     assert_error(
         post(PASSWORD, "application/json", bad.to_string())

@@ -138,11 +138,13 @@ impl TestApp {
         .unwrap()
     }
 
-    /// History in rank order.
+    /// History in rank order, unranked words last.
     pub async fn history(&self, channel: &str, message_id: &str) -> Vec<HistoryRow> {
         sqlx::query_as(
-            "select h.status::text as status, receipt_count, advanced, extra from message_history h
-             where channel_id = $1 and message_id = $2 order by h.status",
+            "select h.status, receipt_count, advanced, extra from message_history h
+             where channel_id = $1 and message_id = $2
+             order by array_position(enum_range(null::message_status)::text[], h.status)
+                          nulls last, h.status",
         )
         .bind(channel)
         .bind(message_id)
@@ -230,15 +232,43 @@ pub async fn spawn_instance(app: &TestApp, adjust: impl FnOnce(&mut Config)) -> 
 impl TestApp {
     /// Creates a read-API token; no channels means every channel.
     pub async fn create_token(&self, name: &str, channels: &[&str]) -> String {
+        self.create_token_with(name, channels, false).await
+    }
+
+    /// A token that may also register messages (`token create --register`).
+    pub async fn create_register_token(&self, name: &str, channels: &[&str]) -> String {
+        self.create_token_with(name, channels, true).await
+    }
+
+    async fn create_token_with(&self, name: &str, channels: &[&str], register: bool) -> String {
         let (token, hash) = koostatus::auth::tokens::generate();
         let channels: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
         let scope = (!channels.is_empty()).then_some(channels.as_slice());
         assert!(
-            koostatus::db::tokens::insert(&self.pool, name, &hash, scope)
+            koostatus::db::tokens::insert(&self.pool, name, &hash, scope, register)
                 .await
                 .unwrap()
         );
         token
+    }
+
+    /// `POST /api/v1/channels/{channel}/messages` with `body`.
+    pub async fn register(
+        &self,
+        channel: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.client
+            .post(format!(
+                "{}/api/v1/channels/{channel}/messages",
+                self.address
+            ))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {

@@ -1,0 +1,131 @@
+//! The sweep that turns messages still `sent` after their channel's
+//! `unreported_after` into `unreported` (SPEC §13), and what the metrics
+//! read about them.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+/// Each channel and its own `unreported_after`, None for the global one.
+pub async fn channel_deadlines(
+    db: impl PgExecutor<'_>,
+) -> sqlx::Result<Vec<(String, Option<Duration>)>> {
+    let rows = sqlx::query!(
+        r#"select id, extract(epoch from unreported_after)::float8 as seconds
+           from channels order by id"#
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.id, r.seconds.map(Duration::from_secs_f64)))
+        .collect())
+}
+
+/// Turns up to `limit` messages of the channel that are still `sent` and
+/// were sent at or before `sent_before` into `unreported`, each with its
+/// history entry, its change in the feed (and so in `/events` and
+/// forwarding) and the statistics; returns how many.
+///
+/// It never waits for a row lock: rows a report's statement holds are
+/// skipped (`skip locked`) and taken by a later sweep if still `sent`. The
+/// status is checked again on the locked row, so a report that committed
+/// first wins, and two instances sweeping at once change each message once.
+/// The partial index `messages_unanswered` (V10) serves the search, so the
+/// cost follows the messages changed, not the table.
+pub async fn sweep(
+    db: impl PgExecutor<'_>,
+    channel_id: &str,
+    sent_before: DateTime<Utc>,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"
+        with due as (
+            select message_id from messages
+            where channel_id = $1 and status = 'sent' and first_seen_at <= $2
+            order by first_seen_at
+            limit $4
+            for update skip locked
+        ),
+        message as (
+            update messages m
+            set status = 'unreported',
+                updated_at = $3,
+                -- After the message's previous change in feed order (V4).
+                changed_xid = greatest(pg_current_xact_id(), m.changed_xid),
+                previous_status = m.status
+            from due
+            where m.channel_id = $1 and m.message_id = due.message_id and m.status = 'sent'
+            returning m.message_id, m.user_number, m.first_seen_at, m.changed_xid
+        ),
+        history as (
+            insert into message_history
+                (channel_id, message_id, status, first_received_at, last_received_at,
+                 receipt_count, advanced, extra)
+            select $1, message_id, 'unreported', $3, $3, 1, true, '{}'
+            from message
+            order by message_id
+            on conflict (channel_id, message_id, status) do nothing
+        ),
+        change as (
+            insert into message_changes (channel_id, message_id, user_number, status, changed_at, xid)
+            select $1, message_id, user_number, 'unreported', $3, changed_xid
+            from message
+            order by message_id
+        ),
+        counts as (
+            insert into stats_counts as s
+                (channel_id, hour, shard, messages, reached_unreported, reached_failed,
+                 reached_delivered, reached_read)
+            select $1, date_trunc('hour', first_seen_at, 'UTC'), pg_backend_pid() % 64,
+                   0, count(*), 0, 0, 0
+            from message
+            group by 2
+            order by 2
+            on conflict (channel_id, hour, shard) do update
+                set reached_unreported = s.reached_unreported + excluded.reached_unreported
+        )
+        select count(*) as "changed!" from message
+        "#,
+        channel_id,
+        sent_before,
+        now,
+        limit
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Messages now `unreported`, per channel that has any (from the partial
+/// index, not the table).
+pub async fn counts(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(String, i64)>> {
+    let rows = sqlx::query!(
+        r#"select channel_id, count(*) as "n!" from messages
+           where status = 'unreported'
+           group by channel_id"#
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.channel_id, r.n)).collect())
+}
+
+/// When each channel last had a report that KooMessage sent (a ranked
+/// status above `unreported`), from the newest end of its feed: where an
+/// instance starts counting the age of a channel's last report.
+pub async fn last_reports(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(String, DateTime<Utc>)>> {
+    let rows = sqlx::query!(
+        r#"select c.id as "id!", l.changed_at as "changed_at!"
+           from channels c
+           cross join lateral (
+               select changed_at from message_changes
+               where channel_id = c.id and status >= 'failed'
+               order by xid desc, seq desc
+               limit 1) l"#
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.changed_at)).collect())
+}
