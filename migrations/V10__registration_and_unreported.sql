@@ -30,7 +30,30 @@ alter table channels add column unreported_after interval
 -- 4. Tokens that may register messages (`token create --register`).
 alter table api_tokens add column can_register boolean not null default false;
 
--- 5. Statistics (V6) by the five statuses: as statuses only move forward,
+-- 5. Time to deliver (SPEC §13): when a message first reached `delivered`
+-- (or `read`, which proves delivery), kept so that the statistics can take
+-- it back out when the message is pruned. Taken from the history for the
+-- messages stored so far.
+alter table messages add column delivered_at timestamptz;
+update messages m set delivered_at = h.first
+from (select channel_id, message_id, min(first_received_at) as first
+      from message_history
+      where status in ('delivered', 'read')
+      group by 1, 2) h
+where h.channel_id = m.channel_id and h.message_id = m.message_id;
+
+-- Its histogram, as stats_read_times (V6) is time to read's.
+create table stats_deliver_times (
+    channel_id text not null,
+    hours smallint not null check (hours in (1, 24)),
+    start timestamptz not null,
+    bin smallint not null,
+    shard smallint not null,
+    n bigint not null,
+    primary key (channel_id, hours, start, bin, shard)
+);
+
+-- 6. Statistics (V6) by the five statuses: as statuses only move forward,
 -- a message's current status follows from whether it has reached each
 -- rank: sent = messages - reached_unreported, unreported = reached_unreported
 -- - reached_failed, failed = reached_failed - reached_delivered. Every
@@ -47,7 +70,8 @@ drop function koostatus_stats_add(text[], timestamptz[], int[], int[], int[], do
 create function koostatus_stats_add(
     channel_ids text[], seen timestamptz[], messages int[], reached_unreported int[],
     reached_failed int[], reached_delivered int[], reached_read int[],
-    read_seconds double precision[], read_n int[]
+    read_seconds double precision[], read_n int[],
+    deliver_seconds double precision[], deliver_n int[]
 ) returns void
 language sql as $$
     insert into stats_counts as s
@@ -82,6 +106,20 @@ language sql as $$
     order by 1, 2, 3, 4
     on conflict (channel_id, hours, start, bin, shard) do update
         set n = r.n + excluded.n;
+
+    insert into stats_deliver_times as r (channel_id, hours, start, bin, shard, n)
+    select d.channel_id, h.hours,
+           date_trunc(case h.hours when 1 then 'hour' else 'day' end, d.seen, 'UTC'),
+           koostatus_read_bin(greatest(d.deliver_seconds, 0)), pg_backend_pid() % 64,
+           sum(d.deliver_n)
+    from unnest(channel_ids, seen, deliver_seconds, deliver_n)
+        as d(channel_id, seen, deliver_seconds, deliver_n)
+    cross join (values (1::smallint), (24::smallint)) as h(hours)
+    where d.deliver_n <> 0
+    group by 1, 2, 3, 4
+    order by 1, 2, 3, 4
+    on conflict (channel_id, hours, start, bin, shard) do update
+        set n = r.n + excluded.n;
 $$;
 
 create function koostatus_stats_on_delete() returns trigger
@@ -92,7 +130,9 @@ begin
         array_agg(-(status >= 'unreported')::int), array_agg(-(status >= 'failed')::int),
         array_agg(-(status >= 'delivered')::int), array_agg(-(status = 'read')::int),
         array_agg(extract(epoch from updated_at - first_seen_at)::double precision),
-        array_agg(-(status = 'read')::int))
+        array_agg(-(status = 'read')::int),
+        array_agg(extract(epoch from delivered_at - first_seen_at)::double precision),
+        array_agg(-(status >= 'delivered')::int))
     from before_rows;
     return null;
 end
@@ -106,6 +146,7 @@ create or replace function koostatus_stats_rebuild() returns bigint
 language sql as $$
     delete from stats_counts;
     delete from stats_read_times;
+    delete from stats_deliver_times;
     insert into stats_counts
         (channel_id, hour, shard, messages, reached_unreported, reached_failed,
          reached_delivered, reached_read)
@@ -125,5 +166,25 @@ language sql as $$
     cross join (values (1::smallint), (24::smallint)) as h(hours)
     where m.status = 'read'
     group by 1, 2, 3, 4;
+    insert into stats_deliver_times (channel_id, hours, start, bin, shard, n)
+    select m.channel_id, h.hours,
+           date_trunc(case h.hours when 1 then 'hour' else 'day' end, m.first_seen_at, 'UTC'),
+           koostatus_read_bin(greatest(extract(epoch from m.delivered_at - m.first_seen_at), 0)),
+           0, count(*)
+    from messages m
+    cross join (values (1::smallint), (24::smallint)) as h(hours)
+    where m.status >= 'delivered'
+    group by 1, 2, 3, 4;
     select coalesce(sum(messages), 0)::bigint from stats_counts;
 $$;
+
+-- The messages stored before this migration: their delivery times.
+insert into stats_deliver_times (channel_id, hours, start, bin, shard, n)
+select m.channel_id, h.hours,
+       date_trunc(case h.hours when 1 then 'hour' else 'day' end, m.first_seen_at, 'UTC'),
+       koostatus_read_bin(greatest(extract(epoch from m.delivered_at - m.first_seen_at), 0)),
+       0, count(*)
+from messages m
+cross join (values (1::smallint), (24::smallint)) as h(hours)
+where m.status >= 'delivered'
+group by 1, 2, 3, 4;

@@ -10,12 +10,14 @@ use sqlx::postgres::PgPool;
 
 use super::changes::{Change, Position};
 use super::messages::{HistoryRow, ListFilter, MessageRow};
+use super::stats::Times;
 use super::{changes, channels, messages, migrations, stats, tickets, tokens};
 use crate::domain::stats::{Bucket, Counts, ReadTimes};
 
-/// Counts and time-to-read histograms by bucket start.
+/// Counts, time-to-read and time-to-deliver histograms by bucket start.
 pub type StatsRows = (
     Vec<(DateTime<Utc>, Counts)>,
+    Vec<(DateTime<Utc>, ReadTimes)>,
     Vec<(DateTime<Utc>, ReadTimes)>,
 );
 
@@ -145,8 +147,9 @@ impl Db {
     ) -> sqlx::Result<StatsRows> {
         self.run_read(move |pool| async move {
             let counts = stats::counts(&pool, &channel, bucket, from, to).await?;
-            let read_times = stats::read_times(&pool, &channel, bucket, from, to).await?;
-            Ok((counts, read_times))
+            let read = stats::times(&pool, Times::Read, &channel, bucket, from, to).await?;
+            let deliver = stats::times(&pool, Times::Deliver, &channel, bucket, from, to).await?;
+            Ok((counts, read, deliver))
         })
         .await
     }

@@ -80,12 +80,13 @@ pub async fn record_reports(
         message as (
             insert into messages as m
                 (channel_id, message_id, sender, user_number, status, first_seen_at, updated_at,
-                 changed_xid)
+                 changed_xid, delivered_at)
             -- An unranked word never moves the status; a message first
             -- known from one is `sent` (KooMessage reports only on what
             -- it sent).
             select channel_id, message_id, sender, user_number, coalesce(status, 'sent'),
-                   received_at, received_at, pg_current_xact_id()
+                   received_at, received_at, pg_current_xact_id(),
+                   case when status >= 'delivered' then received_at end
             from input
             order by channel_id, message_id
             on conflict (channel_id, message_id) do update
@@ -98,10 +99,12 @@ pub async fn record_reports(
                                        else m.changed_xid end,
                     -- The status before, under the row's lock, for the
                     -- statistics below (V6).
-                    previous_status = m.status
+                    previous_status = m.status,
+                    -- The first time it reached `delivered` or `read`.
+                    delivered_at = coalesce(m.delivered_at, excluded.delivered_at)
                 where m.sender = excluded.sender and m.user_number = excluded.user_number
             returning m.channel_id, m.message_id, m.user_number, m.status, m.changed_xid,
-                      m.first_seen_at, m.updated_at, m.previous_status
+                      m.first_seen_at, m.updated_at, m.previous_status, m.delivered_at
         ),
         history as (
             insert into message_history as h
@@ -147,7 +150,8 @@ pub async fn record_reports(
                        - coalesce((previous_status >= 'delivered')::int, 0) as reached_delivered,
                    (status = 'read')::int
                        - coalesce((previous_status = 'read')::int, 0) as reached_read,
-                   extract(epoch from updated_at - first_seen_at)::float8 as read_seconds
+                   extract(epoch from updated_at - first_seen_at)::float8 as read_seconds,
+                   extract(epoch from delivered_at - first_seen_at)::float8 as deliver_seconds
             from message
             where previous_status is distinct from status
         ),
@@ -178,6 +182,21 @@ pub async fn record_reports(
             from delta d
             cross join (values (1::smallint), (24::smallint)) as h(hours)
             where d.reached_read = 1
+            group by 1, 2, 3, 4
+            order by 1, 2, 3, 4
+            on conflict (channel_id, hours, start, bin, shard) do update
+                set n = r.n + excluded.n
+        ),
+        deliver_times as (
+            insert into stats_deliver_times as r (channel_id, hours, start, bin, shard, n)
+            select d.channel_id, h.hours,
+                   date_trunc(case h.hours when 1 then 'hour' else 'day' end,
+                              d.first_seen_at, 'UTC'),
+                   koostatus_read_bin(greatest(d.deliver_seconds, 0)), pg_backend_pid() % 64,
+                   count(*)
+            from delta d
+            cross join (values (1::smallint), (24::smallint)) as h(hours)
+            where d.reached_delivered = 1
             group by 1, 2, 3, 4
             order by 1, 2, 3, 4
             on conflict (channel_id, hours, start, bin, shard) do update

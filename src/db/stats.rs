@@ -48,28 +48,51 @@ pub async fn counts(
         .collect())
 }
 
-/// The time-to-read histogram of each bucket of `[from, to)` with reads.
-pub async fn read_times(
+/// A kept histogram of times from `first_seen_at`.
+#[derive(Debug, Clone, Copy)]
+pub enum Times {
+    /// To the first `read` (stats_read_times, V6).
+    Read,
+    /// To the first `delivered` or `read` (stats_deliver_times, V10).
+    Deliver,
+}
+
+/// The histogram of each bucket of `[from, to)` that has any.
+pub async fn times(
     db: impl PgExecutor<'_>,
+    times: Times,
     channel_id: &str,
     bucket: Bucket,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> sqlx::Result<Vec<(DateTime<Utc>, ReadTimes)>> {
-    let rows = sqlx::query!(
-        r#"select start, bin, sum(n)::bigint as "n!"
-           from stats_read_times
-           where channel_id = $1 and hours = $2 and start >= $3 and start < $4
-           group by start, bin
-           having sum(n) > 0
-           order by start, bin"#,
-        channel_id,
-        bucket.hours(),
-        from,
-        to
-    )
-    .fetch_all(db)
-    .await?;
+    // The same statement on two tables of one shape: checked macros take
+    // literal table names only.
+    macro_rules! from_table {
+        ($table:literal) => {
+            sqlx::query_as!(
+                TimesRow,
+                r#"select start, bin, sum(n)::bigint as "n!"
+                   from "#
+                    + $table
+                    + r#"
+                   where channel_id = $1 and hours = $2 and start >= $3 and start < $4
+                   group by start, bin
+                   having sum(n) > 0
+                   order by start, bin"#,
+                channel_id,
+                bucket.hours(),
+                from,
+                to
+            )
+            .fetch_all(db)
+            .await?
+        };
+    }
+    let rows = match times {
+        Times::Read => from_table!("stats_read_times"),
+        Times::Deliver => from_table!("stats_deliver_times"),
+    };
     let mut buckets: Vec<(DateTime<Utc>, ReadTimes)> = Vec::new();
     for r in rows {
         if buckets.last().is_none_or(|(start, _)| *start != r.start) {
@@ -78,6 +101,12 @@ pub async fn read_times(
         buckets.last_mut().expect("pushed").1.add(r.bin, r.n);
     }
     Ok(buckets)
+}
+
+struct TimesRow {
+    start: DateTime<Utc>,
+    bin: i16,
+    n: i64,
 }
 
 /// Recomputes every aggregate from the messages (`koostatus_stats_rebuild`,

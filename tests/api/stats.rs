@@ -2,7 +2,9 @@
 //! computation over the stored rows, for random report sequences.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use koostatus::db::registrations::{Registration, register};
 use koostatus::db::reports::{Incoming, record_reports};
+use koostatus::db::unreported::sweep;
 use koostatus::domain::{ChannelId, Report};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
@@ -19,7 +21,18 @@ fn base() -> DateTime<Utc> {
 type Step = (usize, &'static str, i64);
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
-    let status = prop::sample::select(vec!["failed", "delivered", "read"]);
+    // Reports of the five statuses, registrations by the sending side and
+    // runs of the sweep (which turns messages `sent` for over 30 minutes
+    // into `unreported`): every statement that changes a message's status.
+    let status = prop::sample::select(vec![
+        "failed",
+        "delivered",
+        "read",
+        "sent",
+        "unreported",
+        "register",
+        "sweep",
+    ]);
     // Few messages, many reports: duplicates and late reports (a lower
     // status after a higher one) are common. Times up to 26 h cover two
     // hours of one day and the next day; the service's clock only moves
@@ -31,31 +44,73 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
 }
 
 async fn record(app: &TestApp, channel: &str, (m, status, minutes): Step) {
-    let incoming = Incoming {
-        channel: ChannelId::parse(channel).unwrap(),
-        report: Report::from_json(report(&format!("m{m}"), status).to_string().as_bytes()).unwrap(),
-        received_at: base() + TimeDelta::minutes(minutes) + TimeDelta::milliseconds(m as i64),
-    };
-    record_reports(&app.pool, &[incoming]).await.unwrap();
+    let at = base() + TimeDelta::minutes(minutes) + TimeDelta::milliseconds(m as i64);
+    let body = report(&format!("m{m}"), status);
+    match status {
+        "register" => {
+            let registration = Registration {
+                message_id: format!("m{m}"),
+                sender: body["sender"].as_str().unwrap().into(),
+                user_number: body["user_number"].as_str().unwrap().into(),
+                sent_at: at - TimeDelta::minutes(1),
+                tags: vec![],
+            };
+            let mut conn = app.pool.acquire().await.unwrap();
+            register(&mut conn, channel, &[registration], at)
+                .await
+                .unwrap();
+        }
+        "sweep" => {
+            sweep(&app.pool, channel, at - TimeDelta::minutes(30), at, 1000)
+                .await
+                .unwrap();
+        }
+        _ => {
+            let incoming = Incoming {
+                channel: ChannelId::parse(channel).unwrap(),
+                report: Report::from_json(body.to_string().as_bytes()).unwrap(),
+                received_at: at,
+            };
+            record_reports(&app.pool, &[incoming]).await.unwrap();
+        }
+    }
 }
 
-/// A bucket computed directly: its start, [messages, failed, delivered,
-/// read] and [p50, p90, p99] of time to read.
-type Expected = (DateTime<Utc>, [i64; 4], Option<[f64; 3]>);
+/// The counts of a bucket, in the order of [`COUNTS`].
+const COUNTS: [&str; 6] = [
+    "messages",
+    "sent",
+    "unreported",
+    "failed",
+    "delivered",
+    "read",
+];
+/// A bucket computed directly: its start, its counts and [p50, p90, p99]
+/// of time to read and of time to deliver.
+type Expected = (DateTime<Utc>, [i64; 6], [Option<[f64; 3]>; 2]);
 /// The same as the direct query's row.
-type Row = (DateTime<Utc>, i64, i64, i64, i64, Option<Vec<f64>>);
+type Row = (DateTime<Utc>, Vec<i64>, Option<Vec<f64>>, Option<Vec<f64>>);
 
 /// Buckets as the stored rows say, computed directly.
 async fn direct(app: &TestApp, channel: &str, unit: &str) -> Vec<Expected> {
     let rows: Vec<Row> = sqlx::query_as(
-        "select date_trunc($2, first_seen_at, 'UTC'), count(*),
-                count(*) filter (where status = 'failed'),
-                count(*) filter (where status = 'delivered'),
-                count(*) filter (where status = 'read'),
+        "select date_trunc($2, first_seen_at, 'UTC'),
+                array[count(*),
+                      count(*) filter (where status = 'sent'),
+                      count(*) filter (where status = 'unreported'),
+                      count(*) filter (where status = 'failed'),
+                      count(*) filter (where status = 'delivered'),
+                      count(*) filter (where status = 'read')],
                 percentile_disc(array[0.5, 0.9, 0.99]) within group
                     (order by extract(epoch from updated_at - first_seen_at)::float8)
-                    filter (where status = 'read')
-         from messages where channel_id = $1 group by 1 order by 1",
+                    filter (where status = 'read'),
+                percentile_disc(array[0.5, 0.9, 0.99]) within group
+                    (order by extract(epoch from (
+                        select min(h.first_received_at) from message_history h
+                        where h.channel_id = m.channel_id and h.message_id = m.message_id
+                          and h.status in ('delivered', 'read')) - first_seen_at)::float8)
+                    filter (where status >= 'delivered')
+         from messages m where channel_id = $1 group by 1 order by 1",
     )
     .bind(channel)
     .bind(unit)
@@ -63,7 +118,11 @@ async fn direct(app: &TestApp, channel: &str, unit: &str) -> Vec<Expected> {
     .await
     .unwrap();
     rows.into_iter()
-        .map(|(start, n, f, d, r, p)| (start, [n, f, d, r], p.map(|p| [p[0], p[1], p[2]])))
+        .map(|(start, c, read, deliver)| {
+            let counts = [c[0], c[1], c[2], c[3], c[4], c[5]];
+            let three = |p: Option<Vec<f64>>| p.map(|p| [p[0], p[1], p[2]]);
+            (start, counts, [three(read), three(deliver)])
+        })
         .collect()
 }
 
@@ -117,7 +176,7 @@ async fn compare_within(
     let buckets = answer["buckets"].as_array().unwrap();
     let with_messages: Vec<&Value> = buckets.iter().filter(|b| b["messages"] != 0).collect();
     prop_assert_eq!(with_messages.len(), expected.len(), "{}: {}", unit, answer);
-    let mut total = [0i64; 4];
+    let mut total = [0i64; 6];
     for (b, (start, counts, percentiles)) in with_messages.iter().zip(&expected) {
         prop_assert_eq!(
             b["start"]
@@ -127,41 +186,53 @@ async fn compare_within(
                 .unwrap(),
             *start
         );
-        let got = ["messages", "failed", "delivered", "read"].map(|k| b[k].as_i64().unwrap());
+        let got = COUNTS.map(|k| b[k].as_i64().unwrap());
         prop_assert_eq!(got, *counts, "{} bucket {}", unit, start);
         for (t, c) in total.iter_mut().zip(counts) {
             *t += c;
         }
-        let rates = ["delivered_rate", "read_rate", "failed_rate"].map(|k| b[k].as_f64().unwrap());
+        let rates = [
+            "delivered_rate",
+            "read_rate",
+            "failed_rate",
+            "unreported_rate",
+        ]
+        .map(|k| b[k].as_f64().unwrap());
         let n = counts[0] as f64;
         let want = [
-            (counts[2] + counts[3]) as f64 / n,
+            (counts[4] + counts[5]) as f64 / n,
+            counts[5] as f64 / n,
             counts[3] as f64 / n,
-            counts[1] as f64 / n,
+            counts[2] as f64 / n,
         ];
         prop_assert!(
             rates.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-9),
             "{:?}",
             rates
         );
-        match percentiles {
-            None => prop_assert!(b["time_to_read_seconds"].is_null()),
-            Some(p) => {
-                let t = &b["time_to_read_seconds"];
-                let got = ["p50", "p90", "p99"].map(|k| t[k].as_f64().unwrap());
-                prop_assert!(
-                    got.iter().zip(p).all(|(g, e)| near(*g, *e)),
-                    "{} bucket {}: {:?} for exact {:?}",
-                    unit,
-                    start,
-                    got,
-                    p
-                );
+        for (key, percentiles) in ["time_to_read_seconds", "time_to_deliver_seconds"]
+            .into_iter()
+            .zip(percentiles)
+        {
+            match percentiles {
+                None => prop_assert!(b[key].is_null(), "{}", key),
+                Some(p) => {
+                    let t = &b[key];
+                    let got = ["p50", "p90", "p99"].map(|k| t[k].as_f64().unwrap());
+                    prop_assert!(
+                        got.iter().zip(p).all(|(g, e)| near(*g, *e)),
+                        "{} {} bucket {}: {:?} for exact {:?}",
+                        key,
+                        unit,
+                        start,
+                        got,
+                        p
+                    );
+                }
             }
         }
     }
-    let got =
-        ["messages", "failed", "delivered", "read"].map(|k| answer["total"][k].as_i64().unwrap());
+    let got = COUNTS.map(|k| answer["total"][k].as_i64().unwrap());
     prop_assert_eq!(got, total);
     Ok(())
 }

@@ -545,3 +545,47 @@ async fn a_channel_s_own_unreported_after_is_used() {
     .await;
     assert_eq!(app.status("slow", "m1").await.as_deref(), Some("sent"));
 }
+
+/// A registration the database cannot commit in time gets 503 with
+/// Retry-After, never 200, and nothing of it is kept; sent again, it is
+/// registered.
+#[tokio::test]
+async fn a_registration_the_database_cannot_commit_gets_503() {
+    let app = spawn_app_with(|c| c.database.statement_timeout = Duration::from_millis(300)).await;
+    app.add_channel(CH, PASSWORD).await;
+    let register = app.create_register_token("sender", &[CH]).await;
+    let first = json!({"messages": [message("m1")]});
+    assert_eq!(app.register(CH, &register, &first).await.status(), 200);
+    // Hold the statistics' rows, which every registration of this hour adds to.
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("lock table stats_counts in exclusive mode")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let body = json!({"messages": [message("m2"), message("m3")]});
+    let response = app.register(CH, &register, &body).await;
+    assert_eq!(response.headers().get("retry-after").unwrap(), "1");
+    assert_error(response, 503, "unavailable").await;
+    blocker.rollback().await.unwrap();
+    assert_eq!(app.status(CH, "m2").await, None);
+    assert_eq!(app.count("message_changes").await, 1);
+    let again = json_of(app.register(CH, &register, &body).await).await;
+    assert_eq!(again["registered"], 2);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_gets_503_for_a_registration() {
+    let db = crate::helpers::migrated_database().await;
+    let app = crate::helpers::spawn_app_on(db, |c| {
+        c.database.url =
+            koostatus::config::DatabaseUrl::parse("postgres://postgres@127.0.0.1:9/none").unwrap();
+        c.database.acquire_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let register = app.create_register_token("sender", &[CH]).await;
+    let response = app
+        .register(CH, &register, &json!({"messages": [message("m1")]}))
+        .await;
+    assert!(response.headers().contains_key("retry-after"));
+    assert_error(response, 503, "unavailable").await;
+}

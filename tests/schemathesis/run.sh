@@ -37,10 +37,11 @@ for _ in $(seq 1 200); do
 done
 curl -sf "$base/readyz" >/dev/null || { cat "$log"; exit 1; }
 
-# Test data: a channel with messages, and a token that reads it.
+# Test data: a channel with messages, and a token that reads it and may
+# register messages (so that registration is exercised too).
 password="schemathesis-webhook-password"
 echo "$password" | "$bin" --database-url "$url" channel add ch --password-stdin >/dev/null
-token=$("$bin" --database-url "$url" token create --name schemathesis 2>/dev/null)
+token=$("$bin" --database-url "$url" token create --name schemathesis --register 2>/dev/null)
 for m in m1 m2 m3 lookup; do
     curl -sf -o /dev/null -X POST "$base/social/on/whatsapp/koomessage/report/ch" \
         -H "authorization: $password" -H 'content-type: application/json' \
