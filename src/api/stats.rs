@@ -33,6 +33,9 @@ pub struct StatsParams {
     /// `hour` or `day` (UTC), default `day`.
     #[param(value_type = Option<String>, pattern = "^(hour|day)$")]
     bucket: Option<String>,
+    /// Only messages registered with this tag (1 to 64 characters).
+    #[param(min_length = 1, max_length = 64)]
+    tag: Option<String>,
 }
 
 /// Percentiles of a time from a message's `first_seen_at` (time to read:
@@ -120,7 +123,18 @@ pub async fn stats(
     params: web::Query<StatsParams>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (bucket, from, to) = parse(params.into_inner(), Utc::now())?;
+    let params = params.into_inner();
+    let tag = params.tag.clone();
+    if tag
+        .as_ref()
+        .is_some_and(|t| t.is_empty() || t.chars().count() > 64 || t.contains('\0'))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_tag",
+            "`tag` must be 1 to 64 characters without NUL.",
+        ));
+    }
+    let (bucket, from, to) = parse(params, Utc::now())?;
     let starts = bucket.starts(from, to);
     let (first, end) = (
         starts[0],
@@ -128,7 +142,7 @@ pub async fn stats(
     );
     let (counts, read, deliver) = state
         .db
-        .stats(channel.to_string(), bucket, first, end)
+        .stats(channel.to_string(), tag, bucket, first, end)
         .await?;
     Ok(HttpResponse::Ok().json(assemble(&starts, counts, read, deliver)))
 }

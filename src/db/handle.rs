@@ -141,14 +141,18 @@ impl Db {
     pub async fn stats(
         &self,
         channel: String,
+        tag: Option<String>,
         bucket: Bucket,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> sqlx::Result<StatsRows> {
         self.run_read(move |pool| async move {
-            let counts = stats::counts(&pool, &channel, bucket, from, to).await?;
-            let read = stats::times(&pool, Times::Read, &channel, bucket, from, to).await?;
-            let deliver = stats::times(&pool, Times::Deliver, &channel, bucket, from, to).await?;
+            // '': the whole channel's aggregates.
+            let tag = tag.as_deref().unwrap_or("");
+            let counts = stats::counts(&pool, &channel, tag, bucket, from, to).await?;
+            let read = stats::times(&pool, Times::Read, &channel, tag, bucket, from, to).await?;
+            let deliver =
+                stats::times(&pool, Times::Deliver, &channel, tag, bucket, from, to).await?;
             Ok((counts, read, deliver))
         })
         .await

@@ -72,7 +72,7 @@ pub async fn register(
                     previous_status = m.status
                 where m.sender = excluded.sender and m.user_number = excluded.user_number
                   and m.sent_at is null
-            returning m.message_id, m.user_number, m.first_seen_at, m.changed_xid,
+            returning m.message_id, m.user_number, m.changed_xid,
                       -- Null only for a row this statement inserted (V6).
                       m.previous_status is null as inserted
         ),
@@ -91,19 +91,6 @@ pub async fn register(
             from message
             where inserted
             order by message_id
-        ),
-        counts as (
-            insert into stats_counts as s
-                (channel_id, hour, shard, messages, reached_unreported, reached_failed,
-                 reached_delivered, reached_read)
-            select $1, date_trunc('hour', first_seen_at, 'UTC'), pg_backend_pid() % 64,
-                   count(*), 0, 0, 0, 0
-            from message
-            where inserted
-            group by 2
-            order by 2
-            on conflict (channel_id, hour, shard) do update
-                set messages = s.messages + excluded.messages
         )
         select message_id as "message_id!", inserted as "inserted!" from message
         "#,
@@ -117,11 +104,36 @@ pub async fn register(
     )
     .fetch_all(&mut *tx)
     .await?;
+    // The statistics: a new message counts under the channel ('') and its
+    // tags; one known from reports that gains tags now counts, as it
+    // stands, under those tags too. Read back from the rows just written,
+    // whose locks this transaction holds.
+    let (written_ids, inserted): (Vec<&str>, Vec<bool>) = written
+        .iter()
+        .map(|w| (w.message_id.as_str(), w.inserted))
+        .unzip();
+    sqlx::query!(
+        r#"
+        select koostatus_stats_add(
+            array_agg(c.channel_id), array_agg(c.tag), array_agg(c.seen), array_agg(c.messages),
+            array_agg(c.reached_unreported), array_agg(c.reached_failed),
+            array_agg(c.reached_delivered), array_agg(c.reached_read),
+            array_agg(c.read_seconds), array_agg(c.read_n),
+            array_agg(c.deliver_seconds), array_agg(c.deliver_n))
+        from unnest($2::text[], $3::bool[]) as w(message_id, inserted)
+        join messages m on m.channel_id = $1 and m.message_id = w.message_id
+        cross join lateral koostatus_stats_contribution(m, 1, w.inserted) c
+        "#,
+        channel_id,
+        &written_ids as &[&str],
+        &inserted,
+    )
+    .execute(&mut *tx)
+    .await?;
     // The rest were known before: with the same sender and user number
     // (already known) or not (a conflict). A new statement sees rows that
     // concurrent transactions committed while this one waited for them.
-    let written_ids: std::collections::HashSet<&str> =
-        written.iter().map(|w| w.message_id.as_str()).collect();
+    let written_ids: std::collections::HashSet<&str> = written_ids.into_iter().collect();
     let rest: Vec<&str> = ids
         .iter()
         .copied()

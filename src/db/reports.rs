@@ -104,7 +104,7 @@ pub async fn record_reports(
                     delivered_at = coalesce(m.delivered_at, excluded.delivered_at)
                 where m.sender = excluded.sender and m.user_number = excluded.user_number
             returning m.channel_id, m.message_id, m.user_number, m.status, m.changed_xid,
-                      m.first_seen_at, m.updated_at, m.previous_status, m.delivered_at
+                      m.first_seen_at, m.updated_at, m.previous_status, m.delivered_at, m.tags
         ),
         history as (
             insert into message_history as h
@@ -134,12 +134,13 @@ pub async fn record_reports(
             where h.first_of_status and h.advanced
             order by h.channel_id, h.message_id
         ),
-        -- The statistics (V6): what each message that is new or changed
-        -- status adds to its hour's counters. The same sums as
-        -- koostatus_stats_add, written out because this statement is
-        -- prepared once and runs for every batch.
+        -- The statistics (V6, V10): what each message that is new or
+        -- changed status adds to its hour's counters, under the channel
+        -- ('') and each of its tags. The same sums as koostatus_stats_add,
+        -- written out because this statement is prepared once and runs for
+        -- every batch.
         delta as (
-            select channel_id, first_seen_at,
+            select channel_id, t.tag, first_seen_at,
                    (previous_status is null)::int as messages,
                    (status >= 'unreported')::int
                        - coalesce((previous_status >= 'unreported')::int, 0)
@@ -153,19 +154,20 @@ pub async fn record_reports(
                    extract(epoch from updated_at - first_seen_at)::float8 as read_seconds,
                    extract(epoch from delivered_at - first_seen_at)::float8 as deliver_seconds
             from message
+            cross join lateral unnest(array[''] || tags) as t(tag)
             where previous_status is distinct from status
         ),
         counts as (
             insert into stats_counts as s
-                (channel_id, hour, shard, messages, reached_unreported, reached_failed,
+                (channel_id, tag, hour, shard, messages, reached_unreported, reached_failed,
                  reached_delivered, reached_read)
-            select channel_id, date_trunc('hour', first_seen_at, 'UTC'), pg_backend_pid() % 64,
-                   sum(messages), sum(reached_unreported), sum(reached_failed),
-                   sum(reached_delivered), sum(reached_read)
+            select channel_id, tag, date_trunc('hour', first_seen_at, 'UTC'),
+                   pg_backend_pid() % 64, sum(messages), sum(reached_unreported),
+                   sum(reached_failed), sum(reached_delivered), sum(reached_read)
             from delta
-            group by 1, 2
-            order by 1, 2
-            on conflict (channel_id, hour, shard) do update
+            group by 1, 2, 3
+            order by 1, 2, 3
+            on conflict (channel_id, tag, hour, shard) do update
                 set messages = s.messages + excluded.messages,
                     reached_unreported = s.reached_unreported + excluded.reached_unreported,
                     reached_failed = s.reached_failed + excluded.reached_failed,
@@ -173,8 +175,8 @@ pub async fn record_reports(
                     reached_read = s.reached_read + excluded.reached_read
         ),
         read_times as (
-            insert into stats_read_times as r (channel_id, hours, start, bin, shard, n)
-            select d.channel_id, h.hours,
+            insert into stats_read_times as r (channel_id, tag, hours, start, bin, shard, n)
+            select d.channel_id, d.tag, h.hours,
                    date_trunc(case h.hours when 1 then 'hour' else 'day' end,
                               d.first_seen_at, 'UTC'),
                    koostatus_read_bin(greatest(d.read_seconds, 0)), pg_backend_pid() % 64,
@@ -182,14 +184,14 @@ pub async fn record_reports(
             from delta d
             cross join (values (1::smallint), (24::smallint)) as h(hours)
             where d.reached_read = 1
-            group by 1, 2, 3, 4
-            order by 1, 2, 3, 4
-            on conflict (channel_id, hours, start, bin, shard) do update
+            group by 1, 2, 3, 4, 5
+            order by 1, 2, 3, 4, 5
+            on conflict (channel_id, tag, hours, start, bin, shard) do update
                 set n = r.n + excluded.n
         ),
         deliver_times as (
-            insert into stats_deliver_times as r (channel_id, hours, start, bin, shard, n)
-            select d.channel_id, h.hours,
+            insert into stats_deliver_times as r (channel_id, tag, hours, start, bin, shard, n)
+            select d.channel_id, d.tag, h.hours,
                    date_trunc(case h.hours when 1 then 'hour' else 'day' end,
                               d.first_seen_at, 'UTC'),
                    koostatus_read_bin(greatest(d.deliver_seconds, 0)), pg_backend_pid() % 64,
@@ -197,9 +199,9 @@ pub async fn record_reports(
             from delta d
             cross join (values (1::smallint), (24::smallint)) as h(hours)
             where d.reached_delivered = 1
-            group by 1, 2, 3, 4
-            order by 1, 2, 3, 4
-            on conflict (channel_id, hours, start, bin, shard) do update
+            group by 1, 2, 3, 4, 5
+            order by 1, 2, 3, 4, 5
+            on conflict (channel_id, tag, hours, start, bin, shard) do update
                 set n = r.n + excluded.n
         )
         select channel_id as "channel_id!", message_id as "message_id!",

@@ -7,10 +7,12 @@ use sqlx::{PgExecutor, PgPool};
 use crate::domain::stats::{Bucket, Counts, ReadTimes};
 
 /// The counts of each bucket of `[from, to)` that has messages, by bucket
-/// start. `from` and `to` are bucket starts.
+/// start. `from` and `to` are bucket starts. `tag`: '' for the whole
+/// channel.
 pub async fn counts(
     db: impl PgExecutor<'_>,
     channel_id: &str,
+    tag: &str,
     bucket: Bucket,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -23,13 +25,14 @@ pub async fn counts(
                   sum(reached_delivered)::bigint as "reached_delivered!",
                   sum(reached_read)::bigint as "reached_read!"
            from stats_counts
-           where channel_id = $1 and hour >= $3 and hour < $4
+           where channel_id = $1 and tag = $5 and hour >= $3 and hour < $4
            group by 1
            order by 1"#,
         channel_id,
         bucket.name(),
         from,
-        to
+        to,
+        tag
     )
     .fetch_all(db)
     .await?;
@@ -62,6 +65,7 @@ pub async fn times(
     db: impl PgExecutor<'_>,
     times: Times,
     channel_id: &str,
+    tag: &str,
     bucket: Bucket,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -76,14 +80,16 @@ pub async fn times(
                    from "#
                     + $table
                     + r#"
-                   where channel_id = $1 and hours = $2 and start >= $3 and start < $4
+                   where channel_id = $1 and tag = $5 and hours = $2
+                     and start >= $3 and start < $4
                    group by start, bin
                    having sum(n) > 0
                    order by start, bin"#,
                 channel_id,
                 bucket.hours(),
                 from,
-                to
+                to,
+                tag
             )
             .fetch_all(db)
             .await?

@@ -59,7 +59,7 @@ pub async fn sweep(
                 previous_status = m.status
             from due
             where m.channel_id = $1 and m.message_id = due.message_id and m.status = 'sent'
-            returning m.message_id, m.user_number, m.first_seen_at, m.changed_xid
+            returning m.message_id, m.user_number, m.first_seen_at, m.changed_xid, m.tags
         ),
         history as (
             insert into message_history
@@ -77,15 +77,17 @@ pub async fn sweep(
             order by message_id
         ),
         counts as (
+            -- Under the channel ('') and each of the message's tags.
             insert into stats_counts as s
-                (channel_id, hour, shard, messages, reached_unreported, reached_failed,
+                (channel_id, tag, hour, shard, messages, reached_unreported, reached_failed,
                  reached_delivered, reached_read)
-            select $1, date_trunc('hour', first_seen_at, 'UTC'), pg_backend_pid() % 64,
+            select $1, t.tag, date_trunc('hour', first_seen_at, 'UTC'), pg_backend_pid() % 64,
                    0, count(*), 0, 0, 0
             from message
-            group by 2
-            order by 2
-            on conflict (channel_id, hour, shard) do update
+            cross join lateral unnest(array[''] || tags) as t(tag)
+            group by 2, 3
+            order by 2, 3
+            on conflict (channel_id, tag, hour, shard) do update
                 set reached_unreported = s.reached_unreported + excluded.reached_unreported
         )
         select count(*) as "changed!" from message

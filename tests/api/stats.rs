@@ -53,7 +53,12 @@ async fn record(app: &TestApp, channel: &str, (m, status, minutes): Step) {
                 sender: body["sender"].as_str().unwrap().into(),
                 user_number: body["user_number"].as_str().unwrap().into(),
                 sent_at: at - TimeDelta::minutes(1),
-                tags: vec![],
+                // Every other message tagged: `?tag=` is compared too.
+                tags: match m % 4 {
+                    0 => vec!["a".into()],
+                    1 => vec!["a".into(), "b".into()],
+                    _ => vec![],
+                },
             };
             let mut conn = app.pool.acquire().await.unwrap();
             register(&mut conn, channel, &[registration], at)
@@ -91,8 +96,9 @@ type Expected = (DateTime<Utc>, [i64; 6], [Option<[f64; 3]>; 2]);
 /// The same as the direct query's row.
 type Row = (DateTime<Utc>, Vec<i64>, Option<Vec<f64>>, Option<Vec<f64>>);
 
-/// Buckets as the stored rows say, computed directly.
-async fn direct(app: &TestApp, channel: &str, unit: &str) -> Vec<Expected> {
+/// Buckets as the stored rows say, computed directly; with a tag, of the
+/// messages registered with it.
+async fn direct(app: &TestApp, channel: &str, unit: &str, tag: Option<&str>) -> Vec<Expected> {
     let rows: Vec<Row> = sqlx::query_as(
         "select date_trunc($2, first_seen_at, 'UTC'),
                 array[count(*),
@@ -110,10 +116,12 @@ async fn direct(app: &TestApp, channel: &str, unit: &str) -> Vec<Expected> {
                         where h.channel_id = m.channel_id and h.message_id = m.message_id
                           and h.status in ('delivered', 'read')) - first_seen_at)::float8)
                     filter (where status >= 'delivered')
-         from messages m where channel_id = $1 group by 1 order by 1",
+         from messages m where channel_id = $1 and ($3::text is null or $3 = any(tags))
+         group by 1 order by 1",
     )
     .bind(channel)
     .bind(unit)
+    .bind(tag)
     .fetch_all(&app.pool)
     .await
     .unwrap();
@@ -139,22 +147,26 @@ fn near(estimate: f64, exact: f64) -> bool {
 }
 
 /// Compares one answer with the direct computation, bucket by bucket and
-/// in total.
+/// in total: the channel's, and those of tags `a` and `b`.
 async fn compare(
     app: &TestApp,
     token: &str,
     channel: &str,
     unit: &str,
 ) -> Result<(), TestCaseError> {
-    compare_within(
-        app,
-        token,
-        channel,
-        unit,
-        "2026-11-23T20:00:00Z",
-        "2026-11-25T02:00:00Z",
-    )
-    .await
+    for tag in [None, Some("a"), Some("b")] {
+        compare_tag(
+            app,
+            token,
+            channel,
+            unit,
+            "2026-11-23T20:00:00Z",
+            "2026-11-25T02:00:00Z",
+            tag,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn compare_within(
@@ -165,14 +177,27 @@ async fn compare_within(
     from: &str,
     to: &str,
 ) -> Result<(), TestCaseError> {
+    compare_tag(app, token, channel, unit, from, to, None).await
+}
+
+async fn compare_tag(
+    app: &TestApp,
+    token: &str,
+    channel: &str,
+    unit: &str,
+    from: &str,
+    to: &str,
+    tag: Option<&str>,
+) -> Result<(), TestCaseError> {
+    let tag_query = tag.map(|t| format!("&tag={t}")).unwrap_or_default();
     let answer = stats(
         app,
         token,
         channel,
-        &format!("from={from}&to={to}&bucket={unit}"),
+        &format!("from={from}&to={to}&bucket={unit}{tag_query}"),
     )
     .await;
-    let expected = direct(app, channel, unit).await;
+    let expected = direct(app, channel, unit, tag).await;
     let buckets = answer["buckets"].as_array().unwrap();
     let with_messages: Vec<&Value> = buckets.iter().filter(|b| b["messages"] != 0).collect();
     prop_assert_eq!(with_messages.len(), expected.len(), "{}: {}", unit, answer);

@@ -589,3 +589,129 @@ async fn an_unreachable_database_gets_503_for_a_registration() {
     assert!(response.headers().contains_key("retry-after"));
     assert_error(response, 503, "unavailable").await;
 }
+
+/// Data stored under the schema before §13 keeps its meaning: every
+/// message, history entry and feed row as it was, the statistics the same
+/// (every old message has reached `failed`), times to deliver from the
+/// history.
+#[tokio::test]
+async fn data_stored_before_the_migration_keeps_its_meaning() {
+    let db = crate::helpers::empty_database().await;
+    let pool = db.pool().await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let apply = |version: u32| {
+        let pool = pool.clone();
+        let dir = dir.clone();
+        async move {
+            let file = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_str()
+                        .unwrap()
+                        .starts_with(&format!("V{version}__"))
+                })
+                .unwrap();
+            let sql = std::fs::read_to_string(file).unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    for version in 1..=8 {
+        apply(version).await;
+    }
+    // Three messages as the old service wrote them: one failed, one
+    // delivered then read, one delivered.
+    sqlx::raw_sql(
+        "insert into channels (id, password_hash) values ('ch', 'x');
+         insert into messages (channel_id, message_id, sender, user_number, status,
+                               first_seen_at, updated_at, changed_xid)
+         values ('ch', 'f', 's', 'u', 'failed', '2026-11-01T10:00:00Z', '2026-11-01T10:00:00Z', '1'),
+                ('ch', 'r', 's', 'u', 'read', '2026-11-01T10:00:00Z', '2026-11-01T10:05:00Z', '1'),
+                ('ch', 'd', 's', 'u', 'delivered', '2026-11-01T11:00:00Z', '2026-11-01T11:00:00Z', '1');
+         insert into message_history (channel_id, message_id, status, first_received_at,
+                                      last_received_at, receipt_count, advanced)
+         values ('ch', 'f', 'failed', '2026-11-01T10:00:00Z', '2026-11-01T10:00:00Z', 1, true),
+                ('ch', 'r', 'delivered', '2026-11-01T10:00:00Z', '2026-11-01T10:00:00Z', 2, true),
+                ('ch', 'r', 'read', '2026-11-01T10:05:00Z', '2026-11-01T10:05:00Z', 1, true),
+                ('ch', 'd', 'delivered', '2026-11-01T11:00:00Z', '2026-11-01T11:00:00Z', 1, true);
+         insert into message_changes (channel_id, message_id, user_number, status, changed_at)
+         values ('ch', 'r', 'u', 'read', '2026-11-01T10:05:00Z');
+         select koostatus_stats_rebuild();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let snapshot = |with_stats: bool| {
+        let pool = pool.clone();
+        async move {
+            let rows: Vec<(String,)> = sqlx::query_as(
+                "select concat_ws('|', m.message_id, m.status, m.first_seen_at, m.updated_at,
+                        (select string_agg(concat_ws(',', h.status, h.receipt_count, h.advanced,
+                                                     h.first_received_at), ';' order by h.status::text)
+                         from message_history h where h.message_id = m.message_id))
+                 from messages m order by m.message_id",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            let feed: Vec<(String,)> = sqlx::query_as(
+                "select concat_ws('|', message_id, status, changed_at) from message_changes",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            let stats: Option<(i64, i64, i64)> = if with_stats {
+                sqlx::query_as(
+                    "select sum(messages)::int8, sum(reached_delivered)::int8, sum(reached_read)::int8
+                     from stats_counts",
+                )
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+            } else {
+                None
+            };
+            (rows, feed, stats)
+        }
+    };
+    let before = snapshot(true).await;
+    apply(9).await;
+    apply(10).await;
+    let after = snapshot(true).await;
+    assert_eq!(after, before);
+    assert_eq!(before.2, Some((3, 2, 1)));
+    let (unreported, failed): (i64, i64) = sqlx::query_as(
+        "select sum(reached_unreported)::int8, sum(reached_failed)::int8 from stats_counts where tag = ''",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((unreported, failed), (3, 3));
+    let delivered_at: Vec<(String, Option<chrono::DateTime<chrono::Utc>>)> =
+        sqlx::query_as("select message_id, delivered_at from messages order by 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let t = |s: &str| Some(s.parse::<chrono::DateTime<chrono::Utc>>().unwrap());
+    assert_eq!(
+        delivered_at,
+        vec![
+            ("d".into(), t("2026-11-01T11:00:00Z")),
+            ("f".into(), None),
+            ("r".into(), t("2026-11-01T10:00:00Z")),
+        ]
+    );
+    let delivered_times: i64 =
+        sqlx::query_scalar("select sum(n)::int8 from stats_deliver_times where hours = 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(delivered_times, 2);
+}
