@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::helpers::receiver::{CLI_ENV, KEY, Receiver};
 use crate::helpers::{
-    PASSWORD, TestApp, assert_error, report, spawn_app, spawn_app_with, spawn_instance, wait_until,
+    PASSWORD, TestApp, assert_error, report, run_cli_with, spawn_app, spawn_app_with,
+    spawn_instance, wait_until,
 };
+use crate::sse::Sse;
 
 const CH: &str = "ch";
 const SENDER: &str = "86173xxxx4526";
@@ -361,7 +364,8 @@ async fn statistics_count_sent_and_unreported() {
 /// The scenario: 10,000 registered, 9,900 of them reported in
 /// random order (some before their registration), two instances,
 /// `unreported_after = 3s`: exactly the 100 others end `unreported`, each
-/// once in the feed; a late report moves one on to `delivered`. A reported
+/// once in the feed, once on an `/events` stream and once at a forwarding
+/// receiver; a late report moves one on to `delivered`. A reported
 /// message whose report came more than 3 s after its registration (a slow
 /// debug build) is swept first and moved on by its report: correct, and
 /// allowed here, but at most once.
@@ -370,12 +374,43 @@ async fn exactly_the_messages_without_a_report_become_unreported_once_across_two
     let fast = |c: &mut koostatus::config::Config| {
         c.reports.unreported_after = Duration::from_secs(3);
         c.reports.sweep_interval = Duration::from_millis(250);
+        c.forward.secret_key = Some(KEY.into());
+        c.forward.allow_private_targets = true;
     };
     let app = spawn_app_with(fast).await;
     app.add_channel(CH, PASSWORD).await;
     let second = spawn_instance(&app, fast).await;
     let register = app.create_register_token("sender", &[CH]).await;
     let read = app.create_token("desk", &[CH]).await;
+    let receiver = Receiver::start([]).await;
+    let out = run_cli_with(
+        &app.db.url(),
+        &[
+            "forward",
+            "add",
+            "crm",
+            "--channel",
+            CH,
+            "--url",
+            &receiver.url,
+        ],
+        "",
+        CLI_ENV,
+    );
+    assert!(out.status.success(), "{out:?}");
+    // A desktop following the channel's unreported changes as they come.
+    let mut stream = Sse::open(&app.address, CH, &read, None).await;
+    let streamed = tokio::spawn(async move {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        while let Some((_, change)) = stream.next(Duration::from_secs(5)).await {
+            if change["status"] == "unreported" {
+                *seen
+                    .entry(change["message_id"].as_str().unwrap().into())
+                    .or_default() += 1;
+            }
+        }
+        seen
+    });
 
     let ids: Vec<String> = (0..10_000).map(|i| format!("{i:033x}")).collect();
     // A fixed shuffle: reports for every id but each hundredth.
@@ -500,6 +535,29 @@ async fn exactly_the_messages_without_a_report_become_unreported_once_across_two
         expected.iter().all(|id| seen.contains_key(id)),
         "the 100 in the feed"
     );
+
+    // The same changes, once each, on the stream and at the receiver (it
+    // answers 200 at once, so nothing is delivered twice).
+    let feed_total = app.count("message_changes").await as usize;
+    wait_until(
+        "the receiver has the feed",
+        Duration::from_secs(60),
+        || async { receiver.accepted_positions().len() >= feed_total },
+    )
+    .await;
+    let mut forwarded: HashMap<String, usize> = HashMap::new();
+    for request in receiver.requests() {
+        for change in request.json()["changes"].as_array().unwrap() {
+            if change["status"] == "unreported" {
+                *forwarded
+                    .entry(change["message_id"].as_str().unwrap().into())
+                    .or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(forwarded, seen, "forwarded as in the feed");
+    let streamed = streamed.await.unwrap();
+    assert_eq!(streamed, seen, "streamed as in the feed");
 
     // A report that comes later still moves it on.
     let late = &expected[0];
