@@ -70,13 +70,44 @@ function signOut() {
   $('sign-in').hidden = false;
   $('live').replaceChildren();
   $('results').replaceChildren();
+  $('unreported').replaceChildren();
   $('token').focus();
 }
 
 function showChannel() {
   loadStats();
+  loadUnreported();
   follow();
   $('results').replaceChildren();
+}
+
+// `&tag=...` when the tag field holds one.
+function tagQuery() {
+  const tag = $('tag').value.trim();
+  return tag ? `&tag=${encodeURIComponent(tag)}` : '';
+}
+
+// The unreported messages of the channel (and tag), newest first, a page at
+// a time; `more` appends the next page.
+let unreportedCursor = null;
+async function loadUnreported(more = false) {
+  const channel = encodeURIComponent($('channel').value);
+  const cursor = more && unreportedCursor ? `&cursor=${encodeURIComponent(unreportedCursor)}` : '';
+  try {
+    const page = await api(`/channels/${channel}/messages?status=unreported&limit=20${tagQuery()}${cursor}`);
+    const items = page.messages.map((m) => el('li', {},
+      el('button', { type: 'button', class: 'link', 'data-message': m.message_id }, m.message_id), ' ',
+      `to ${m.user_number}, sent ${new Date(m.sent_at ?? m.first_seen_at).toLocaleString()}`,
+      m.tags.length ? ` (${m.tags.join(', ')})` : ''));
+    if (more) $('unreported').append(...items);
+    else $('unreported').replaceChildren(...items);
+    if (!more && items.length === 0) $('unreported').replaceChildren(el('li', { class: 'hint' }, 'None.'));
+    unreportedCursor = page.next_cursor;
+    $('unreported-more').hidden = !page.next_cursor;
+  } catch (e) {
+    $('unreported').replaceChildren(el('li', { class: 'error' }, e.message));
+    $('unreported-more').hidden = true;
+  }
 }
 
 const RANGES = {
@@ -100,7 +131,7 @@ async function loadStats() {
   const from = new Date(to.getTime() - days * 86400000);
   try {
     const stats = await api(`/channels/${encodeURIComponent(channel)}/stats?bucket=${bucket}`
-      + `&from=${from.toISOString()}&to=${to.toISOString()}`);
+      + `&from=${from.toISOString()}&to=${to.toISOString()}${tagQuery()}`);
     drawTotals(stats.total);
     drawChart(stats.buckets, bucket);
   } catch (e) {
@@ -111,11 +142,15 @@ async function loadStats() {
 
 function drawTotals(t) {
   const ttr = t.time_to_read_seconds;
+  const ttd = t.time_to_deliver_seconds;
   const cells = [
     ['Messages', String(t.messages)],
     ['Delivered', percent(t.delivered_rate)],
     ['Read', percent(t.read_rate)],
     ['Failed', percent(t.failed_rate)],
+    ['Unreported', `${t.unreported} (${percent(t.unreported_rate)})`],
+    ['Sent, waiting', String(t.sent)],
+    ['Time to deliver, median', ttd ? duration(ttd.p50) : '–'],
     ['Time to read, median', ttr ? duration(ttr.p50) : '–'],
     ['Time to read, p90', ttr ? duration(ttr.p90) : '–'],
   ];
@@ -127,7 +162,8 @@ function drawTotals(t) {
 function drawChart(buckets, unit) {
   const width = 960, height = 260, left = 44, right = 44, top = 12, bottom = 28;
   const plotW = width - left - right, plotH = height - top - bottom;
-  const max = Math.max(1, ...buckets.map((b) => b.messages));
+  // Even, so that the middle grid line is a whole number of messages.
+  const max = 2 * Math.ceil(Math.max(1, ...buckets.map((b) => b.messages)) / 2);
   const step = plotW / Math.max(1, buckets.length);
   const chart = svg('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img',
     'aria-label': `Messages per ${unit}, by status, and the read rate` });
@@ -145,7 +181,7 @@ function drawChart(buckets, unit) {
   buckets.forEach((b, i) => {
     const x = left + i * step + step * 0.15, w = Math.max(1, step * 0.7);
     let y = top + plotH;
-    for (const status of ['read', 'delivered', 'failed']) {
+    for (const status of ['read', 'delivered', 'failed', 'unreported', 'sent']) {
       const h = (b[status] / max) * plotH;
       if (h > 0) {
         y -= h;
@@ -234,7 +270,8 @@ function showMessage(m) {
   $('results').replaceChildren(
     el('h3', {}, `Message ${m.message_id}`),
     el('p', {}, `To ${m.user_number} from ${m.sender}; now `, el('span', { class: `status ${m.status}` }, m.status),
-      `; first seen ${new Date(m.first_seen_at).toLocaleString()}.`),
+      m.sent_at ? `; sent ${new Date(m.sent_at).toLocaleString()}` : `; first seen ${new Date(m.first_seen_at).toLocaleString()}`,
+      m.tags.length ? `; tags ${m.tags.join(', ')}.` : '.'),
     el('table', { class: 'history' },
       el('thead', {}, el('tr', {}, el('th', {}, 'Status'), el('th', {}, 'First received'),
         el('th', {}, 'Reports'), el('th', {}, 'Moved it forward'))),
@@ -255,6 +292,15 @@ document.addEventListener('DOMContentLoaded', () => {
   $('sign-out').addEventListener('click', signOut);
   $('channel').addEventListener('change', showChannel);
   $('range').addEventListener('change', loadStats);
+  $('tag').addEventListener('change', () => { loadStats(); loadUnreported(); });
+  // Enter in the tag field applies it; the page never navigates away.
+  $('channel-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    loadStats();
+    loadUnreported();
+  });
+  $('unreported-more').addEventListener('click', () => loadUnreported(true));
+  $('unreported').addEventListener('click', openMessage);
   $('search-form').addEventListener('submit', search);
   $('live').addEventListener('click', openMessage);
   $('results').addEventListener('click', openMessage);
