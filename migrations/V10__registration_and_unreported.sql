@@ -19,7 +19,10 @@ alter table messages
 -- partial index holds just the messages waiting for a report, so its cost
 -- follows what the sweep changes, not the size of the table. Its inserts
 -- land at the right edge of a channel's range (first_seen_at is about now).
-create index messages_unanswered on messages (channel_id, status, first_seen_at)
+-- message_id makes the order total, so that a pass of the sweep continues
+-- after its last batch instead of walking again over the entries that
+-- batch left behind (db/unreported.rs).
+create index messages_unanswered on messages (channel_id, status, first_seen_at, message_id)
     where status in ('sent', 'unreported');
 
 -- 3. Per channel `unreported_after` (`channel add|set --unreported-after`);

@@ -40,7 +40,10 @@ pub async fn sweep_every(pool: PgPool, config: ReportsConfig, shutdown: Cancella
 }
 
 /// One pass over every channel, each until nothing more is due; returns
-/// the messages changed.
+/// the messages changed. Within a channel each batch continues after the
+/// last message the one before looked at, so a pass reads each waiting
+/// message once (rows skipped because a callback held them are taken by the
+/// next pass, if still `sent`).
 pub async fn sweep_once(
     pool: &PgPool,
     unreported_after: Duration,
@@ -49,18 +52,22 @@ pub async fn sweep_once(
     let mut changed = 0;
     for (channel, own) in db::unreported::channel_deadlines(pool).await? {
         let after = TimeDelta::from_std(own.unwrap_or(unreported_after)).unwrap_or(TimeDelta::MAX);
+        let mut last = None;
         loop {
             let now = Utc::now();
             let Some(sent_before) = now.checked_sub_signed(after) else {
                 break;
             };
-            let n = db::unreported::sweep(pool, &channel, sent_before, now, SWEEP_BATCH).await?;
-            changed += n;
-            if n > 0 {
+            let swept =
+                db::unreported::sweep(pool, &channel, sent_before, now, last.as_ref(), SWEEP_BATCH)
+                    .await?;
+            changed += swept.changed;
+            if swept.changed > 0 {
                 metrics::counter!("koostatus_messages_became_unreported_total", "channel" => channel.clone())
-                    .increment(n as u64);
+                    .increment(swept.changed as u64);
             }
-            if n < SWEEP_BATCH || shutdown.is_cancelled() {
+            last = swept.last;
+            if last.is_none() || shutdown.is_cancelled() {
                 break;
             }
         }

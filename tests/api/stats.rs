@@ -66,9 +66,16 @@ async fn record(app: &TestApp, channel: &str, (m, status, minutes): Step) {
                 .unwrap();
         }
         "sweep" => {
-            sweep(&app.pool, channel, at - TimeDelta::minutes(30), at, 1000)
-                .await
-                .unwrap();
+            sweep(
+                &app.pool,
+                channel,
+                at - TimeDelta::minutes(30),
+                at,
+                None,
+                1000,
+            )
+            .await
+            .unwrap();
         }
         _ => {
             let incoming = Incoming {
