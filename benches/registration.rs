@@ -365,9 +365,11 @@ async fn fill_sent(service: &Service, channel: &str, n: i64) -> anyhow::Result<(
         "insert into messages (channel_id, message_id, sender, user_number, status,
                                first_seen_at, updated_at, changed_xid, sent_at)
          select $1, md5($1 || i) || substr(md5((-i)::text), 1, 1), '86173xxxx4526',
-                (8600000000000 + i % 1000000)::text, 'sent', now() - interval '2 days',
-                now() - interval '2 days', pg_current_xact_id(), now() - interval '2 days'
-         from generate_series(1, $2) i",
+                (8600000000000 + i % 1000000)::text, 'sent', t.at, t.at, pg_current_xact_id(), t.at
+         -- Sent one after another, as real traffic is: a message's place in
+         -- the table follows its sending time, which the sweep goes by.
+         from generate_series(1, $2) i
+         cross join lateral (select now() - interval '2 days' + i * interval '1 ms' as at) t",
     )
     .bind(channel)
     .bind(n)

@@ -221,3 +221,161 @@ async fn concurrent_reports_for_one_message_serialise() {
         assert!(first_seen_matches);
     }
 }
+
+/// One step of the sending side, KooMessage or the sweep for one message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Step {
+    Report(Status),
+    /// Registration (`sent`), sent two days ago.
+    Register,
+    /// The sweep: `unreported` if the message is still `sent`.
+    Sweep,
+    /// A word outside the five: kept, moves nothing.
+    Unranked,
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    let step = prop_oneof![
+        prop::sample::select(Status::ALL.to_vec()).prop_map(Step::Report),
+        Just(Step::Register),
+        Just(Step::Sweep),
+        Just(Step::Unranked),
+    ];
+    prop::collection::vec(step, 1..8)
+}
+
+/// The current status the rule gives for `steps` in this order. The sweep
+/// acts on a message still `sent` whose `first_seen_at` is past the
+/// deadline: one that its registration made known (sent two days ago), not
+/// one first known from a report just now (a later registration keeps its
+/// `first_seen_at`).
+fn model_steps(steps: &[Step]) -> Option<Status> {
+    let mut current: Option<Status> = None;
+    let mut registered_first = false;
+    for step in steps {
+        if current.is_none() {
+            registered_first = *step == Step::Register;
+        }
+        current = match step {
+            Step::Report(s) => Some(Status::merge(current, *s).0),
+            Step::Register | Step::Unranked => Some(current.unwrap_or(Status::Sent)),
+            Step::Sweep if current == Some(Status::Sent) && registered_first => {
+                Some(Status::Unreported)
+            }
+            Step::Sweep => current,
+        };
+    }
+    current
+}
+
+/// Registration and the sweep interleaved with reports of all five
+/// statuses and unranked words, alternating between two instances: every
+/// order of the same steps ends in the status the rule gives (the sweep
+/// depends on when it runs: it acts only on a message still `sent`).
+#[test]
+fn registration_and_sweep_interleaved_with_reports_follow_the_rule() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (app, second, token) = runtime.block_on(async {
+        // No sweep of its own: the test runs the sweep's statement itself,
+        // at the step it chose.
+        let quiet = |c: &mut koostatus::config::Config| {
+            c.reports.sweep_interval = std::time::Duration::from_secs(3600)
+        };
+        let app = crate::helpers::spawn_app_with(quiet).await;
+        app.add_channel(CH, PASSWORD).await;
+        let second = crate::helpers::spawn_instance(&app, quiet).await;
+        let token = app.create_register_token("sender", &[CH]).await;
+        (app, second, token)
+    });
+    let strategy = steps().prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle()));
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 32,
+        ..ProptestConfig::default()
+    });
+    let case = std::sync::atomic::AtomicU32::new(0);
+    let result = runner.run(&strategy, |(order, shuffled)| {
+        let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        runtime.block_on(async {
+            for (k, steps) in [&order, &shuffled].into_iter().enumerate() {
+                let id = format!("s{case}-{k}");
+                for (i, step) in steps.iter().enumerate() {
+                    // Alternate the instances.
+                    let base = if i % 2 == 0 {
+                        app.address.clone()
+                    } else {
+                        second.clone()
+                    };
+                    run_step(&app, &base, &token, &id, *step).await;
+                }
+                prop_assert_eq!(
+                    app.status(CH, &id).await,
+                    model_steps(steps).map(|s| name(s).to_owned()),
+                    "{:?}",
+                    steps
+                );
+            }
+            Ok(())
+        })
+    });
+    runtime.block_on(async move { drop(app) });
+    result.unwrap();
+}
+
+async fn run_step(app: &TestApp, base: &str, token: &str, id: &str, step: Step) {
+    let two_days_ago = (chrono::Utc::now() - chrono::TimeDelta::days(2)).to_rfc3339();
+    let body = report(id, "read");
+    match step {
+        Step::Report(s) => {
+            let r = app
+                .client
+                .post(format!("{base}/social/on/whatsapp/koomessage/report/{CH}"))
+                .header("Authorization", PASSWORD)
+                .json(&report(id, name(s)))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        Step::Unranked => {
+            let r = app
+                .client
+                .post(format!("{base}/social/on/whatsapp/koomessage/report/{CH}"))
+                .header("Authorization", PASSWORD)
+                .json(&report(id, "deleted"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        Step::Register => {
+            let r = app
+                .client
+                .post(format!("{base}/api/v1/channels/{CH}/messages"))
+                .bearer_auth(token)
+                .json(&serde_json::json!({"messages": [{
+                    "message_id": id, "sender": body["sender"], "user_number": body["user_number"],
+                    "sent_at": two_days_ago}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        Step::Sweep => {
+            let now = chrono::Utc::now();
+            koostatus::db::unreported::sweep(
+                &app.pool,
+                CH,
+                now - chrono::TimeDelta::days(1),
+                now,
+                None,
+                1000,
+            )
+            .await
+            .unwrap();
+        }
+    }
+}

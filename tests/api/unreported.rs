@@ -773,3 +773,56 @@ async fn data_stored_before_the_migration_keeps_its_meaning() {
             .unwrap();
     assert_eq!(delivered_times, 2);
 }
+
+/// `/metrics` counts a channel's unreported messages and tells how long ago
+/// its last report came.
+#[tokio::test]
+async fn metrics_show_unreported_messages_and_the_age_of_the_last_report() {
+    // A channel name of its own: the recorder is shared by every test of
+    // the process.
+    const OWN: &str = "metrics-unreported";
+    let app = spawn_app_with(|c| {
+        c.reports.unreported_after = Duration::from_secs(1);
+        c.reports.sweep_interval = Duration::from_millis(200);
+    })
+    .await;
+    app.add_channel(OWN, PASSWORD).await;
+    let register = app.create_register_token("sender", &[OWN]).await;
+    let body = json!({"messages": [message("q1"), message("q2"), message("q3")]});
+    assert_eq!(app.register(OWN, &register, &body).await.status(), 200);
+    assert_eq!(
+        app.post_report(OWN, PASSWORD, &report("q3", "delivered"))
+            .await
+            .status(),
+        200
+    );
+    let value = |text: &str, name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l.contains(&format!("channel=\"{OWN}\"")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    let scrape = || async {
+        app.client
+            .get(format!("{}/metrics", app.address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    wait_until(
+        "two unreported in /metrics",
+        Duration::from_secs(10),
+        || async { value(&scrape().await, "koostatus_messages_unreported") == Some(2.0) },
+    )
+    .await;
+    let age = value(&scrape().await, "koostatus_channel_last_report_age_seconds").unwrap();
+    assert!((0.0..10.0).contains(&age), "{age}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = value(&scrape().await, "koostatus_channel_last_report_age_seconds").unwrap();
+    assert!(
+        later >= age + 1.0,
+        "the age grows without reports: {age} then {later}"
+    );
+}
