@@ -440,22 +440,24 @@ async fn exactly_the_messages_without_a_report_become_unreported_once_across_two
             }
         })
     };
+    // Reports over 8 connections, alternating the instances.
+    let send_all = |reports: &[usize]| {
+        let tasks: Vec<_> = (0..8)
+            .map(|c| {
+                let part = reports.iter().skip(c).step_by(8).copied().collect();
+                let base = [&app.address, &second][c % 2].clone();
+                send(part, base)
+            })
+            .collect();
+        async move {
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    };
     // A tenth of the reports arrive before any registration.
     let (early, late) = reported.split_at(990);
-    let early_tasks: Vec<_> = (0..8)
-        .map(|c| {
-            let part = early.iter().skip(c).step_by(8).copied().collect();
-            let base = if c % 2 == 0 {
-                app.address.clone()
-            } else {
-                second.clone()
-            };
-            send(part, base)
-        })
-        .collect();
-    for t in early_tasks {
-        t.await.unwrap();
-    }
+    send_all(early).await;
     for (n, chunk) in ids.chunks(1000).enumerate() {
         let messages: Vec<Value> = chunk.iter().map(|id| message(id)).collect();
         let base = if n % 2 == 0 { &app.address } else { &second };
@@ -469,20 +471,7 @@ async fn exactly_the_messages_without_a_report_become_unreported_once_across_two
             .unwrap();
         assert_eq!(response.status(), 200);
     }
-    let late_tasks: Vec<_> = (0..8)
-        .map(|c| {
-            let part = late.iter().skip(c).step_by(8).copied().collect();
-            let base = if c % 2 == 0 {
-                app.address.clone()
-            } else {
-                second.clone()
-            };
-            send(part, base)
-        })
-        .collect();
-    for t in late_tasks {
-        t.await.unwrap();
-    }
+    send_all(late).await;
 
     let unreported = || async {
         sqlx::query_scalar::<_, String>(
