@@ -7,6 +7,7 @@ pub mod changes;
 pub mod channels;
 pub mod cors;
 pub mod events;
+pub mod export;
 pub mod messages;
 pub mod model;
 pub mod openapi;
@@ -59,6 +60,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 Method::GET,
                 "/channels/{channel_id}/stats",
                 stats::stats,
+            ))
+            // Not under /messages/, where it would hide a message whose id
+            // is `export`.
+            .service(one(
+                Method::GET,
+                "/channels/{channel_id}/export",
+                export::export,
             ))
             .service(one(Method::POST, "/tickets", events::create_ticket))
             .service(

@@ -23,6 +23,7 @@ use crate::error::ErrorBody;
         super::events::events,
         super::events::create_ticket,
         super::stats::stats,
+        super::export::export,
         super::channels::channels,
     ),
     components(schemas(

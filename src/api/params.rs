@@ -161,3 +161,91 @@ mod tests {
         }
     }
 }
+
+/// `GET …/export`: the listing's filters (without paging), a range end and
+/// the format.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExportParams {
+    /// `csv` (default) or `ndjson`.
+    #[param(value_type = Option<String>, pattern = "^(csv|ndjson)$")]
+    format: Option<String>,
+    /// Only messages whose current status is this.
+    #[param(value_type = Option<Status>)]
+    status: Option<String>,
+    /// Only messages to this recipient.
+    user_number: Option<String>,
+    /// Only messages registered with this tag.
+    tag: Option<String>,
+    /// Only messages whose status last changed after this RFC 3339 time.
+    #[param(value_type = Option<String>, format = DateTime)]
+    updated_after: Option<String>,
+    /// Only messages whose status last changed before this RFC 3339 time.
+    #[param(value_type = Option<String>, format = DateTime)]
+    updated_before: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Csv,
+    Ndjson,
+}
+
+/// What an export asks for: the filter of its first page (its `limit` is
+/// the page size), the format, and the range for the file's name.
+pub struct ExportQuery {
+    pub filter: ListFilter,
+    pub format: ExportFormat,
+    pub updated_after: Option<DateTime<Utc>>,
+    pub updated_before: Option<DateTime<Utc>>,
+}
+
+/// Rows read per statement while exporting.
+pub const EXPORT_PAGE: i64 = 1000;
+
+pub fn parse_export_params(p: ExportParams) -> Result<ExportQuery, ApiError> {
+    let format = match p.format.as_deref() {
+        None | Some("csv") => ExportFormat::Csv,
+        Some("ndjson") => ExportFormat::Ndjson,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_format",
+                "`format` must be `csv` or `ndjson`.",
+            ));
+        }
+    };
+    let updated_before = p
+        .updated_before
+        .map(|t| {
+            DateTime::parse_from_rfc3339(&t)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_time",
+                        "`updated_before` must be an RFC 3339 time such as 2026-11-24T00:00:00Z.",
+                    )
+                })
+        })
+        .transpose()?;
+    let mut filter = parse_list_params(ListParams {
+        status: p.status,
+        user_number: p.user_number,
+        tag: p.tag,
+        updated_after: p.updated_after,
+        limit: None,
+        cursor: None,
+    })?;
+    filter.limit = EXPORT_PAGE;
+    // Strictly before: any message id sorts after ''.
+    filter.after = updated_before.map(|t| Keyset {
+        updated_at: t,
+        message_id: String::new(),
+    });
+    Ok(ExportQuery {
+        updated_after: filter.updated_after,
+        filter,
+        format,
+        updated_before,
+    })
+}

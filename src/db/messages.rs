@@ -183,3 +183,25 @@ pub async fn list(
         }
     }
 }
+
+/// When each of `message_ids` first reached each ranked status it has a
+/// history entry for: (message_id, status, first_received_at).
+pub async fn status_times(
+    db: impl PgExecutor<'_>,
+    channel_id: &str,
+    message_ids: &[String],
+) -> sqlx::Result<Vec<(String, String, DateTime<Utc>)>> {
+    let rows = sqlx::query!(
+        r#"select message_id, status, first_received_at from message_history
+           where channel_id = $1 and message_id = any($2)
+             and status = any(enum_range(null::message_status)::text[])"#,
+        channel_id,
+        message_ids
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.message_id, r.status, r.first_received_at))
+        .collect())
+}

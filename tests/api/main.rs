@@ -6,6 +6,7 @@ mod cli;
 mod console;
 mod credentials;
 mod desktops;
+mod export;
 mod failover;
 mod forward;
 mod fuzz;

@@ -448,6 +448,7 @@ async fn the_openapi_document_lists_every_route_and_its_examples_match_real_answ
             "/api/v1/channels/{channel_id}/messages",
             "/api/v1/channels/{channel_id}/changes",
             "/api/v1/channels/{channel_id}/events",
+            "/api/v1/channels/{channel_id}/export",
             "/api/v1/tickets",
             "/api/v1/channels/{channel_id}/stats",
             "/api/v1/channels",

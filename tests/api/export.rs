@@ -1,0 +1,330 @@
+//! SPEC §15: the export, CSV and NDJSON, against the listing.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, TestApp, assert_error, report, spawn_app_with, wait_until};
+
+const CH: &str = "ch";
+
+/// 10,000 messages of every status, with quotes, commas, newlines and
+/// formula-like leading characters in their ids and numbers.
+async fn channel_of_10000() -> (TestApp, String) {
+    let app = spawn_app_with(|c| {
+        c.reports.unreported_after = Duration::from_secs(3600);
+        c.reports.sweep_interval = Duration::from_millis(200);
+    })
+    .await;
+    app.add_channel(CH, PASSWORD).await;
+    let register = app.create_register_token("sender", &[CH]).await;
+    let read = app.create_token("supervisor", &[CH]).await;
+    let two_days_ago = (chrono::Utc::now() - chrono::TimeDelta::days(2)).to_rfc3339();
+    let odd = [
+        "q\"uote",
+        "com,ma",
+        "new\nline",
+        "=1+1",
+        "+86",
+        "-5",
+        "@x",
+        "\ttab",
+        "plain",
+    ];
+    for batch in 0..10 {
+        let messages: Vec<Value> = (0..1000)
+            .map(|j| {
+                let i = batch * 1000 + j;
+                let mut m = json!({
+                    "message_id": format!("{}{i}", odd[i % odd.len()]),
+                    "sender": "86173xxxx4526",
+                    "user_number": format!("{}{}", odd[(i / 7) % odd.len()], i % 100),
+                    "tags": [format!("t{}", i % 3)],
+                });
+                // A fifth sent two days ago: the sweep makes them unreported.
+                if i % 5 == 1 {
+                    m["sent_at"] = two_days_ago.clone().into();
+                }
+                m
+            })
+            .collect();
+        let r = app
+            .register(CH, &register, &json!({"messages": messages}))
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let ids: Vec<(String, String, &str)> = (0..10_000usize)
+        .filter_map(|i| {
+            let status = ["", "", "failed", "delivered", "read"][i % 5];
+            (!status.is_empty()).then(|| {
+                (
+                    format!("{}{i}", odd[i % odd.len()]),
+                    format!("{}{}", odd[(i / 7) % odd.len()], i % 100),
+                    status,
+                )
+            })
+        })
+        .collect();
+    let tasks: Vec<_> = (0..8)
+        .map(|c| {
+            let mine: Vec<_> = ids.iter().skip(c).step_by(8).cloned().collect();
+            let (client, url) = (app.client.clone(), app.webhook_url(CH));
+            tokio::spawn(async move {
+                for (id, number, status) in mine {
+                    let mut body = report(&id, status);
+                    body["user_number"] = number.into();
+                    let r = client
+                        .post(&url)
+                        .header("Authorization", PASSWORD)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    wait_until("2,000 unreported", Duration::from_secs(20), || async {
+        let n: i64 =
+            sqlx::query_scalar("select count(*) from messages where status = 'unreported'")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        n == 2000
+    })
+    .await;
+    (app, read)
+}
+
+/// Every page of the listing with `query`.
+async fn listing(app: &TestApp, token: &str, query: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let r = app
+            .get(
+                &format!("/api/v1/channels/{CH}/messages?limit=500{query}{cursor}"),
+                token,
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let page: Value = r.json().await.unwrap();
+        all.extend(page["messages"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return all,
+        }
+    }
+}
+
+async fn download(app: &TestApp, token: &str, query: &str) -> reqwest::Response {
+    app.get(&format!("/api/v1/channels/{CH}/export?{query}"), token)
+        .await
+}
+
+/// The CSV as Python's csv module reads it: one object per row.
+fn python_csv(text: &str) -> Vec<Value> {
+    let file = std::env::temp_dir().join(format!("koostatus-export-{}.csv", std::process::id()));
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import csv, json, sys; json.dump(list(csv.DictReader(open(sys.argv[1], newline='', encoding='utf-8'))), sys.stdout)",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A cell as the export writes it: a formula made inert.
+fn inert(s: &str) -> String {
+    match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}"),
+        _ => s.to_owned(),
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_and_ndjson_equal_the_listing_row_for_row_with_every_filter() {
+    let (app, token) = channel_of_10000().await;
+    for query in [
+        "",
+        "&status=delivered",
+        "&status=unreported",
+        "&status=sent&tag=t1",
+        "&user_number=%2B8642",
+    ] {
+        let expected = listing(&app, &token, query).await;
+        assert!(!expected.is_empty(), "{query}");
+
+        let response = download(&app, &token, &format!("format=csv{query}")).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/csv; charset=utf-8"
+        );
+        let disposition = response.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            disposition.starts_with("attachment; filename=\"koostatus-ch-start-now.csv\""),
+            "{disposition}"
+        );
+        let rows = python_csv(&response.text().await.unwrap());
+        assert_eq!(rows.len(), expected.len(), "{query}");
+        for (row, m) in rows.iter().zip(&expected) {
+            for field in [
+                "channel_id",
+                "message_id",
+                "sender",
+                "user_number",
+                "status",
+                "first_seen_at",
+                "updated_at",
+                "sent_at",
+            ] {
+                assert_eq!(
+                    text(&row[field]),
+                    inert(&text(&m[field])),
+                    "{field} {query}"
+                );
+            }
+            assert_eq!(text(&row["tags"]), m["tags"].to_string());
+            // The time it reached its current status is there.
+            let status = m["status"].as_str().unwrap();
+            assert!(!text(&row[status]).is_empty(), "{row}");
+        }
+
+        let response = download(&app, &token, &format!("format=ndjson{query}")).await;
+        assert_eq!(response.status(), 200);
+        let body = response.text().await.unwrap();
+        let lines: Vec<Value> = body
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), expected.len());
+        for (line, m) in lines.iter().zip(&expected) {
+            let mut without = line.clone();
+            let reached = without.as_object_mut().unwrap().remove("reached").unwrap();
+            assert_eq!(&without, m);
+            assert!(reached[m["status"].as_str().unwrap()].is_string(), "{line}");
+        }
+    }
+    // A range: only what changed in it, and the file's name says so.
+    let all = listing(&app, &token, "").await;
+    let middle = all[all.len() / 2]["updated_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = download(
+        &app,
+        &token,
+        &format!("updated_before={}", middle.replace('+', "%2B")),
+    )
+    .await;
+    assert!(
+        response.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("koostatus-ch-start-")
+    );
+    let rows = python_csv(&response.text().await.unwrap());
+    let before: Vec<&Value> = all
+        .iter()
+        .filter(|m| {
+            m["updated_at"]
+                .as_str()
+                .unwrap()
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .unwrap()
+                < middle.parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+        })
+        .collect();
+    assert_eq!(rows.len(), before.len());
+    assert!(
+        rows.iter()
+            .zip(&before)
+            .all(|(r, m)| text(&r["message_id"]) == inert(&text(&m["message_id"])))
+    );
+}
+
+#[tokio::test]
+async fn export_refuses_as_the_listing_does() {
+    let app = spawn_app_with(|_| {}).await;
+    app.add_channel(CH, PASSWORD).await;
+    let token = app.create_token("supervisor", &[CH]).await;
+    let other = app.create_token("elsewhere", &["nope"]).await;
+    let r = app
+        .client
+        .get(format!("{}/api/v1/channels/{CH}/export", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 401, "unauthorized").await;
+    assert_error(download(&app, &other, "").await, 404, "not_found").await;
+    for (query, code) in [
+        ("format=xlsx", "invalid_format"),
+        ("status=pending", "invalid_status"),
+        ("updated_before=yesterday", "invalid_time"),
+        ("limit=5", "invalid_query"),
+    ] {
+        assert_error(download(&app, &token, query).await, 400, code).await;
+    }
+    // Empty: the header row only.
+    let r = download(&app, &token, "").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.text().await.unwrap().trim_end(),
+        "channel_id,message_id,sender,user_number,status,first_seen_at,updated_at,sent_at,tags,sent,unreported,failed,delivered,read"
+    );
+}
+
+/// A client that goes away halfway leaves no statement running: the
+/// producer stops at its next page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_halfway_leaves_no_query_running() {
+    let (app, token) = channel_of_10000().await;
+    let mut response = download(&app, &token, "format=ndjson").await;
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    drop(response);
+    let db = app.db.name.clone();
+    wait_until(
+        "no export statement running",
+        Duration::from_secs(10),
+        || async {
+            let running: i64 = sqlx::query_scalar(
+                "select count(*) from pg_stat_activity
+             where datname = $1 and state = 'active' and pid <> pg_backend_pid()
+               and (query like '%message_history%' or query like '%order by updated_at desc%')",
+            )
+            .bind(&db)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+            running == 0
+        },
+    )
+    .await;
+}
