@@ -36,6 +36,10 @@ pub struct StatsParams {
     /// Only messages registered with this tag (1 to 64 characters).
     #[param(min_length = 1, max_length = 64)]
     tag: Option<String>,
+    /// `json` (default) or `csv`: a download with a row per bucket and a
+    /// last row `total`.
+    #[param(value_type = Option<String>, pattern = "^(json|csv)$")]
+    format: Option<String>,
 }
 
 /// Percentiles of a time from a message's `first_seen_at` (time to read:
@@ -113,8 +117,11 @@ pub struct Stats {
     security(("bearer" = [])),
     params(("channel_id" = String, Path), StatsParams),
     responses(
-        (status = 200, description = "Messages grouped by the UTC hour or day of their first report: counts by current status, rates and time-to-read percentiles", body = Stats),
-        (status = 400, description = "A bad time or bucket, `from` not before `to`, or more than 366 days", body = ErrorBody),
+        (status = 200, description = "Messages grouped by the UTC hour or day of their first_seen_at: counts by current status, rates and time-to-read and time-to-deliver percentiles; with format=csv the same as a CSV download, a row per bucket and a last row `total`", content(
+            (Stats = "application/json"),
+            (String = "text/csv")
+        )),
+        (status = 400, description = "A bad time, bucket, tag or format, `from` not before `to`, or more than 366 days", body = ErrorBody),
         super::ChannelRefusals,
     )
 )]
@@ -125,6 +132,16 @@ pub async fn stats(
 ) -> Result<HttpResponse, ApiError> {
     let params = params.into_inner();
     let tag = params.tag.clone();
+    let csv = match params.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_format",
+                "`format` must be `json` or `csv`.",
+            ));
+        }
+    };
     if tag
         .as_ref()
         .is_some_and(|t| t.is_empty() || t.chars().count() > 64 || t.contains('\0'))
@@ -144,7 +161,81 @@ pub async fn stats(
         .db
         .stats(channel.to_string(), tag, bucket, first, end)
         .await?;
-    Ok(HttpResponse::Ok().json(assemble(&starts, counts, read, deliver)))
+    let stats = assemble(&starts, counts, read, deliver);
+    if !csv {
+        return Ok(HttpResponse::Ok().json(stats));
+    }
+    let name = format!(
+        "koostatus-{channel}-stats-{}-{}.csv",
+        first.format("%Y%m%dT%H%M%SZ"),
+        end.format("%Y%m%dT%H%M%SZ")
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            actix_web::http::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        ))
+        .body(to_csv(&stats)))
+}
+
+/// The statistics as CSV: a header row, a row per bucket, then `total`.
+/// Every cell is a number, a time or empty: nothing to make inert.
+fn to_csv(stats: &Stats) -> Vec<u8> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    out.write_record([
+        "start",
+        "messages",
+        "sent",
+        "unreported",
+        "failed",
+        "delivered",
+        "read",
+        "delivered_rate",
+        "read_rate",
+        "failed_rate",
+        "unreported_rate",
+        "time_to_read_p50",
+        "time_to_read_p90",
+        "time_to_read_p99",
+        "time_to_deliver_p50",
+        "time_to_deliver_p90",
+        "time_to_deliver_p99",
+    ])
+    .expect("writing to memory");
+    let rows = stats
+        .buckets
+        .iter()
+        .map(|b| {
+            (
+                b.start.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                &b.stats,
+            )
+        })
+        .chain(std::iter::once(("total".to_owned(), &stats.total)));
+    for (start, t) in rows {
+        let times = |p: &Option<TimeToRead>| match p {
+            Some(p) => [p.p50, p.p90, p.p99].map(|v| v.to_string()),
+            None => [String::new(), String::new(), String::new()],
+        };
+        let mut record = vec![
+            start,
+            t.messages.to_string(),
+            t.sent.to_string(),
+            t.unreported.to_string(),
+            t.failed.to_string(),
+            t.delivered.to_string(),
+            t.read.to_string(),
+            t.delivered_rate.to_string(),
+            t.read_rate.to_string(),
+            t.failed_rate.to_string(),
+            t.unreported_rate.to_string(),
+        ];
+        record.extend(times(&t.time_to_read_seconds));
+        record.extend(times(&t.time_to_deliver_seconds));
+        out.write_record(record).expect("writing to memory");
+    }
+    out.into_inner().expect("writing to memory")
 }
 
 fn parse(

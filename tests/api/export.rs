@@ -128,7 +128,13 @@ async fn download(app: &TestApp, token: &str, query: &str) -> reqwest::Response 
 
 /// The CSV as Python's csv module reads it: one object per row.
 fn python_csv(text: &str) -> Vec<Value> {
-    let file = std::env::temp_dir().join(format!("koostatus-export-{}.csv", std::process::id()));
+    // One file per call: tests run in parallel.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!(
+        "koostatus-export-{}-{call}.csv",
+        std::process::id()
+    ));
     std::fs::write(&file, text).unwrap();
     let out = std::process::Command::new("python3")
         .args([
@@ -325,6 +331,83 @@ async fn a_client_that_leaves_halfway_leaves_no_query_running() {
             .unwrap();
             running == 0
         },
+    )
+    .await;
+}
+
+/// `/stats?format=csv`: the JSON answer's buckets and total, as rows.
+#[tokio::test]
+async fn stats_as_csv_equal_the_json_answer() {
+    let app = spawn_app_with(|_| {}).await;
+    app.add_channel(CH, PASSWORD).await;
+    let token = app.create_token("supervisor", &[CH]).await;
+    for (i, status) in ["read", "delivered", "failed", "read"].iter().enumerate() {
+        app.post_report(CH, PASSWORD, &report(&format!("m{i}"), status))
+            .await;
+    }
+    let query = "bucket=hour&from=2026-12-01T00:00:00Z&to=2036-12-01T00:00:00Z";
+    let query = query.replace(
+        "2036-12-01",
+        &(chrono::Utc::now() + chrono::TimeDelta::days(1))
+            .format("%Y-%m-%d")
+            .to_string(),
+    );
+    let json: Value = app
+        .get(&format!("/api/v1/channels/{CH}/stats?{query}"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let response = app
+        .get(
+            &format!("/api/v1/channels/{CH}/stats?{query}&format=csv"),
+            &token,
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment; filename=\"koostatus-ch-stats-")
+    );
+    let rows = python_csv(&response.text().await.unwrap());
+    let buckets = json["buckets"].as_array().unwrap();
+    assert_eq!(rows.len(), buckets.len() + 1);
+    let total = rows.last().unwrap();
+    assert_eq!(total["start"], "total");
+    for (row, expected) in rows.iter().zip(buckets.iter().chain([&json["total"]])) {
+        for k in [
+            "messages",
+            "sent",
+            "unreported",
+            "failed",
+            "delivered",
+            "read",
+        ] {
+            assert_eq!(text(&row[k]), expected[k].to_string(), "{k}");
+        }
+        for k in [
+            "delivered_rate",
+            "read_rate",
+            "failed_rate",
+            "unreported_rate",
+        ] {
+            let got: f64 = text(&row[k]).parse().unwrap();
+            assert!((got - expected[k].as_f64().unwrap()).abs() < 1e-12, "{k}");
+        }
+        let p50 = &expected["time_to_read_seconds"]["p50"];
+        assert_eq!(
+            text(&row["time_to_read_p50"]).parse::<f64>().ok(),
+            p50.as_f64()
+        );
+    }
+    assert_eq!(text(&total["messages"]), "4");
+    assert_error(
+        app.get(&format!("/api/v1/channels/{CH}/stats?format=xml"), &token)
+            .await,
+        400,
+        "invalid_format",
     )
     .await;
 }
