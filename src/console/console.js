@@ -87,6 +87,29 @@ function tagQuery() {
   return tag ? `&tag=${encodeURIComponent(tag)}` : '';
 }
 
+// The messages of the channel, range and tag shown, as a CSV download: the
+// export needs the token, which a plain link cannot send, so the file is
+// fetched and handed to the browser as a blob.
+async function exportCsv() {
+  const channel = $('channel').value;
+  const { days } = RANGES[$('range').value];
+  const from = new Date(Date.now() - days * 86400000).toISOString();
+  try {
+    const response = await fetch(`/api/v1/channels/${encodeURIComponent(channel)}/export?format=csv`
+      + `&updated_after=${encodeURIComponent(from)}${tagQuery()}`,
+    { headers: { authorization: 'Bearer ' + token } });
+    if (!response.ok) throw new Error((await response.json().catch(() => null))?.message ?? `The service answered ${response.status}.`);
+    const name = /filename="([^"]+)"/.exec(response.headers.get('content-disposition') ?? '')?.[1] ?? 'koostatus.csv';
+    const link = el('a', { href: URL.createObjectURL(await response.blob()), download: name });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+  } catch (e) {
+    $('totals').prepend(el('p', { class: 'error' }, e.message));
+  }
+}
+
 // The unreported messages of the channel (and tag), newest first, a page at
 // a time; `more` appends the next page.
 let unreportedCursor = null;
@@ -300,6 +323,7 @@ document.addEventListener('DOMContentLoaded', () => {
     loadUnreported();
   });
   $('unreported-more').addEventListener('click', () => loadUnreported(true));
+  $('export').addEventListener('click', exportCsv);
   $('unreported').addEventListener('click', openMessage);
   $('search-form').addEventListener('submit', search);
   $('live').addEventListener('click', openMessage);

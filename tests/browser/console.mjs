@@ -92,6 +92,17 @@ async function main() {
       await waitFor('all again', async () => (await page.textContent('#totals')).includes('42'));
     });
 
+    await t.check('Export CSV downloads the messages of the channel and range shown', async () => {
+      const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export')]);
+      assert(/^koostatus-campaigns-.*-now\.csv$/.test(download.suggestedFilename()), download.suggestedFilename());
+      const path = await download.path();
+      const text = (await import('node:fs')).readFileSync(path, 'utf8');
+      const lines = text.trim().split('\n');
+      assert(lines[0].startsWith('channel_id,message_id,sender,user_number,status'), lines[0]);
+      assert(lines.length === 43, `${lines.length - 1} rows`);
+      assert(text.includes('quiet-spring'), 'the unreported messages are in it');
+    });
+
     await t.check('a report sent now appears in the live list within 2 s', async () => {
       await waitFor('the stream', async () => /Following/.test(await page.textContent('#live-state')));
       const sent = Date.now();
