@@ -65,6 +65,33 @@ pub enum Command {
     /// Push a channel's status changes to other systems (signed HTTP POSTs)
     #[command(subcommand)]
     Forward(ForwardCommand),
+    /// Write a channel's messages as CSV or NDJSON, as the HTTP export does
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[arg(long, value_name = "ID")]
+    pub channel: ChannelId,
+    /// csv or ndjson
+    #[arg(long, default_value = "csv", value_parser = ["csv", "ndjson"])]
+    pub format: String,
+    /// Only messages whose current status is this
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long)]
+    pub user_number: Option<String>,
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Only messages whose status last changed after this RFC 3339 time
+    #[arg(long, value_name = "TIME")]
+    pub updated_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only messages whose status last changed before this RFC 3339 time
+    #[arg(long, value_name = "TIME")]
+    pub updated_before: Option<chrono::DateTime<chrono::Utc>>,
+    /// Write here instead of standard output
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

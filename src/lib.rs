@@ -11,6 +11,7 @@ pub mod console;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod export;
 pub mod forward;
 pub mod ingest;
 pub mod live;

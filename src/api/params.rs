@@ -186,35 +186,20 @@ pub struct ExportParams {
     updated_before: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExportFormat {
-    Csv,
-    Ndjson,
-}
-
 /// What an export asks for: the filter of its first page (its `limit` is
 /// the page size), the format, and the range for the file's name.
 pub struct ExportQuery {
     pub filter: ListFilter,
-    pub format: ExportFormat,
+    pub format: crate::export::Format,
     pub updated_after: Option<DateTime<Utc>>,
     pub updated_before: Option<DateTime<Utc>>,
 }
 
-/// Rows read per statement while exporting.
-pub const EXPORT_PAGE: i64 = 1000;
-
 pub fn parse_export_params(p: ExportParams) -> Result<ExportQuery, ApiError> {
-    let format = match p.format.as_deref() {
-        None | Some("csv") => ExportFormat::Csv,
-        Some("ndjson") => ExportFormat::Ndjson,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_format",
-                "`format` must be `csv` or `ndjson`.",
-            ));
-        }
-    };
+    let format =
+        crate::export::Format::parse(p.format.as_deref().unwrap_or("csv")).ok_or_else(|| {
+            ApiError::bad_request("invalid_format", "`format` must be `csv` or `ndjson`.")
+        })?;
     let updated_before = p
         .updated_before
         .map(|t| {
@@ -236,7 +221,7 @@ pub fn parse_export_params(p: ExportParams) -> Result<ExportQuery, ApiError> {
         limit: None,
         cursor: None,
     })?;
-    filter.limit = EXPORT_PAGE;
+    filter.limit = crate::export::PAGE;
     // Strictly before: any message id sorts after ''.
     filter.after = updated_before.map(|t| Keyset {
         updated_at: t,

@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod channel;
+pub mod export;
 pub mod forward;
 pub mod migrate;
 pub mod prune;
@@ -26,6 +27,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         } => prune::run(config, older_than, dry_run, batch).await,
         Command::Stats(command) => stats::run(command, config).await,
         Command::Forward(command) => forward::run(command, config).await,
+        Command::Export(args) => export::run(args, config).await,
     }
 }
 

@@ -411,3 +411,57 @@ async fn stats_as_csv_equal_the_json_answer() {
     )
     .await;
 }
+
+/// `koostatus export` writes what the HTTP export sends.
+#[tokio::test]
+async fn the_command_writes_what_the_http_export_sends() {
+    let app = spawn_app_with(|_| {}).await;
+    app.add_channel(CH, PASSWORD).await;
+    let token = app.create_token("supervisor", &[CH]).await;
+    for (i, status) in ["read", "delivered", "failed"].iter().enumerate() {
+        let mut body = report(&format!("=m{i},\"x\""), status);
+        body["user_number"] = "+8618700001111".into();
+        app.post_report(CH, PASSWORD, &body).await;
+    }
+    for format in ["csv", "ndjson"] {
+        let http = download(&app, &token, &format!("format={format}"))
+            .await
+            .text()
+            .await
+            .unwrap();
+        let out = crate::helpers::run_cli(
+            &app.db.url(),
+            &["export", "--channel", CH, "--format", format],
+            "",
+        );
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), http, "{format}");
+    }
+    let file =
+        std::env::temp_dir().join(format!("koostatus-cli-export-{}.csv", std::process::id()));
+    let out = crate::helpers::run_cli(
+        &app.db.url(),
+        &[
+            "export",
+            "--channel",
+            CH,
+            "--status",
+            "read",
+            "--output",
+            file.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let rows = python_csv(&std::fs::read_to_string(&file).unwrap());
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(text(&rows[0]["message_id"]), "'=m0,\"x\"");
+    let out = crate::helpers::run_cli(
+        &app.db.url(),
+        &["export", "--channel", CH, "--status", "gone"],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a status"));
+}
