@@ -141,7 +141,10 @@ const RANGES = {
 };
 
 const percent = (r) => `${(r * 100).toFixed(1)} %`;
+// Percentiles come from a histogram whose first bin holds everything under
+// a second, answered as its middle (0.5 s): show what is known, not 0.5 s.
 function duration(seconds) {
+  if (seconds < 1) return 'under 1 s';
   if (seconds < 90) return `${seconds.toFixed(1)} s`;
   if (seconds < 5400) return `${(seconds / 60).toFixed(1)} min`;
   return `${(seconds / 3600).toFixed(1)} h`;
