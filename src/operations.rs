@@ -73,18 +73,17 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     }
     // Exact and cheap: the partial index holds only messages waiting for
     // a report. A channel that had some and has none now reads 0.
+    let ages = state.last_reports.ages(chrono::Utc::now());
     if let Ok(counts) = state.db.unreported_counts().await {
         let counts: std::collections::HashMap<String, i64> = counts.into_iter().collect();
-        for (channel, _) in state.last_reports.ages(chrono::Utc::now()) {
-            if !counts.contains_key(&channel) {
-                gauge!("koostatus_messages_unreported", "channel" => channel).set(0.0);
-            }
+        for (channel, _) in ages.iter().filter(|(c, _)| !counts.contains_key(c)) {
+            gauge!("koostatus_messages_unreported", "channel" => channel.clone()).set(0.0);
         }
         for (channel, n) in counts {
             gauge!("koostatus_messages_unreported", "channel" => channel).set(n as f64);
         }
     }
-    for (channel, age) in state.last_reports.ages(chrono::Utc::now()) {
+    for (channel, age) in ages {
         gauge!("koostatus_channel_last_report_age_seconds", "channel" => channel).set(age);
     }
     HttpResponse::Ok()

@@ -92,7 +92,7 @@ fn file_name(channel: &ChannelId, q: &ExportQuery) -> String {
     // Channel ids are letters, digits and `._-`: safe in a quoted filename.
     format!(
         "koostatus-{channel}-{}-{}.{ext}",
-        day(q.updated_after, "start"),
+        day(q.filter.updated_after, "start"),
         day(q.updated_before, "now")
     )
 }

@@ -61,17 +61,7 @@ pub fn parse_list_params(p: ListParams) -> Result<ListFilter, ApiError> {
             })
         })
         .transpose()?;
-    let updated_after =
-        p.updated_after
-            .map(|t| {
-                DateTime::parse_from_rfc3339(&t).map(|t| t.with_timezone(&Utc)).map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_time",
-                    "`updated_after` must be an RFC 3339 time such as 2026-11-23T10:00:00Z.",
-                )
-            })
-            })
-            .transpose()?;
+    let updated_after = parse_time("updated_after", p.updated_after)?;
     let limit = parse_limit(p.limit.as_deref(), 500)?;
     let after = p.cursor.map(|c| decode_cursor(&c)).transpose()?;
     if p.user_number
@@ -83,15 +73,7 @@ pub fn parse_list_params(p: ListParams) -> Result<ListFilter, ApiError> {
             "`user_number` must not be empty.",
         ));
     }
-    if p.tag
-        .as_ref()
-        .is_some_and(|t| t.is_empty() || t.chars().count() > 64 || t.contains('\0'))
-    {
-        return Err(ApiError::bad_request(
-            "invalid_tag",
-            "`tag` must be 1 to 64 characters without NUL.",
-        ));
-    }
+    check_tag(p.tag.as_deref())?;
     Ok(ListFilter {
         status,
         user_number: p.user_number,
@@ -191,7 +173,6 @@ pub struct ExportParams {
 pub struct ExportQuery {
     pub filter: ListFilter,
     pub format: crate::export::Format,
-    pub updated_after: Option<DateTime<Utc>>,
     pub updated_before: Option<DateTime<Utc>>,
 }
 
@@ -200,19 +181,7 @@ pub fn parse_export_params(p: ExportParams) -> Result<ExportQuery, ApiError> {
         crate::export::Format::parse(p.format.as_deref().unwrap_or("csv")).ok_or_else(|| {
             ApiError::bad_request("invalid_format", "`format` must be `csv` or `ndjson`.")
         })?;
-    let updated_before = p
-        .updated_before
-        .map(|t| {
-            DateTime::parse_from_rfc3339(&t)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| {
-                    ApiError::bad_request(
-                        "invalid_time",
-                        "`updated_before` must be an RFC 3339 time such as 2026-11-24T00:00:00Z.",
-                    )
-                })
-        })
-        .transpose()?;
+    let updated_before = parse_time("updated_before", p.updated_before)?;
     let mut filter = parse_list_params(ListParams {
         status: p.status,
         user_number: p.user_number,
@@ -228,9 +197,40 @@ pub fn parse_export_params(p: ExportParams) -> Result<ExportQuery, ApiError> {
         message_id: String::new(),
     });
     Ok(ExportQuery {
-        updated_after: filter.updated_after,
         filter,
         format,
         updated_before,
     })
+}
+
+/// An optional RFC 3339 parameter `name`.
+fn parse_time(name: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    value
+        .map(|t| {
+            DateTime::parse_from_rfc3339(&t)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_time",
+                        format!("`{name}` must be an RFC 3339 time such as 2026-11-23T10:00:00Z."),
+                    )
+                })
+        })
+        .transpose()
+}
+
+/// A tag as registrations give them: 1 to 64 characters without NUL.
+pub fn valid_tag(tag: &str) -> bool {
+    !tag.is_empty() && tag.chars().count() <= 64 && !tag.contains('\0')
+}
+
+/// The `tag` filter of listings, exports and statistics.
+pub fn check_tag(tag: Option<&str>) -> Result<(), ApiError> {
+    match tag {
+        Some(t) if !valid_tag(t) => Err(ApiError::bad_request(
+            "invalid_tag",
+            "`tag` must be 1 to 64 characters without NUL.",
+        )),
+        _ => Ok(()),
+    }
 }

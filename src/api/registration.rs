@@ -165,11 +165,7 @@ fn validate(request: RegisterRequest, now: DateTime<Utc>) -> Result<Vec<Registra
                 "`messages[{i}].sent_at` is more than 5 minutes in the future; check the sender's clock."
             )));
         }
-        if m.tags.len() > MAX_TAGS
-            || m.tags
-                .iter()
-                .any(|t| t.is_empty() || t.chars().count() > MAX_TAG_CHARS || t.contains('\0'))
-        {
+        if m.tags.len() > MAX_TAGS || m.tags.iter().any(|t| !super::params::valid_tag(t)) {
             return Err(bad(format!(
                 "`messages[{i}].tags` must be up to {MAX_TAGS} tags of 1 to {MAX_TAG_CHARS} characters without NUL."
             )));

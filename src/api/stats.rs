@@ -142,15 +142,7 @@ pub async fn stats(
             ));
         }
     };
-    if tag
-        .as_ref()
-        .is_some_and(|t| t.is_empty() || t.chars().count() > 64 || t.contains('\0'))
-    {
-        return Err(ApiError::bad_request(
-            "invalid_tag",
-            "`tag` must be 1 to 64 characters without NUL.",
-        ));
-    }
+    super::params::check_tag(tag.as_deref())?;
     let (bucket, from, to) = parse(params, Utc::now())?;
     let starts = bucket.starts(from, to);
     let (first, end) = (
