@@ -71,7 +71,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    #[arg(long, value_name = "ID")]
+    /// The channel whose messages to write
+    #[arg(value_name = "CHANNEL")]
     pub channel: ChannelId,
     /// csv or ndjson
     #[arg(long, default_value = "csv", value_parser = ["csv", "ndjson"])]
@@ -83,12 +84,16 @@ pub struct ExportArgs {
     pub user_number: Option<String>,
     #[arg(long)]
     pub tag: Option<String>,
+    /// Only messages whose status last changed within this long before now (24h, 7d)
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
+          conflicts_with_all = ["from", "to"])]
+    pub since: Option<Duration>,
     /// Only messages whose status last changed after this RFC 3339 time
     #[arg(long, value_name = "TIME")]
-    pub updated_after: Option<chrono::DateTime<chrono::Utc>>,
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
     /// Only messages whose status last changed before this RFC 3339 time
     #[arg(long, value_name = "TIME")]
-    pub updated_before: Option<chrono::DateTime<chrono::Utc>>,
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
     /// Write here instead of standard output
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,

@@ -3,15 +3,15 @@
 //! and `koostatus export` alike.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use actix_web::web::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use crate::api::model::Message;
-use crate::db::messages::{self, Keyset, ListFilter, MessageRow};
-use crate::domain::Status;
+use crate::db::messages::{self, Keyset, ListFilter, MessageRow, ReportedTimes};
 
 /// Rows read per statement.
 pub const PAGE: i64 = 1000;
@@ -39,9 +39,9 @@ impl Format {
     }
 }
 
-/// The CSV's columns: the message's fields, then when it first reached
-/// each status (empty when it never did).
-const COLUMNS: [&str; 14] = [
+/// The CSV's columns (SPEC §15): the message's fields, when it was first
+/// reported failed, delivered and read (empty when never), its tags.
+const COLUMNS: [&str; 12] = [
     "channel_id",
     "message_id",
     "sender",
@@ -50,17 +50,17 @@ const COLUMNS: [&str; 14] = [
     "first_seen_at",
     "updated_at",
     "sent_at",
+    "failed_at",
+    "delivered_at",
+    "read_at",
     "tags",
-    "sent",
-    "unreported",
-    "failed",
-    "delivered",
-    "read",
 ];
 
 /// Reads the export a page at a time on the main runtime and sends each
 /// page encoded; stops at the end, at an error, or when the client is gone.
-/// `filter.limit` is the page size; `filter.after` where to start.
+/// `filter.limit` is the page size; `filter.after` where to start. Each page
+/// is a statement of its own, not one long query: a snapshot held for a
+/// whole export would hold back the feed's readers (`pg_snapshot_xmin`).
 pub async fn produce(
     pool: PgPool,
     channel: String,
@@ -73,7 +73,7 @@ pub async fn produce(
         let page = async {
             let rows = messages::list(&pool, &channel, &filter).await?;
             let ids: Vec<String> = rows.iter().map(|r| r.message_id.clone()).collect();
-            let times = messages::status_times(&pool, &channel, &ids).await?;
+            let times = messages::reported_times(&pool, &channel, &ids).await?;
             Ok::<_, sqlx::Error>((rows, times))
         }
         .await;
@@ -98,54 +98,76 @@ pub async fn produce(
     }
 }
 
+/// A message of the NDJSON export: the read API's message (without
+/// history) and the three report times.
+#[derive(serde::Serialize)]
+struct NdjsonLine {
+    #[serde(flatten)]
+    message: Message,
+    failed_at: Option<DateTime<Utc>>,
+    delivered_at: Option<DateTime<Utc>>,
+    read_at: Option<DateTime<Utc>>,
+}
+
 /// A page as CSV (with the header row first) or NDJSON.
 pub fn encode(
     format: Format,
     with_header: bool,
     rows: Vec<MessageRow>,
-    times: Vec<(String, String, DateTime<Utc>)>,
+    times: Vec<ReportedTimes>,
 ) -> Bytes {
-    let mut reached: HashMap<String, HashMap<String, DateTime<Utc>>> = HashMap::new();
-    for (id, status, at) in times {
-        reached.entry(id).or_default().insert(status, at);
-    }
-    let time = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    let mut reported: HashMap<String, ReportedTimes> = times
+        .into_iter()
+        .map(|mut t| (std::mem::take(&mut t.message_id), t))
+        .collect();
+    let mut times_of = |id: &str| {
+        reported
+            .remove(id)
+            .map_or([None; 3], |t| [t.failed_at, t.delivered_at, t.read_at])
+    };
     match format {
         Format::Csv => {
             let mut out = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 200));
             if with_header {
                 out.write_record(COLUMNS).expect("writing to memory");
             }
+            let mut time = String::with_capacity(32);
+            let mut field = |out: &mut csv::Writer<Vec<u8>>, t: Option<&DateTime<Utc>>| {
+                time.clear();
+                if let Some(t) = t {
+                    write!(time, "{}", t.format("%Y-%m-%dT%H:%M:%S%.fZ")).expect("to a string");
+                }
+                out.write_field(&time).expect("writing to memory");
+            };
             for m in rows {
-                let at = reached.remove(&m.message_id).unwrap_or_default();
-                let mut record = vec![
-                    m.channel_id,
-                    m.message_id,
-                    m.sender,
-                    m.user_number,
-                    m.status.to_string(),
-                    time(&m.first_seen_at),
-                    time(&m.updated_at),
-                    m.sent_at.as_ref().map(time).unwrap_or_default(),
-                    serde_json::to_string(&m.tags).expect("strings serialize"),
-                ];
-                record
-                    .extend(Status::ALL.map(|s| at.get(s.as_str()).map(time).unwrap_or_default()));
-                out.write_record(record.iter().map(|cell| inert(cell).into_owned()))
+                let [failed, delivered, read] = times_of(&m.message_id);
+                for text in [&m.channel_id, &m.message_id, &m.sender, &m.user_number] {
+                    out.write_field(inert(text).as_bytes())
+                        .expect("writing to memory");
+                }
+                out.write_field(m.status.as_str())
                     .expect("writing to memory");
+                field(&mut out, Some(&m.first_seen_at));
+                field(&mut out, Some(&m.updated_at));
+                for t in [m.sent_at, failed, delivered, read] {
+                    field(&mut out, t.as_ref());
+                }
+                out.write_field(inert(&m.tags.join(";")).as_bytes())
+                    .expect("writing to memory");
+                out.write_record(None::<&[u8]>).expect("writing to memory");
             }
             Bytes::from(out.into_inner().expect("writing to memory"))
         }
         Format::Ndjson => {
             let mut out = Vec::with_capacity(rows.len() * 300);
             for m in rows {
-                let at = reached.remove(&m.message_id).unwrap_or_default();
-                let mut line = serde_json::to_value(Message::from(m)).expect("serializes");
-                line["reached"] = Status::ALL
-                    .iter()
-                    .filter_map(|s| Some((s.as_str().to_owned(), time(at.get(s.as_str())?).into())))
-                    .collect::<serde_json::Map<_, _>>()
-                    .into();
+                let [failed_at, delivered_at, read_at] = times_of(&m.message_id);
+                let line = NdjsonLine {
+                    message: Message::from(m),
+                    failed_at,
+                    delivered_at,
+                    read_at,
+                };
                 serde_json::to_writer(&mut out, &line).expect("writing to memory");
                 out.push(b'\n');
             }

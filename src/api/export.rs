@@ -21,7 +21,7 @@ use crate::state::AppState;
     security(("bearer" = [])),
     params(("channel_id" = String, Path), ExportParams),
     responses(
-        (status = 200, description = "The messages the listing's filters select, newest change first, as an attachment: CSV (RFC 4180, a header row, the message's fields and when it first reached each status; a cell starting with = + - @ tab or CR is prefixed with ') or NDJSON (one message per line with `reached`, the same times)", content(
+        (status = 200, description = "The messages the listing's filters select, newest change first, as an attachment: CSV (RFC 4180, a header row channel_id, message_id, sender, user_number, status, first_seen_at, updated_at, sent_at, failed_at, delivered_at, read_at, tags joined by `;`; a cell starting with = + - @ tab or CR is prefixed with ') or NDJSON (one message per line as the listing writes it, plus failed_at, delivered_at and read_at)", content(
             (String = "text/csv"),
             (String = "application/x-ndjson")
         )),

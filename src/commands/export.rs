@@ -27,13 +27,25 @@ pub async fn run(args: ExportArgs, config: Config) -> anyhow::Result<()> {
         })
         .transpose()?;
     let format = Format::parse(&args.format).expect("clap checks the format");
+    let updated_after = match args.since {
+        Some(since) => Some(
+            chrono::Utc::now()
+                - chrono::TimeDelta::from_std(since).context("`--since` is too long.")?,
+        ),
+        None => args.from,
+    };
+    if let (Some(from), Some(to)) = (updated_after, args.to)
+        && from >= to
+    {
+        bail!("`--from` must be before `--to`.");
+    }
     let filter = ListFilter {
         status,
         user_number: args.user_number,
         tag: args.tag,
-        updated_after: args.updated_after,
+        updated_after,
         // Strictly before: any message id sorts after ''.
-        after: args.updated_before.map(|t| Keyset {
+        after: args.to.map(|t| Keyset {
             updated_at: t,
             message_id: String::new(),
         }),

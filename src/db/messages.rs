@@ -184,24 +184,34 @@ pub async fn list(
     }
 }
 
-/// When each of `message_ids` first reached each ranked status it has a
-/// history entry for: (message_id, status, first_received_at).
-pub async fn status_times(
+/// When each of `message_ids` was first reported `failed`, `delivered`
+/// and `read`, for those with any of the three.
+pub struct ReportedTimes {
+    pub message_id: String,
+    pub failed_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+pub async fn reported_times(
     db: impl PgExecutor<'_>,
     channel_id: &str,
     message_ids: &[String],
-) -> sqlx::Result<Vec<(String, String, DateTime<Utc>)>> {
-    let rows = sqlx::query!(
-        r#"select message_id, status, first_received_at from message_history
+) -> sqlx::Result<Vec<ReportedTimes>> {
+    // One history row per message and status: min() only picks it out.
+    sqlx::query_as!(
+        ReportedTimes,
+        r#"select message_id as "message_id!",
+                  min(first_received_at) filter (where status = 'failed') as failed_at,
+                  min(first_received_at) filter (where status = 'delivered') as delivered_at,
+                  min(first_received_at) filter (where status = 'read') as read_at
+           from message_history
            where channel_id = $1 and message_id = any($2)
-             and status = any(enum_range(null::message_status)::text[])"#,
+             and status in ('failed', 'delivered', 'read')
+           group by message_id"#,
         channel_id,
         message_ids
     )
     .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.message_id, r.status, r.first_received_at))
-        .collect())
+    .await
 }

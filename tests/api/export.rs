@@ -161,6 +161,22 @@ fn inert(s: &str) -> String {
     }
 }
 
+fn instant(t: &str) -> chrono::DateTime<chrono::Utc> {
+    t.parse().unwrap()
+}
+
+/// A path segment: every byte but unreserved ones percent-encoded.
+fn urlencoding(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn text(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
@@ -215,10 +231,45 @@ async fn csv_and_ndjson_equal_the_listing_row_for_row_with_every_filter() {
                     "{field} {query}"
                 );
             }
-            assert_eq!(text(&row["tags"]), m["tags"].to_string());
+            let tags: Vec<&str> = m["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap())
+                .collect();
+            assert_eq!(text(&row["tags"]), inert(&tags.join(";")));
             // The time it reached its current status is there.
             let status = m["status"].as_str().unwrap();
-            assert!(!text(&row[status]).is_empty(), "{row}");
+            if ["failed", "delivered", "read"].contains(&status) {
+                assert!(!text(&row[format!("{status}_at")]).is_empty(), "{row}");
+            }
+        }
+        // Each report time is its history's, for a sample of the rows.
+        for (row, m) in rows.iter().zip(&expected).step_by(97) {
+            let id = m["message_id"].as_str().unwrap();
+            let detail: Value = app
+                .get(
+                    &format!("/api/v1/channels/{CH}/messages/{}", urlencoding(id)),
+                    &token,
+                )
+                .await
+                .json()
+                .await
+                .unwrap();
+            for status in ["failed", "delivered", "read"] {
+                let history = detail["history"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|h| h["status"] == status)
+                    .map(|h| instant(h["first_received_at"].as_str().unwrap()));
+                let cell = text(&row[format!("{status}_at")]);
+                assert_eq!(
+                    history,
+                    (!cell.is_empty()).then(|| instant(&cell)),
+                    "{status} of {id}"
+                );
+            }
         }
 
         let response = download(&app, &token, &format!("format=ndjson{query}")).await;
@@ -231,9 +282,18 @@ async fn csv_and_ndjson_equal_the_listing_row_for_row_with_every_filter() {
         assert_eq!(lines.len(), expected.len());
         for (line, m) in lines.iter().zip(&expected) {
             let mut without = line.clone();
-            let reached = without.as_object_mut().unwrap().remove("reached").unwrap();
+            let times = without.as_object_mut().unwrap();
+            let reported: Vec<Value> = ["failed_at", "delivered_at", "read_at"]
+                .iter()
+                .map(|k| times.remove(*k).unwrap())
+                .collect();
             assert_eq!(&without, m);
-            assert!(reached[m["status"].as_str().unwrap()].is_string(), "{line}");
+            let at = ["failed", "delivered", "read"]
+                .iter()
+                .position(|s| m["status"] == *s);
+            if let Some(at) = at {
+                assert!(reported[at].is_string(), "{line}");
+            }
         }
     }
     // A range: only what changed in it, and the file's name says so.
@@ -301,7 +361,7 @@ async fn export_refuses_as_the_listing_does() {
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.text().await.unwrap().trim_end(),
-        "channel_id,message_id,sender,user_number,status,first_seen_at,updated_at,sent_at,tags,sent,unreported,failed,delivered,read"
+        "channel_id,message_id,sender,user_number,status,first_seen_at,updated_at,sent_at,failed_at,delivered_at,read_at,tags"
     );
 }
 
@@ -429,11 +489,7 @@ async fn the_command_writes_what_the_http_export_sends() {
             .text()
             .await
             .unwrap();
-        let out = crate::helpers::run_cli(
-            &app.db.url(),
-            &["export", "--channel", CH, "--format", format],
-            "",
-        );
+        let out = crate::helpers::run_cli(&app.db.url(), &["export", CH, "--format", format], "");
         assert!(out.status.success(), "{out:?}");
         assert_eq!(String::from_utf8(out.stdout).unwrap(), http, "{format}");
     }
@@ -443,10 +499,11 @@ async fn the_command_writes_what_the_http_export_sends() {
         &app.db.url(),
         &[
             "export",
-            "--channel",
             CH,
             "--status",
             "read",
+            "--since",
+            "1h",
             "--output",
             file.to_str().unwrap(),
         ],
@@ -457,11 +514,39 @@ async fn the_command_writes_what_the_http_export_sends() {
     std::fs::remove_file(&file).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(text(&rows[0]["message_id"]), "'=m0,\"x\"");
-    let out = crate::helpers::run_cli(
-        &app.db.url(),
-        &["export", "--channel", CH, "--status", "gone"],
-        "",
-    );
+    let out = crate::helpers::run_cli(&app.db.url(), &["export", CH, "--status", "gone"], "");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a status"));
+    // A range that ends before the messages changed: the header row only.
+    let out = crate::helpers::run_cli(
+        &app.db.url(),
+        &[
+            "export",
+            CH,
+            "--from",
+            "2020-01-01T00:00:00Z",
+            "--to",
+            "2020-01-02T00:00:00Z",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
+    let out = crate::helpers::run_cli(
+        &app.db.url(),
+        &[
+            "export",
+            CH,
+            "--since",
+            "1h",
+            "--from",
+            "2020-01-01T00:00:00Z",
+        ],
+        "",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "clap refuses --since with --from"
+    );
 }
