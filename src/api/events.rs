@@ -118,7 +118,7 @@ fn parse_query(query: &str) -> Result<EventsQuery, ApiError> {
         ("user_number" = Option<Vec<String>>, Query, explode = true, description = "Only changes of messages to these user numbers; repeatable, up to 100"),
     ),
     responses(
-        (status = 200, description = "text/event-stream: one `change` event per change, its position as the event id and a ChangeEntry as data; a comment line every `server.events_heartbeat` while idle. The stream ends on shutdown, when its token is revoked, or when its client reads too slowly (`events.buffer`); reconnect with `Last-Event-ID`.", content_type = "text/event-stream"),
+        (status = 200, description = "text/event-stream: one `change` event per change, its position as the event id and a ChangeEntry as data; a comment line `: open` at once and `: keep-alive` every `server.events_heartbeat` while idle. The stream ends on shutdown, when its token is revoked, or when its client reads too slowly (`events.buffer`); reconnect with `Last-Event-ID`.", content_type = "text/event-stream"),
         (status = 400, description = "A bad position, user number or parameter", body = ErrorBody),
         super::ChannelRefusals,
     )
@@ -155,10 +155,17 @@ pub async fn events(
         heartbeat: state.config.server.events_heartbeat,
     }
     .start();
-    let body = futures_util::stream::unfold(stream, |mut s| async move {
+    // A comment at once: Firefox fires EventSource's `open` only at the
+    // body's first bytes, not at the headers, so a desktop would show
+    // "connecting" until the first change or heartbeat.
+    let opened = futures_util::stream::once(std::future::ready(Ok::<_, actix_web::Error>(
+        actix_web::web::Bytes::from_static(b": open\n\n"),
+    )));
+    let changes = futures_util::stream::unfold(stream, |mut s| async move {
         let chunk = s.next_chunk().await?;
         Some((Ok::<_, actix_web::Error>(chunk), s))
     });
+    let body = futures_util::StreamExt::chain(opened, changes);
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))

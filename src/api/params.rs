@@ -27,6 +27,9 @@ pub struct ListParams {
     /// Only messages whose status changed after this RFC 3339 time.
     #[param(value_type = Option<String>, format = DateTime)]
     updated_after: Option<String>,
+    /// Only messages whose status last changed before this RFC 3339 time.
+    #[param(value_type = Option<String>, format = DateTime)]
+    updated_before: Option<String>,
     /// Page size, 1 to 500, default 100.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
@@ -62,8 +65,18 @@ pub fn parse_list_params(p: ListParams) -> Result<ListFilter, ApiError> {
         })
         .transpose()?;
     let updated_after = parse_time("updated_after", p.updated_after)?;
+    let updated_before = parse_time("updated_before", p.updated_before)?;
     let limit = parse_limit(p.limit.as_deref(), 500)?;
-    let after = p.cursor.map(|c| decode_cursor(&c)).transpose()?;
+    // A cursor comes from a page below `updated_before` already; without
+    // one the range's end is where the first page starts, strictly before
+    // it (any message id sorts after '').
+    let after = match p.cursor {
+        Some(c) => Some(decode_cursor(&c)?),
+        None => updated_before.map(|t| Keyset {
+            updated_at: t,
+            message_id: String::new(),
+        }),
+    };
     if p.user_number
         .as_ref()
         .is_some_and(|u| u.is_empty() || u.contains('\0'))
@@ -181,25 +194,20 @@ pub fn parse_export_params(p: ExportParams) -> Result<ExportQuery, ApiError> {
         crate::export::Format::parse(p.format.as_deref().unwrap_or("csv")).ok_or_else(|| {
             ApiError::bad_request("invalid_format", "`format` must be `csv` or `ndjson`.")
         })?;
-    let updated_before = parse_time("updated_before", p.updated_before)?;
     let mut filter = parse_list_params(ListParams {
         status: p.status,
         user_number: p.user_number,
         tag: p.tag,
         updated_after: p.updated_after,
+        updated_before: p.updated_before,
         limit: None,
         cursor: None,
     })?;
     filter.limit = crate::export::PAGE;
-    // Strictly before: any message id sorts after ''.
-    filter.after = updated_before.map(|t| Keyset {
-        updated_at: t,
-        message_id: String::new(),
-    });
     Ok(ExportQuery {
+        updated_before: filter.after.as_ref().map(|k| k.updated_at),
         filter,
         format,
-        updated_before,
     })
 }
 

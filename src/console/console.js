@@ -53,6 +53,7 @@ async function signIn(event) {
     $('console').hidden = false;
     $('channel-form').hidden = false;
     showChannel();
+    $('channel').focus();
   } catch (e) {
     token = null;
     $('sign-in-error').textContent = e.status === 401
@@ -70,15 +71,70 @@ function signOut() {
   $('sign-in').hidden = false;
   $('live').replaceChildren();
   $('results').replaceChildren();
+  $('failed').replaceChildren();
   $('unreported').replaceChildren();
   $('token').focus();
 }
 
 function showChannel() {
-  loadStats();
-  loadUnreported();
+  showRange();
   follow();
   $('results').replaceChildren();
+}
+
+// Everything that depends on the range and the tag: statistics and lists.
+function showRange() {
+  loadStats();
+  loadList('failed');
+  loadList('unreported');
+}
+
+const RANGES = {
+  '24h': { days: 1, bucket: 'hour' },
+  '7d': { days: 7, bucket: 'day' },
+  '30d': { days: 30, bucket: 'day' },
+  '90d': { days: 90, bucket: 'day' },
+};
+
+const pad = (n) => String(n).padStart(2, '0');
+// A date input's value (local time).
+const localDay = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+
+// The range shown: a preset ends now; a custom one runs from the start of
+// its first day to the end of its last (local time), by hour up to two
+// days. Throws a sentence when the custom dates make no range.
+function range() {
+  const preset = RANGES[$('range').value];
+  if (preset) {
+    const to = new Date();
+    return { from: new Date(to.getTime() - preset.days * 86400000), to, bucket: preset.bucket, open: true };
+  }
+  const from = new Date(`${$('from').value}T00:00`);
+  const to = new Date(`${$('to').value}T00:00`);
+  to.setDate(to.getDate() + 1);
+  if (Number.isNaN(from.getTime()) || Number.isNaN(to.getTime())) throw new Error('Choose both dates of the range.');
+  if (from >= to) throw new Error('The range must start on or before the day it ends.');
+  return { from, to, bucket: to - from <= 2 * 86400000 ? 'hour' : 'day', open: false };
+}
+
+// The range as the listing's and the export's filters: a preset is open
+// at its end (the file says `now`).
+function rangeQuery(r) {
+  return `&updated_after=${encodeURIComponent(r.from.toISOString())}`
+    + (r.open ? '' : `&updated_before=${encodeURIComponent(r.to.toISOString())}`);
+}
+
+// Shows the custom dates (filled with the last 7 days the first time).
+function chooseRange() {
+  const custom = $('range').value === 'custom';
+  $('custom-range').hidden = !custom;
+  if (custom && !$('from').value) {
+    const today = new Date();
+    $('to').value = localDay(today);
+    $('from').value = localDay(new Date(today.getTime() - 6 * 86400000));
+  }
+  showRange();
+  if (custom) $('from').focus();
 }
 
 // `&tag=...` when the tag field holds one.
@@ -92,11 +148,9 @@ function tagQuery() {
 // fetched and handed to the browser as a blob.
 async function exportCsv() {
   const channel = $('channel').value;
-  const { days } = RANGES[$('range').value];
-  const from = new Date(Date.now() - days * 86400000).toISOString();
   try {
     const response = await fetch(`/api/v1/channels/${encodeURIComponent(channel)}/export?format=csv`
-      + `&updated_after=${encodeURIComponent(from)}${tagQuery()}`,
+      + `${rangeQuery(range())}${tagQuery()}`,
     { headers: { authorization: 'Bearer ' + token } });
     if (!response.ok) throw new Error((await response.json().catch(() => null))?.message ?? `The service answered ${response.status}.`);
     const name = /filename="([^"]+)"/.exec(response.headers.get('content-disposition') ?? '')?.[1] ?? 'koostatus.csv';
@@ -106,39 +160,36 @@ async function exportCsv() {
     link.remove();
     setTimeout(() => URL.revokeObjectURL(link.href), 10000);
   } catch (e) {
-    $('totals').prepend(el('p', { class: 'error' }, e.message));
+    $('totals').prepend(el('p', { class: 'error', role: 'alert' }, e.message));
   }
 }
 
-// The unreported messages of the channel (and tag), newest first, a page at
-// a time; `more` appends the next page.
-let unreportedCursor = null;
-async function loadUnreported(more = false) {
+// The failed or unreported messages of the channel, range and tag, newest
+// change first, a page at a time; `more` appends the next page.
+const cursors = {};
+async function loadList(status, more = false) {
+  const list = $(status);
   const channel = encodeURIComponent($('channel').value);
-  const cursor = more && unreportedCursor ? `&cursor=${encodeURIComponent(unreportedCursor)}` : '';
+  const cursor = more && cursors[status] ? `&cursor=${encodeURIComponent(cursors[status])}` : '';
   try {
-    const page = await api(`/channels/${channel}/messages?status=unreported&limit=20${tagQuery()}${cursor}`);
+    const page = await api(`/channels/${channel}/messages?status=${status}&limit=20`
+      + `${rangeQuery(range())}${tagQuery()}${cursor}`);
     const items = page.messages.map((m) => el('li', {},
       el('button', { type: 'button', class: 'link', 'data-message': m.message_id }, m.message_id), ' ',
-      `to ${m.user_number}, sent ${new Date(m.sent_at ?? m.first_seen_at).toLocaleString()}`,
+      status === 'failed'
+        ? `to ${m.user_number}, failed ${new Date(m.updated_at).toLocaleString()}`
+        : `to ${m.user_number}, sent ${new Date(m.sent_at ?? m.first_seen_at).toLocaleString()}`,
       m.tags.length ? ` (${m.tags.join(', ')})` : ''));
-    if (more) $('unreported').append(...items);
-    else $('unreported').replaceChildren(...items);
-    if (!more && items.length === 0) $('unreported').replaceChildren(el('li', { class: 'hint' }, 'None.'));
-    unreportedCursor = page.next_cursor;
-    $('unreported-more').hidden = !page.next_cursor;
+    if (more) list.append(...items);
+    else list.replaceChildren(...items);
+    if (!more && items.length === 0) list.replaceChildren(el('li', { class: 'hint' }, 'None in this range.'));
+    cursors[status] = page.next_cursor;
+    $(`${status}-more`).hidden = !page.next_cursor;
   } catch (e) {
-    $('unreported').replaceChildren(el('li', { class: 'error' }, e.message));
-    $('unreported-more').hidden = true;
+    list.replaceChildren(el('li', { class: 'error' }, e.message));
+    $(`${status}-more`).hidden = true;
   }
 }
-
-const RANGES = {
-  '24h': { days: 1, bucket: 'hour' },
-  '7d': { days: 7, bucket: 'day' },
-  '30d': { days: 30, bucket: 'day' },
-  '90d': { days: 90, bucket: 'day' },
-};
 
 const percent = (r) => `${(r * 100).toFixed(1)} %`;
 // Percentiles come from a histogram whose first bin holds everything under
@@ -152,10 +203,8 @@ function duration(seconds) {
 
 async function loadStats() {
   const channel = $('channel').value;
-  const { days, bucket } = RANGES[$('range').value];
-  const to = new Date();
-  const from = new Date(to.getTime() - days * 86400000);
   try {
+    const { from, to, bucket } = range();
     const stats = await api(`/channels/${encodeURIComponent(channel)}/stats?bucket=${bucket}`
       + `&from=${from.toISOString()}&to=${to.toISOString()}${tagQuery()}`);
     drawTotals(stats.total);
@@ -317,17 +366,21 @@ document.addEventListener('DOMContentLoaded', () => {
   $('sign-in-form').addEventListener('submit', signIn);
   $('sign-out').addEventListener('click', signOut);
   $('channel').addEventListener('change', showChannel);
-  $('range').addEventListener('change', loadStats);
-  $('tag').addEventListener('change', () => { loadStats(); loadUnreported(); });
-  // Enter in the tag field applies it; the page never navigates away.
-  $('channel-form').addEventListener('submit', (event) => {
-    event.preventDefault();
-    loadStats();
-    loadUnreported();
+  $('range').addEventListener('change', chooseRange);
+  $('tag').addEventListener('change', showRange);
+  // Enter in the tag field or a date applies it (the form has several
+  // fields and no submit button, so the browser would not); the page never
+  // navigates away.
+  $('channel-form').addEventListener('submit', (event) => event.preventDefault());
+  $('channel-form').addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && event.target.matches('input')) showRange();
   });
-  $('unreported-more').addEventListener('click', () => loadUnreported(true));
+  $('apply-range').addEventListener('click', showRange);
+  for (const status of ['failed', 'unreported']) {
+    $(`${status}-more`).addEventListener('click', () => loadList(status, true));
+    $(status).addEventListener('click', openMessage);
+  }
   $('export').addEventListener('click', exportCsv);
-  $('unreported').addEventListener('click', openMessage);
   $('search-form').addEventListener('submit', search);
   $('live').addEventListener('click', openMessage);
   $('results').addEventListener('click', openMessage);

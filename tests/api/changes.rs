@@ -300,6 +300,9 @@ async fn events_reach_subscribers_of_another_instance_and_resume_after_last_even
     // Idle: heartbeats keep the connection alive.
     assert!(events.next(Duration::from_millis(1000)).await.is_none());
     assert!(events.heartbeats >= 2, "{} heartbeats", events.heartbeats);
+    // The stream began with one comment, before any change (Firefox opens
+    // an EventSource only at the body's first bytes).
+    assert_eq!(events.opened, 1);
     let (last_id, _) = {
         // The last event seen; then the client goes away.
         let r = app.post_report(CH, PASSWORD, &report("m4", "read")).await;

@@ -334,7 +334,7 @@ async fn paging_250_messages_by_100_gives_3_pages_with_every_message_once() {
 }
 
 #[tokio::test]
-async fn listing_filters_by_status_user_number_and_updated_after() {
+async fn listing_filters_by_status_user_number_and_update_time() {
     let app = app_with_channel().await;
     let token = app.create_token("desk", &[]).await;
     let first = fill(&app, 30).await;
@@ -363,6 +363,20 @@ async fn listing_filters_by_status_user_number_and_updated_after() {
     )
     .await;
     assert_eq!((changed, next), (vec!["m000".to_owned()], None));
+    // updated_before: everything but the change after the cut, newest
+    // first, paged with its cursor.
+    let before = format!("updated_before={}", after.replace('+', "%2B"));
+    let (older, next) = page(&app, &token, &format!("{before}&limit=20")).await;
+    assert_eq!(older.len(), 20);
+    assert!(!older.contains(&"m000".to_owned()));
+    assert_eq!(older[0], first[0]);
+    let (rest, next) = page(
+        &app,
+        &token,
+        &format!("{before}&limit=20&cursor={}", next.unwrap()),
+    )
+    .await;
+    assert_eq!((rest.len(), next), (9, None));
     let (small, next) = page(&app, &token, "limit=1").await;
     assert_eq!(small, ["m000"]);
     let (second, _) = page(&app, &token, &format!("limit=1&cursor={}", next.unwrap())).await;
@@ -377,6 +391,7 @@ async fn bad_listing_parameters_get_400() {
         ("status=pending", "invalid_status"),
         ("updated_after=yesterday", "invalid_time"),
         ("updated_after=2026-11-23", "invalid_time"),
+        ("updated_before=soon", "invalid_time"),
         ("limit=0", "invalid_limit"),
         ("limit=501", "invalid_limit"),
         ("limit=ten", "invalid_limit"),

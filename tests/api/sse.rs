@@ -10,6 +10,8 @@ pub struct Sse {
     response: reqwest::Response,
     buffer: String,
     pub heartbeats: usize,
+    /// `: open` lines: the one comment a stream starts with.
+    pub opened: usize,
     /// The server ended the stream.
     pub ended: bool,
 }
@@ -45,6 +47,7 @@ impl Sse {
             response,
             buffer: String::new(),
             heartbeats: 0,
+            opened: 0,
             ended: false,
         }
     }
@@ -57,7 +60,9 @@ impl Sse {
                 let block: String = self.buffer.drain(..end + 2).collect();
                 let (mut id, mut data) = (None, None);
                 for line in block.lines().filter(|l| !l.is_empty()) {
-                    if line.starts_with(':') {
+                    if line == ": open" {
+                        self.opened += 1;
+                    } else if line.starts_with(':') {
                         self.heartbeats += 1;
                     } else if let Some(v) = line.strip_prefix("id: ") {
                         id = Some(v.to_owned());

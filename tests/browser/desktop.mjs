@@ -1,4 +1,5 @@
-// An agent desktop in a real browser (SPEC §8): a page served from another
+// An agent desktop in a real browser (SPEC §8), Chromium or Firefox (the
+// first argument): a page served from another
 // origin reads a message with fetch and a bearer token, follows /events
 // with a native EventSource and a stream ticket, sees a report sent during
 // the test, and after the service restarts resumes without loss.
@@ -12,7 +13,7 @@ import { once } from 'node:events';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Harness, assert, freePort, launchChromium, sleep, waitFor } from './common.mjs';
+import { Harness, assert, freePort, launchBrowser, sleep, waitFor } from './common.mjs';
 
 const CHANNEL = 'desk';
 const PASSWORD = 'browser-test-webhook-password';
@@ -79,7 +80,7 @@ async function main() {
     const token = t.cli(['token', 'create', '--name', 'agent']).trim();
     await report(apiPort, 'm1', 'delivered');
 
-    browser = await launchChromium();
+    browser = await launchBrowser();
     const page = await browser.newPage();
     const consoleErrors = [];
     page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
@@ -87,7 +88,7 @@ async function main() {
     const api = `http://127.0.0.1:${apiPort}`;
 
     await check('fetch with a bearer token across origins reads a message', async () => {
-      const status = await page.evaluate(([a, t, c, u]) => window.desk(a, t, c, u, 'm1'), [api, token, CHANNEL, USER]);
+      const status = await page.evaluate((a, t, c, u) => window.desk(a, t, c, u, 'm1'), api, token, CHANNEL, USER);
       assert(status === 'delivered', `status ${status}`);
       await waitFor('the stream to open', () => page.evaluate(() => window.opened === 1));
       assert(consoleErrors.length === 0, `console errors: ${consoleErrors}`);
