@@ -20,9 +20,7 @@
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, Executor, PgConnection};
-use support::{Service, cli, env, pct, read_answer, report_request, wait_ready, with_service};
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use support::{Rng, Service, callback_client, callbacks, cli, env, pct, wait_ready, with_service};
 
 mod support;
 
@@ -82,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
                     Some(Duration::from_millis(500)),
                 ))
             });
-            let (rate, latencies) = callbacks(service.port, connections, phase, i as u64).await?;
+            let (rate, latencies) = callbacks(service.port, CHANNEL, PASSWORD, connections, phase, i as u64).await?;
             let sent = match pacer {
                 Some(p) => p.await??,
                 None => 0,
@@ -140,31 +138,6 @@ async fn main() -> anyhow::Result<()> {
     .await
 }
 
-/// Seed-shaped message ids: 33 random hex digits.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn message_id(&mut self) -> String {
-        format!(
-            "{:016x}{:016x}{:x}",
-            self.next(),
-            self.next(),
-            self.next() % 16
-        )
-    }
-
-    fn user_number(&mut self) -> String {
-        format!("86{:011}", self.next() % 1_000_000)
-    }
-}
-
 /// Registers batches of 1,000 until `deadline`, one every `every` if set
 /// (else back to back); returns the messages registered.
 async fn register_until(
@@ -205,35 +178,6 @@ async fn register_until(
     Ok(registered)
 }
 
-/// Callbacks on `connections` keep-alive connections for `duration`: the
-/// rate answered 200 and every latency, sorted.
-async fn callbacks(
-    port: u16,
-    connections: usize,
-    duration: Duration,
-    seed: u64,
-) -> anyhow::Result<(f64, Vec<Duration>)> {
-    let started = Instant::now();
-    let deadline = started + duration;
-    let tasks: Vec<_> = (0..connections)
-        .map(|c| {
-            tokio::spawn(callback_client(
-                port,
-                seed * 1000 + c as u64 + 1,
-                move || Instant::now() < deadline,
-            ))
-        })
-        .collect();
-    let (mut ok, mut latencies) = (0, Vec::new());
-    for t in tasks {
-        let (n, l) = t.await??;
-        ok += n;
-        latencies.extend(l);
-    }
-    latencies.sort();
-    Ok((ok as f64 / started.elapsed().as_secs_f64(), latencies))
-}
-
 /// Fills `channel` with `n` messages sent two days ago, sets its
 /// `unreported_after` to 1 s and waits until the service's sweep has made
 /// them all `unreported`; with `load` (connections, p99 alone in ms),
@@ -268,6 +212,8 @@ async fn sweep(
                 let done = done.clone();
                 tokio::spawn(callback_client(
                     service.port,
+                    CHANNEL,
+                    PASSWORD,
                     7_000_000 + c as u64,
                     move || !done.load(std::sync::atomic::Ordering::Relaxed),
                 ))
@@ -323,35 +269,6 @@ async fn sweep(
     .await?;
     anyhow::ensure!(unreported == n, "{unreported} of {n} unreported");
     Ok(took)
-}
-
-async fn callback_client(
-    port: u16,
-    seed: u64,
-    go_on: impl Fn() -> bool,
-) -> anyhow::Result<(u64, Vec<Duration>)> {
-    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    stream.set_nodelay(true)?;
-    let mut stream = BufReader::new(stream);
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let (mut ok, mut latencies) = (0, Vec::new());
-    while go_on() {
-        let status = ["delivered", "read", "failed"][(rng.next() % 3) as usize];
-        let body = format!(
-            r#"{{"message_id":"{}","sender":"86173xxxx4526","user_number":"{}","status":"{status}"}}"#,
-            rng.message_id(),
-            rng.user_number()
-        );
-        let sent = Instant::now();
-        stream
-            .get_mut()
-            .write_all(report_request(CHANNEL, PASSWORD, &body).as_bytes())
-            .await?;
-        let code = read_answer(&mut stream).await?;
-        latencies.push(sent.elapsed());
-        ok += u64::from(code == 200);
-    }
-    Ok((ok, latencies))
 }
 
 /// `n` messages of `channel` registered two days ago and never reported,

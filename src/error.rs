@@ -39,6 +39,10 @@ pub enum ApiError {
     /// [`retry_after`] for every 503).
     #[error("The database is unavailable; nothing was stored. Retry later.")]
     Unavailable { cause: String },
+    /// Answered 503 with `Retry-After`, like Unavailable: a bounded
+    /// resource of this instance is in use (the sentence says which).
+    #[error("{0}")]
+    Busy(&'static str),
     #[error("An internal error occurred; nothing was stored.")]
     Internal(#[source] anyhow::Error),
 }
@@ -80,6 +84,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Busy(_) => "busy",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -98,7 +103,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

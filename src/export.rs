@@ -56,11 +56,22 @@ const COLUMNS: [&str; 12] = [
     "tags",
 ];
 
+/// Exports at once per instance: each holds a database connection (its
+/// snapshot) for as long as its client reads, and the pool serves the
+/// callbacks too.
+pub const MAX_CONCURRENT: usize = 2;
+
+/// How long an export may wait on its client before its snapshot ends
+/// (and the download with it).
+pub const CLIENT_STALL: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Reads the export a page at a time on the main runtime and sends each
 /// page encoded; stops at the end, at an error, or when the client is gone.
-/// `filter.limit` is the page size; `filter.after` where to start. Each page
-/// is a statement of its own, not one long query: a snapshot held for a
-/// whole export would hold back the feed's readers (`pg_snapshot_xmin`).
+/// `filter.limit` is the page size; `filter.after` where to start.
+///
+/// Every page is read in one read-only snapshot: keyset pages over
+/// `updated_at` in separate snapshots would miss each message that changed
+/// during the export (it moves above the pages still to read).
 pub async fn produce(
     pool: PgPool,
     channel: String,
@@ -68,12 +79,19 @@ pub async fn produce(
     format: Format,
     pages: mpsc::Sender<Result<Bytes, sqlx::Error>>,
 ) {
+    let mut snapshot = match messages::snapshot(&pool, CLIENT_STALL).await {
+        Ok(tx) => tx,
+        Err(e) => {
+            let _ = pages.send(Err(e)).await;
+            return;
+        }
+    };
     let mut first = true;
     loop {
         let page = async {
-            let rows = messages::list(&pool, &channel, &filter).await?;
+            let rows = messages::list(&mut *snapshot, &channel, &filter).await?;
             let ids: Vec<String> = rows.iter().map(|r| r.message_id.clone()).collect();
-            let times = messages::reported_times(&pool, &channel, &ids).await?;
+            let times = messages::reported_times(&mut *snapshot, &channel, &ids).await?;
             Ok::<_, sqlx::Error>((rows, times))
         }
         .await;
@@ -93,6 +111,7 @@ pub async fn produce(
         let bytes = encode(format, first, rows, times);
         first = false;
         if pages.send(Ok(bytes)).await.is_err() || !full {
+            // Read-only: dropping the snapshot rolls it back, nothing lost.
             return;
         }
     }

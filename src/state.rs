@@ -24,6 +24,8 @@ pub struct AppState {
     pub hub: Hub,
     /// Each channel's last accepted report, for `/metrics`.
     pub last_reports: Arc<LastReports>,
+    /// Exports running on this instance, each holding a connection.
+    pub exports: Arc<tokio::sync::Semaphore>,
     /// Cancelled on SIGTERM / Ctrl-C: ends the background tasks, and the
     /// `/events` streams, which would otherwise hold the graceful shutdown
     /// for its whole grace period.
@@ -92,6 +94,7 @@ impl AppState {
             writer,
             hub,
             last_reports,
+            exports: Arc::new(tokio::sync::Semaphore::new(crate::export::MAX_CONCURRENT)),
             shutdown,
         }
     }

@@ -27,7 +27,7 @@ use crate::state::AppState;
         )),
         (status = 400, description = "A bad format, status, time or filter", body = ErrorBody),
         super::ChannelRefusals,
-        (status = 503, description = "Database unavailable; retry after Retry-After seconds", body = ErrorBody),
+        (status = 503, description = "Database unavailable, or two exports already running on this instance (`busy`); retry after Retry-After seconds", body = ErrorBody),
     )
 )]
 pub async fn export(
@@ -36,6 +36,9 @@ pub async fn export(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = parse_export_params(params.into_inner())?;
+    let running = state.exports.clone().try_acquire_owned().map_err(|_| {
+        ApiError::Busy("Two exports are running on this instance already; retry in a minute.")
+    })?;
     let name = file_name(&channel, &query);
     let format = query.format;
     // Two pages in flight at most: a slow client holds the producer, not
@@ -44,9 +47,10 @@ pub async fn export(
     let (pages, mut received) = mpsc::channel(2);
     let channel_id = channel.to_string();
     let filter = query.filter;
-    state
-        .db
-        .spawn(move |pool| produce(pool, channel_id, filter, format, pages));
+    state.db.spawn(move |pool| async move {
+        produce(pool, channel_id, filter, format, pages).await;
+        drop(running);
+    });
     // The first page decides the answer: a database that fails now gets a
     // 503, not a 200 cut short.
     let first = match received.recv().await {

@@ -184,6 +184,29 @@ pub async fn list(
     }
 }
 
+/// A read-only transaction on one snapshot, for reading many pages as of
+/// one moment (the export). Read-only, it takes no transaction id, so it
+/// does not hold back the feed's readers (`pg_snapshot_xmin` counts only
+/// transactions with one); a client that stops reading for
+/// `idle_for` ends it, so a stalled download cannot hold back vacuum for
+/// long.
+pub async fn snapshot(
+    pool: &sqlx::PgPool,
+    idle_for: std::time::Duration,
+) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query!("set transaction isolation level repeatable read, read only")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query!(
+        "select set_config('idle_in_transaction_session_timeout', $1, true)",
+        format!("{}ms", idle_for.as_millis())
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(tx)
+}
+
 /// When each of `message_ids` was first reported `failed`, `delivered`
 /// and `read`, for those with any of the three.
 pub struct ReportedTimes {

@@ -382,8 +382,11 @@ async fn a_client_that_leaves_halfway_leaves_no_query_running() {
         || async {
             let running: i64 = sqlx::query_scalar(
                 "select count(*) from pg_stat_activity
-             where datname = $1 and state = 'active' and pid <> pg_backend_pid()
-               and (query like '%message_history%' or query like '%order by updated_at desc%')",
+             where datname = $1 and pid <> pg_backend_pid()
+               and (state = 'active' and (query like '%message_history%'
+                                          or query like '%order by updated_at desc%')
+                    -- Nor its snapshot, left open.
+                    or state like 'idle in transaction%')",
             )
             .bind(&db)
             .fetch_one(&app.pool)
@@ -392,6 +395,90 @@ async fn a_client_that_leaves_halfway_leaves_no_query_running() {
             running == 0
         },
     )
+    .await;
+}
+
+/// `n` delivered messages `bulk-000001` (oldest) .. written in SQL: enough
+/// that an export outlasts every buffer between it and its client.
+async fn bulk_channel(n: i64) -> (TestApp, String) {
+    let app = spawn_app_with(|_| {}).await;
+    app.add_channel(CH, PASSWORD).await;
+    let token = app.create_token("supervisor", &[CH]).await;
+    sqlx::query(
+        "insert into messages (channel_id, message_id, sender, user_number, status,
+                               first_seen_at, updated_at, changed_xid)
+         select $1, 'bulk-' || lpad(i::text, 6, '0'), '86173xxxx4526', '86187' || i, 'delivered',
+                now() - interval '1 day' + i * interval '1 ms',
+                now() - interval '1 day' + i * interval '1 ms', pg_current_xact_id()
+         from generate_series(1, $2) i",
+    )
+    .bind(CH)
+    .bind(n)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    (app, token)
+}
+
+/// Messages that change while an export runs are each in it once, as they
+/// were when it began: keyset pages over `updated_at` read in separate
+/// snapshots would lose them (a change moves a message above the pages
+/// still to read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_is_one_moment_even_while_messages_change() {
+    let (app, token) = bulk_channel(100_000).await;
+    let mut response = download(&app, &token, "format=ndjson").await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.chunk().await.unwrap().unwrap().to_vec();
+    // The oldest 300, which the export reaches last, become read now.
+    for i in 1..=300 {
+        let mut body = report(&format!("bulk-{i:06}"), "read");
+        body["user_number"] = format!("86187{i}").into();
+        let r = app.post_report(CH, PASSWORD, &body).await;
+        assert_eq!(r.status(), 200);
+    }
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    let lines: Vec<Value> = String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 100_000, "every message once");
+    let ids: std::collections::HashSet<&str> = lines
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 100_000);
+    assert!(
+        lines.iter().all(|m| m["status"] == "delivered"),
+        "as they were when the export began"
+    );
+    // The next export sees the change.
+    let after = download(&app, &token, "format=ndjson&status=read").await;
+    assert_eq!(after.text().await.unwrap().lines().count(), 300);
+}
+
+/// Two exports at once per instance (each holds a connection while its
+/// client reads); a third is told to come back, and the slot frees when a
+/// client leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_export_at_once_gets_503_and_the_slot_frees_when_one_leaves() {
+    let (app, token) = bulk_channel(100_000).await;
+    let first = download(&app, &token, "format=ndjson").await;
+    let second = download(&app, &token, "format=ndjson").await;
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = download(&app, &token, "").await;
+    assert!(third.headers().contains_key("retry-after"));
+    assert_error(third, 503, "busy").await;
+    drop(first);
+    wait_until("a slot again", Duration::from_secs(10), || async {
+        download(&app, &token, "status=sent").await.status() == 200
+    })
     .await;
 }
 
