@@ -2,7 +2,6 @@
 //! database a page at a time and encoded page by page, for the HTTP export
 //! and `koostatus export` alike.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use actix_web::web::Bytes;
@@ -11,7 +10,7 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use crate::api::model::Message;
-use crate::db::messages::{self, Keyset, ListFilter, MessageRow, ReportedTimes};
+use crate::db::messages::{self, ExportRow, Keyset, ListFilter, MessageRow};
 
 /// Rows read per statement.
 pub const PAGE: i64 = 1000;
@@ -65,8 +64,17 @@ pub const MAX_CONCURRENT: usize = 2;
 /// (and the download with it).
 pub const CLIENT_STALL: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// A page as read from the database; whoever receives it encodes it (the
+/// HTTP body on its worker thread, the command on its own), so that
+/// encoding one page overlaps reading the next on the main runtime.
+pub struct Page {
+    pub rows: Vec<ExportRow>,
+    /// The export's first page, which the CSV's header row precedes.
+    pub first: bool,
+}
+
 /// Reads the export a page at a time on the main runtime and sends each
-/// page encoded; stops at the end, at an error, or when the client is gone.
+/// page; stops at the end, at an error, or when the client is gone.
 /// `filter.limit` is the page size; `filter.after` where to start.
 ///
 /// Every page is read in one read-only snapshot: keyset pages over
@@ -76,8 +84,7 @@ pub async fn produce(
     pool: PgPool,
     channel: String,
     mut filter: ListFilter,
-    format: Format,
-    pages: mpsc::Sender<Result<Bytes, sqlx::Error>>,
+    pages: mpsc::Sender<Result<Page, sqlx::Error>>,
 ) {
     let mut snapshot = match messages::snapshot(&pool, CLIENT_STALL).await {
         Ok(tx) => tx,
@@ -88,15 +95,8 @@ pub async fn produce(
     };
     let mut first = true;
     loop {
-        let page = async {
-            let rows = messages::list(&mut *snapshot, &channel, &filter).await?;
-            let ids: Vec<String> = rows.iter().map(|r| r.message_id.clone()).collect();
-            let times = messages::reported_times(&mut *snapshot, &channel, &ids).await?;
-            Ok::<_, sqlx::Error>((rows, times))
-        }
-        .await;
-        let (rows, times) = match page {
-            Ok(page) => page,
+        let rows = match messages::export_page(&mut *snapshot, &channel, &filter).await {
+            Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "an export stopped: the database failed");
                 let _ = pages.send(Err(e)).await;
@@ -108,9 +108,9 @@ pub async fn produce(
             updated_at: r.updated_at,
             message_id: r.message_id.clone(),
         });
-        let bytes = encode(format, first, rows, times);
+        let page = Page { rows, first };
         first = false;
-        if pages.send(Ok(bytes)).await.is_err() || !full {
+        if pages.send(Ok(page)).await.is_err() || !full {
             // Read-only: dropping the snapshot rolls it back, nothing lost.
             return;
         }
@@ -129,25 +129,11 @@ struct NdjsonLine {
 }
 
 /// A page as CSV (with the header row first) or NDJSON.
-pub fn encode(
-    format: Format,
-    with_header: bool,
-    rows: Vec<MessageRow>,
-    times: Vec<ReportedTimes>,
-) -> Bytes {
-    let mut reported: HashMap<String, ReportedTimes> = times
-        .into_iter()
-        .map(|mut t| (std::mem::take(&mut t.message_id), t))
-        .collect();
-    let mut times_of = |id: &str| {
-        reported
-            .remove(id)
-            .map_or([None; 3], |t| [t.failed_at, t.delivered_at, t.read_at])
-    };
+pub fn encode(format: Format, page: Page) -> Bytes {
     match format {
         Format::Csv => {
-            let mut out = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 200));
-            if with_header {
+            let mut out = csv::Writer::from_writer(Vec::with_capacity(page.rows.len() * 200));
+            if page.first {
                 out.write_record(COLUMNS).expect("writing to memory");
             }
             let mut time = String::with_capacity(32);
@@ -158,8 +144,7 @@ pub fn encode(
                 }
                 out.write_field(&time).expect("writing to memory");
             };
-            for m in rows {
-                let [failed, delivered, read] = times_of(&m.message_id);
+            for m in page.rows {
                 for text in [&m.channel_id, &m.message_id, &m.sender, &m.user_number] {
                     out.write_field(inert(text).as_bytes())
                         .expect("writing to memory");
@@ -168,7 +153,12 @@ pub fn encode(
                     .expect("writing to memory");
                 field(&mut out, Some(&m.first_seen_at));
                 field(&mut out, Some(&m.updated_at));
-                for t in [m.sent_at, failed, delivered, read] {
+                for t in [
+                    m.sent_at,
+                    m.first_failed_at,
+                    m.first_delivered_at,
+                    m.first_read_at,
+                ] {
                     field(&mut out, t.as_ref());
                 }
                 out.write_field(inert(&m.tags.join(";")).as_bytes())
@@ -178,14 +168,23 @@ pub fn encode(
             Bytes::from(out.into_inner().expect("writing to memory"))
         }
         Format::Ndjson => {
-            let mut out = Vec::with_capacity(rows.len() * 300);
-            for m in rows {
-                let [failed_at, delivered_at, read_at] = times_of(&m.message_id);
+            let mut out = Vec::with_capacity(page.rows.len() * 300);
+            for m in page.rows {
                 let line = NdjsonLine {
-                    message: Message::from(m),
-                    failed_at,
-                    delivered_at,
-                    read_at,
+                    failed_at: m.first_failed_at,
+                    delivered_at: m.first_delivered_at,
+                    read_at: m.first_read_at,
+                    message: Message::from(MessageRow {
+                        channel_id: m.channel_id,
+                        message_id: m.message_id,
+                        sender: m.sender,
+                        user_number: m.user_number,
+                        status: m.status,
+                        first_seen_at: m.first_seen_at,
+                        updated_at: m.updated_at,
+                        sent_at: m.sent_at,
+                        tags: m.tags,
+                    }),
                 };
                 serde_json::to_writer(&mut out, &line).expect("writing to memory");
                 out.push(b'\n');

@@ -314,3 +314,26 @@ pub async fn callback_client(
     }
     Ok((ok, latencies))
 }
+
+/// CPU seconds used so far by the service, by every PostgreSQL process,
+/// and by this benchmark.
+pub fn cpu(server: u32) -> [f64; 3] {
+    let seconds = |pid: &str| -> Option<(String, f64)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (head, rest) = stat.rsplit_once(')')?;
+        let name = head.split_once('(')?.1.to_owned();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
+        Some((name, ticks / 100.0))
+    };
+    let postgres: f64 = std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(|e| seconds(e.ok()?.file_name().to_str()?))
+                .filter(|(name, _)| name == "postgres")
+                .map(|(_, s)| s)
+                .sum()
+        })
+        .unwrap_or(0.0);
+    let own = |pid: u32| seconds(&pid.to_string()).map_or(0.0, |(_, s)| s);
+    [own(server), postgres, own(std::process::id())]
+}

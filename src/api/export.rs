@@ -11,7 +11,7 @@ use super::Readable;
 use super::params::{ExportParams, ExportQuery, parse_export_params};
 use crate::domain::ChannelId;
 use crate::error::{ApiError, ErrorBody};
-use crate::export::{Format, produce};
+use crate::export::{Format, encode, produce};
 use crate::state::AppState;
 
 #[utoipa::path(
@@ -48,23 +48,26 @@ pub async fn export(
     let channel_id = channel.to_string();
     let filter = query.filter;
     state.db.spawn(move |pool| async move {
-        produce(pool, channel_id, filter, format, pages).await;
+        produce(pool, channel_id, filter, pages).await;
         drop(running);
     });
     // The first page decides the answer: a database that fails now gets a
     // 503, not a 200 cut short.
     let first = match received.recv().await {
-        Some(first) => first?,
+        Some(first) => encode(format, first?),
         None => {
             return Err(ApiError::unavailable(
                 "the export stopped before its first page",
             ));
         }
     };
-    let rest = futures_util::stream::unfold(received, |mut received| async move {
+    let rest = futures_util::stream::unfold(received, move |mut received| async move {
         let item = received.recv().await?;
         // A failure after the first page can only cut the download short.
-        Some((item.map_err(std::io::Error::other), received))
+        let bytes = item
+            .map(|page| encode(format, page))
+            .map_err(std::io::Error::other);
+        Some((bytes, received))
     });
     let body = futures_util::StreamExt::chain(
         futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) }),

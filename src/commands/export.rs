@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::db;
 use crate::db::messages::{Keyset, ListFilter};
 use crate::domain::Status;
-use crate::export::{Format, PAGE, produce};
+use crate::export::{Format, PAGE, encode, produce};
 
 pub async fn run(args: ExportArgs, config: Config) -> anyhow::Result<()> {
     let pool = db::connect(&config.database).await?;
@@ -59,17 +59,11 @@ pub async fn run(args: ExportArgs, config: Config) -> anyhow::Result<()> {
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let (pages, mut received) = tokio::sync::mpsc::channel(2);
-    tokio::spawn(produce(
-        pool,
-        args.channel.to_string(),
-        filter,
-        format,
-        pages,
-    ));
+    tokio::spawn(produce(pool, args.channel.to_string(), filter, pages));
     let progress = std::io::stderr().is_terminal();
     let (mut pages_written, mut bytes) = (0u64, 0usize);
     while let Some(page) = received.recv().await {
-        let page = page.context("Reading the messages failed.")?;
+        let page = encode(format, page.context("Reading the messages failed.")?);
         out.write_all(&page).context("Writing the export failed.")?;
         pages_written += 1;
         bytes += page.len();

@@ -111,14 +111,15 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-/// The listing's statement with `$filter` (a string literal) as its
-/// user-number condition: checked macros take literals only.
+/// The listing's statement, its rows of type `$row` with `$columns` (a
+/// string literal) beyond a message's, and `$filter` (a string literal) as
+/// its user-number condition: checked macros take literals only.
 macro_rules! list_where {
-    ($filter:literal, $($arg:expr),+ $(,)?) => {
+    ($row:ty, $columns:literal, $filter:literal, $($arg:expr),+ $(,)?) => {
         sqlx::query_as!(
-            MessageRow,
+            $row,
             r#"select channel_id, message_id, sender, user_number, status as "status: Status",
-                      first_seen_at, updated_at, sent_at, tags
+                      first_seen_at, updated_at, sent_at, tags "# + $columns + r#"
                from messages
                where channel_id = $1 "# + $filter + r#"
                  and (updated_at, message_id) < (coalesce($2, 'infinity'::timestamptz), $3)
@@ -132,56 +133,100 @@ macro_rules! list_where {
     };
 }
 
+/// Runs the listing's statement for `$filter`'s page, its rows `$row`
+/// with `$columns`: one statement without a user-number condition and one
+/// with, so that each keeps its index in a generic plan too (`$8 is null
+/// or ...` would not).
+macro_rules! list_page {
+    ($db:expr, $row:ty, $columns:literal, $channel_id:expr, $filter:expr) => {{
+        let filter: &ListFilter = $filter;
+        let (before_time, before_id) = match &filter.after {
+            Some(k) => (Some(k.updated_at), k.message_id.as_str()),
+            None => (None, ""),
+        };
+        let (after, status, limit) = (filter.updated_after, filter.status, filter.limit);
+        let tag = filter.tag.as_deref();
+        match &filter.user_number {
+            None => {
+                list_where!(
+                    $row,
+                    $columns,
+                    "",
+                    $channel_id,
+                    before_time,
+                    before_id,
+                    after,
+                    status as Option<Status>,
+                    limit,
+                    tag
+                )
+                .fetch_all($db)
+                .await
+            }
+            Some(n) => {
+                list_where!(
+                    $row,
+                    $columns,
+                    "and user_number = $8",
+                    $channel_id,
+                    before_time,
+                    before_id,
+                    after,
+                    status as Option<Status>,
+                    limit,
+                    tag,
+                    n
+                )
+                .fetch_all($db)
+                .await
+            }
+        }
+    }};
+}
+
 /// A page of a channel's messages, newest change first.
 ///
 /// The keyset condition is always present (the first page starts below
 /// +infinity) so that the row comparison is an index condition in every plan,
-/// generic or custom: a deep page costs what the first does. A user_number
-/// filter has its own statement so it can use its own index in a generic
-/// plan too (`$7 is null or ...` would not).
+/// generic or custom: a deep page costs what the first does.
 pub async fn list(
     db: impl PgExecutor<'_>,
     channel_id: &str,
     filter: &ListFilter,
 ) -> sqlx::Result<Vec<MessageRow>> {
-    let (before_time, before_id) = match &filter.after {
-        Some(k) => (Some(k.updated_at), k.message_id.as_str()),
-        None => (None, ""),
-    };
-    let (after, status) = (filter.updated_after, filter.status);
-    let limit = filter.limit;
-    let tag = filter.tag.as_deref();
-    match &filter.user_number {
-        None => {
-            list_where!(
-                "",
-                channel_id,
-                before_time,
-                before_id,
-                after,
-                status as Option<Status>,
-                limit,
-                tag
-            )
-            .fetch_all(db)
-            .await
-        }
-        Some(n) => {
-            list_where!(
-                "and user_number = $8",
-                channel_id,
-                before_time,
-                before_id,
-                after,
-                status as Option<Status>,
-                limit,
-                tag,
-                n
-            )
-            .fetch_all(db)
-            .await
-        }
-    }
+    list_page!(db, MessageRow, "", channel_id, filter)
+}
+
+/// A message as the export writes it: its fields and when it was first
+/// reported failed, delivered and read (V11).
+pub struct ExportRow {
+    pub channel_id: String,
+    pub message_id: String,
+    pub sender: String,
+    pub user_number: String,
+    pub status: Status,
+    pub first_seen_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub tags: Vec<String>,
+    pub first_failed_at: Option<DateTime<Utc>>,
+    pub first_delivered_at: Option<DateTime<Utc>>,
+    pub first_read_at: Option<DateTime<Utc>>,
+}
+
+/// A page of the export: the listing's page with the three report times.
+pub async fn export_page(
+    db: impl PgExecutor<'_>,
+    channel_id: &str,
+    filter: &ListFilter,
+) -> sqlx::Result<Vec<ExportRow>> {
+    list_page!(
+        db,
+        ExportRow,
+        ", first_failed_at, first_delivered_at, first_read_at",
+        channel_id,
+        filter
+    )
 }
 
 /// A read-only transaction on one snapshot, for reading many pages as of
@@ -205,36 +250,4 @@ pub async fn snapshot(
     .fetch_one(&mut *tx)
     .await?;
     Ok(tx)
-}
-
-/// When each of `message_ids` was first reported `failed`, `delivered`
-/// and `read`, for those with any of the three.
-pub struct ReportedTimes {
-    pub message_id: String,
-    pub failed_at: Option<DateTime<Utc>>,
-    pub delivered_at: Option<DateTime<Utc>>,
-    pub read_at: Option<DateTime<Utc>>,
-}
-
-pub async fn reported_times(
-    db: impl PgExecutor<'_>,
-    channel_id: &str,
-    message_ids: &[String],
-) -> sqlx::Result<Vec<ReportedTimes>> {
-    // One history row per message and status: min() only picks it out.
-    sqlx::query_as!(
-        ReportedTimes,
-        r#"select message_id as "message_id!",
-                  min(first_received_at) filter (where status = 'failed') as failed_at,
-                  min(first_received_at) filter (where status = 'delivered') as delivered_at,
-                  min(first_received_at) filter (where status = 'read') as read_at
-           from message_history
-           where channel_id = $1 and message_id = any($2)
-             and status in ('failed', 'delivered', 'read')
-           group by message_id"#,
-        channel_id,
-        message_ids
-    )
-    .fetch_all(db)
-    .await
 }

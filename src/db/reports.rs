@@ -80,13 +80,16 @@ pub async fn record_reports(
         message as (
             insert into messages as m
                 (channel_id, message_id, sender, user_number, status, first_seen_at, updated_at,
-                 changed_xid, delivered_at)
+                 changed_xid, delivered_at, first_failed_at, first_delivered_at, first_read_at)
             -- An unranked word never moves the status; a message first
             -- known from one is `sent` (KooMessage reports only on what
             -- it sent).
             select channel_id, message_id, sender, user_number, coalesce(status, 'sent'),
                    received_at, received_at, pg_current_xact_id(),
-                   case when status >= 'delivered' then received_at end
+                   case when status >= 'delivered' then received_at end,
+                   case when status = 'failed' then received_at end,
+                   case when status = 'delivered' then received_at end,
+                   case when status = 'read' then received_at end
             from input
             order by channel_id, message_id
             on conflict (channel_id, message_id) do update
@@ -101,7 +104,11 @@ pub async fn record_reports(
                     -- statistics below (V6).
                     previous_status = m.status,
                     -- The first time it reached `delivered` or `read`.
-                    delivered_at = coalesce(m.delivered_at, excluded.delivered_at)
+                    delivered_at = coalesce(m.delivered_at, excluded.delivered_at),
+                    -- The first report of each (V11), as its history has it.
+                    first_failed_at = coalesce(m.first_failed_at, excluded.first_failed_at),
+                    first_delivered_at = coalesce(m.first_delivered_at, excluded.first_delivered_at),
+                    first_read_at = coalesce(m.first_read_at, excluded.first_read_at)
                 where m.sender = excluded.sender and m.user_number = excluded.user_number
             returning m.channel_id, m.message_id, m.user_number, m.status, m.changed_xid,
                       m.first_seen_at, m.updated_at, m.previous_status, m.delivered_at, m.tags

@@ -640,7 +640,7 @@ async fn an_unreachable_database_gets_503_for_a_registration() {
 /// Data stored under the schema before §13 keeps its meaning: every
 /// message, history entry and feed row as it was, the statistics the same
 /// (every old message has reached `failed`), times to deliver from the
-/// history.
+/// history; and V11 takes the export's report times from the history.
 #[tokio::test]
 async fn data_stored_before_the_migration_keeps_its_meaning() {
     let db = crate::helpers::empty_database().await;
@@ -761,6 +761,37 @@ async fn data_stored_before_the_migration_keeps_its_meaning() {
             .await
             .unwrap();
     assert_eq!(delivered_times, 2);
+    // V11: each message's first failed, delivered and read report, from
+    // its history; the rest unchanged.
+    let before = snapshot(true).await;
+    apply(11).await;
+    assert_eq!(snapshot(true).await, before);
+    type Times = (
+        String,
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    );
+    let reported: Vec<Times> = sqlx::query_as(
+        "select message_id, first_failed_at, first_delivered_at, first_read_at
+         from messages order by 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        reported,
+        vec![
+            ("d".into(), None, t("2026-11-01T11:00:00Z"), None),
+            ("f".into(), t("2026-11-01T10:00:00Z"), None, None),
+            (
+                "r".into(),
+                None,
+                t("2026-11-01T10:00:00Z"),
+                t("2026-11-01T10:05:00Z")
+            ),
+        ]
+    );
 }
 
 /// `/metrics` counts a channel's unreported messages and tells how long ago
