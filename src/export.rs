@@ -60,6 +60,11 @@ const COLUMNS: [&str; 12] = [
 /// callbacks too.
 pub const MAX_CONCURRENT: usize = 2;
 
+/// While callbacks come in, an export rests this many times as long as its
+/// last page took: it then takes about a tenth of what it would alone, and
+/// the callbacks keep the machine. Alone it runs at full speed.
+const REST_WHILE_BUSY: u32 = 9;
+
 /// How long an export may wait on its client before its snapshot ends
 /// (and the download with it).
 pub const CLIENT_STALL: std::time::Duration = std::time::Duration::from_secs(300);
@@ -80,11 +85,15 @@ pub struct Page {
 /// Every page is read in one read-only snapshot: keyset pages over
 /// `updated_at` in separate snapshots would miss each message that changed
 /// during the export (it moves above the pages still to read).
+///
+/// `urgent`, when given, is a count that grows while more urgent work
+/// arrives (reports written): the export rests while it grows.
 pub async fn produce(
     pool: PgPool,
     channel: String,
     mut filter: ListFilter,
     pages: mpsc::Sender<Result<Page, sqlx::Error>>,
+    urgent: Option<Box<dyn Fn() -> u64 + Send + Sync>>,
 ) {
     let mut snapshot = match messages::snapshot(&pool, CLIENT_STALL).await {
         Ok(tx) => tx,
@@ -94,7 +103,9 @@ pub async fn produce(
         }
     };
     let mut first = true;
+    let mut urgent_seen = urgent.as_ref().map_or(0, |count| count());
     loop {
+        let started = std::time::Instant::now();
         let rows = match messages::export_page(&mut *snapshot, &channel, &filter).await {
             Ok(rows) => rows,
             Err(e) => {
@@ -114,6 +125,66 @@ pub async fn produce(
             // Read-only: dropping the snapshot rolls it back, nothing lost.
             return;
         }
+        if let Some(count) = &urgent {
+            let now = count();
+            if now != urgent_seen {
+                urgent_seen = now;
+                tokio::time::sleep(started.elapsed() * REST_WHILE_BUSY).await;
+            }
+        }
+    }
+}
+
+/// Encodes export pages on a thread of its own at the lowest CPU priority
+/// (nice 19): encoding is most of an export's CPU, and on a busy machine
+/// an export takes what the callbacks leave instead of halving them. When
+/// the encoder is starved the pages wait, the producer waits on them, and
+/// the export's database session idles too. On an idle machine it runs at
+/// full speed.
+#[derive(Clone)]
+pub struct Encoder {
+    jobs: std::sync::mpsc::Sender<(Format, Page, tokio::sync::oneshot::Sender<Bytes>)>,
+}
+
+impl Encoder {
+    pub fn start() -> Encoder {
+        let (jobs, received) =
+            std::sync::mpsc::channel::<(Format, Page, tokio::sync::oneshot::Sender<Bytes>)>();
+        std::thread::Builder::new()
+            .name("export-encoder".into())
+            .spawn(move || {
+                lowest_priority();
+                // Ends when the last Encoder is dropped.
+                for (format, page, done) in received {
+                    let _ = done.send(encode(format, page));
+                }
+            })
+            .expect("a thread starts");
+        Encoder { jobs }
+    }
+
+    pub async fn encode(&self, format: Format, page: Page) -> Bytes {
+        let (done, bytes) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send((format, page, done))
+            .expect("the encoder thread runs while an Encoder exists");
+        bytes.await.expect("the encoder thread answers every job")
+    }
+}
+
+/// Nice 19 for the calling thread (on Linux the nice value is per thread).
+fn lowest_priority() {
+    // SAFETY: gettid has no preconditions; setpriority on our own thread id
+    // only lowers this thread's priority, which needs no privilege.
+    let result = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19)
+    };
+    if result != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "the export encoder keeps the normal CPU priority"
+        );
     }
 }
 

@@ -26,6 +26,8 @@ pub struct AppState {
     pub last_reports: Arc<LastReports>,
     /// Exports running on this instance, each holding a connection.
     pub exports: Arc<tokio::sync::Semaphore>,
+    /// Encodes their pages at the lowest CPU priority.
+    pub export_encoder: crate::export::Encoder,
     /// Cancelled on SIGTERM / Ctrl-C: ends the background tasks, and the
     /// `/events` streams, which would otherwise hold the graceful shutdown
     /// for its whole grace period.
@@ -95,6 +97,7 @@ impl AppState {
             hub,
             last_reports,
             exports: Arc::new(tokio::sync::Semaphore::new(crate::export::MAX_CONCURRENT)),
+            export_encoder: crate::export::Encoder::start(),
             shutdown,
         }
     }

@@ -11,7 +11,7 @@ use super::Readable;
 use super::params::{ExportParams, ExportQuery, parse_export_params};
 use crate::domain::ChannelId;
 use crate::error::{ApiError, ErrorBody};
-use crate::export::{Format, encode, produce};
+use crate::export::{Format, produce};
 use crate::state::AppState;
 
 #[utoipa::path(
@@ -47,28 +47,33 @@ pub async fn export(
     let (pages, mut received) = mpsc::channel(2);
     let channel_id = channel.to_string();
     let filter = query.filter;
+    let urgent = Box::new(state.writer.reports_written());
     state.db.spawn(move |pool| async move {
-        produce(pool, channel_id, filter, pages).await;
+        produce(pool, channel_id, filter, pages, Some(urgent)).await;
         drop(running);
     });
+    let encoder = state.export_encoder.clone();
     // The first page decides the answer: a database that fails now gets a
     // 503, not a 200 cut short.
     let first = match received.recv().await {
-        Some(first) => encode(format, first?),
+        Some(first) => encoder.encode(format, first?).await,
         None => {
             return Err(ApiError::unavailable(
                 "the export stopped before its first page",
             ));
         }
     };
-    let rest = futures_util::stream::unfold(received, move |mut received| async move {
-        let item = received.recv().await?;
-        // A failure after the first page can only cut the download short.
-        let bytes = item
-            .map(|page| encode(format, page))
-            .map_err(std::io::Error::other);
-        Some((bytes, received))
-    });
+    let rest = futures_util::stream::unfold(
+        (received, encoder),
+        move |(mut received, encoder)| async move {
+            // A failure after the first page can only cut the download short.
+            let bytes = match received.recv().await? {
+                Ok(page) => Ok(encoder.encode(format, page).await),
+                Err(e) => Err(std::io::Error::other(e)),
+            };
+            Some((bytes, (received, encoder)))
+        },
+    );
     let body = futures_util::StreamExt::chain(
         futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) }),
         rest,

@@ -59,7 +59,8 @@ pub async fn run(args: ExportArgs, config: Config) -> anyhow::Result<()> {
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let (pages, mut received) = tokio::sync::mpsc::channel(2);
-    tokio::spawn(produce(pool, args.channel.to_string(), filter, pages));
+    // Alone in its process: nothing to yield to.
+    tokio::spawn(produce(pool, args.channel.to_string(), filter, pages, None));
     let progress = std::io::stderr().is_terminal();
     let (mut pages_written, mut bytes) = (0u64, 0usize);
     while let Some(page) = received.recv().await {

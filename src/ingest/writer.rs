@@ -80,6 +80,13 @@ impl Writer {
     }
 
     /// Batches and reports written so far.
+    /// The count of reports written so far, readable from anywhere: it
+    /// grows while callbacks come in (an export yields to them).
+    pub fn reports_written(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let stats = self.stats.clone();
+        move || stats.reports.load(Ordering::Relaxed)
+    }
+
     pub fn stats(&self) -> (u64, u64) {
         (
             self.stats.batches.load(Ordering::Relaxed),
