@@ -52,7 +52,7 @@ pub fn handle() -> &'static PrometheusHandle {
 fn describe() {
     describe_counter!(
         "koostatus_reports_total",
-        "Reports answered 200, by report status and outcome (stored, late, duplicate)."
+        "Reports answered 200, by channel, report status and outcome (stored: the first of its status and it moved the status; late: the first of its status, behind the current one; duplicate)."
     );
     describe_counter!(
         "koostatus_reports_rejected_total",
@@ -96,6 +96,10 @@ fn describe() {
     describe_gauge!(
         "koostatus_db_pool_connections",
         "Database connections of this process, by state (idle, in_use) and the maximum (max)."
+    );
+    describe_gauge!(
+        "koostatus_database_up",
+        "1 when the database answered this scrape's query, else 0."
     );
     describe_counter!(
         "koostatus_reports_unknown_status_total",

@@ -74,7 +74,9 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     // Exact and cheap: the partial index holds only messages waiting for
     // a report. A channel that had some and has none now reads 0.
     let ages = state.last_reports.ages(chrono::Utc::now());
-    if let Ok(counts) = state.db.unreported_counts().await {
+    let counts = state.db.unreported_counts().await;
+    gauge!("koostatus_database_up").set(if counts.is_ok() { 1.0 } else { 0.0 });
+    if let Ok(counts) = counts {
         let counts: std::collections::HashMap<String, i64> = counts.into_iter().collect();
         for (channel, _) in ages.iter().filter(|(c, _)| !counts.contains_key(c)) {
             gauge!("koostatus_messages_unreported", "channel" => channel.clone()).set(0.0);

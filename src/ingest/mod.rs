@@ -196,8 +196,10 @@ async fn handle(
         (true, true) => "stored",
         (true, false) => "late",
     };
-    metrics::counter!("koostatus_reports_total", "status" => status, "outcome" => outcome)
-        .increment(1);
+    // By channel: the failed-rate alert is per channel (channels are few).
+    metrics::counter!("koostatus_reports_total", "channel" => reported_channel.to_string(),
+        "status" => status, "outcome" => outcome)
+    .increment(1);
     state.last_reports.record(&reported_channel);
     let mut response = HttpResponse::Ok().finish();
     response.extensions_mut().insert(Outcome(outcome));

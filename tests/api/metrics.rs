@@ -131,11 +131,11 @@ async fn metrics_parse_as_prometheus_text_and_counters_move_with_requests() {
         assert_eq!(a - b, by, "{series}: {b} -> {a}");
     };
     moved(
-        r#"koostatus_reports_total{status="delivered",outcome="stored"}"#,
+        r#"koostatus_reports_total{channel="ch",status="delivered",outcome="stored"}"#,
         1.0,
     );
     moved(
-        r#"koostatus_reports_total{status="delivered",outcome="duplicate"}"#,
+        r#"koostatus_reports_total{channel="ch",status="delivered",outcome="duplicate"}"#,
         1.0,
     );
     moved(
@@ -143,6 +143,7 @@ async fn metrics_parse_as_prometheus_text_and_counters_move_with_requests() {
         1.0,
     );
     moved("koostatus_auth_failures_total", 1.0);
+    assert_eq!(value(&after, "koostatus_database_up"), 1.0);
     // The right password once (then remembered), the wrong one once.
     moved("koostatus_argon2_verifications_total", 2.0);
     moved("koostatus_credential_cache_hits_total", 1.0);
