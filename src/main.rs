@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e.into()),
     };
     telemetry::init(&config.log);
+    koostatus::tls::install_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

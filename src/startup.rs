@@ -65,6 +65,8 @@ pub struct Application {
     server: Server,
     port: u16,
     pub state: web::Data<AppState>,
+    /// With `tls` set: the certificate and key, reloadable.
+    pub tls: Option<std::sync::Arc<crate::tls::Reloadable>>,
 }
 
 impl Application {
@@ -75,6 +77,11 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("Cannot listen on {} (setting `listen`).", config.listen))?;
         let port = listener.local_addr()?.port();
+        let tls = config
+            .tls
+            .files()
+            .map(|(cert, key)| crate::tls::Reloadable::load(cert, key))
+            .transpose()?;
         let server_cfg = config.server.clone();
         let state = web::Data::new(AppState::new(config, pool).await);
         let app_state = state.clone();
@@ -109,11 +116,17 @@ impl Application {
         if server_cfg.workers > 0 {
             server = server.workers(server_cfg.workers);
         }
-        let server = server.disable_signals().listen(listener)?.run();
+        let server = server.disable_signals();
+        let server = match &tls {
+            Some(tls) => server.listen_rustls_0_23(listener, tls.server_config())?,
+            None => server.listen(listener)?,
+        }
+        .run();
         Ok(Application {
             server,
             port,
             state,
+            tls,
         })
     }
 

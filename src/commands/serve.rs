@@ -31,7 +31,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             app.state.shutdown.clone(),
         ));
     }
-    tracing::info!(port = app.port(), "listening");
+    tracing::info!(port = app.port(), https = app.tls.is_some(), "listening");
+    if let Some(tls) = app.tls.clone() {
+        tokio::spawn(reload_on_hangup(tls));
+    }
     let (state, handle) = (app.state.clone(), app.handle());
     let server = app.run_until_stopped();
     tokio::pin!(server);
@@ -89,6 +92,24 @@ fn raise_open_file_limit(max_connections_per_worker: usize) {
             "open-file limit"
         ),
         Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
+}
+
+/// SIGHUP: the TLS certificate and key again, for new connections.
+async fn reload_on_hangup(tls: std::sync::Arc<crate::tls::Reloadable>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("no SIGHUP handler: the TLS certificate is reloaded only by a restart");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate and key"),
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "SIGHUP: kept the previous TLS certificate and key"
+            ),
+        }
     }
 }
 

@@ -28,6 +28,24 @@ pub struct Config {
     pub cors: CorsConfig,
     pub events: EventsConfig,
     pub forward: ForwardConfig,
+    pub tls: TlsConfig,
+}
+
+/// HTTPS on `listen` (SPEC §14): both files, or neither for plain HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM, the server's certificate first.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The two files when HTTPS is on.
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        Some((self.cert_file.as_deref()?, self.key_file.as_deref()?))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,6 +297,12 @@ impl Config {
             if d.is_zero() {
                 return bad(name, "must be longer than 0s");
             }
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return bad(
+                "tls",
+                "`cert_file` and `key_file` go together: set both for HTTPS, or neither",
+            );
         }
         if self.ingest.batch_max.get() > 10_000 {
             return bad("ingest.batch_max", "must be from 1 to 10000");

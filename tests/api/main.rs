@@ -13,6 +13,7 @@ mod fuzz;
 mod guessing;
 mod health;
 mod helpers;
+mod https;
 mod instances;
 mod metrics;
 mod outage;
