@@ -22,7 +22,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .post(ingest::report)
             .default_service(only("POST")),
     )
-    .service(
+    .configure(operations_routes)
+    .configure(api::routes)
+    .configure(console::routes);
+}
+
+/// What operators and orchestrators ask: also served alone on
+/// `metrics.listen`.
+fn operations_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
         web::resource("/healthz")
             .get(operations::healthz)
             .default_service(only("GET")),
@@ -36,9 +44,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/metrics")
             .get(operations::metrics)
             .default_service(only("GET")),
-    )
-    .configure(api::routes)
-    .configure(console::routes);
+    );
 }
 
 /// The OpenAPI document of the whole service: each layer describes its own
@@ -67,6 +73,9 @@ pub struct Application {
     pub state: web::Data<AppState>,
     /// With `tls` set: the certificate and key, reloadable.
     pub tls: Option<std::sync::Arc<crate::tls::Reloadable>>,
+    /// With `metrics.listen` set: the plain server of the operations
+    /// routes, stopped with the main one.
+    operations: Option<actix_web::dev::ServerHandle>,
 }
 
 impl Application {
@@ -81,6 +90,14 @@ impl Application {
             .tls
             .files()
             .map(|(cert, key)| crate::tls::Reloadable::load(cert, key))
+            .transpose()?;
+        let operations_listener = config
+            .metrics
+            .listen
+            .map(|addr| {
+                TcpListener::bind(addr)
+                    .with_context(|| format!("Cannot listen on {addr} (setting `metrics.listen`)."))
+            })
             .transpose()?;
         let server_cfg = config.server.clone();
         let state = web::Data::new(AppState::new(config, pool).await);
@@ -122,11 +139,31 @@ impl Application {
             None => server.listen(listener)?,
         }
         .run();
+        let operations = match operations_listener {
+            Some(listener) => {
+                let state = state.clone();
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(state.clone())
+                        .configure(operations_routes)
+                        .default_service(web::to(not_found))
+                })
+                .workers(1)
+                .disable_signals()
+                .listen(listener)?
+                .run();
+                let handle = server.handle();
+                tokio::spawn(server);
+                Some(handle)
+            }
+            None => None,
+        };
         Ok(Application {
             server,
             port,
             state,
             tls,
+            operations,
         })
     }
 
@@ -140,6 +177,10 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let stopped = self.server.await;
+        if let Some(operations) = self.operations {
+            operations.stop(true).await;
+        }
+        stopped
     }
 }

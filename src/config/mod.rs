@@ -29,6 +29,17 @@ pub struct Config {
     pub events: EventsConfig,
     pub forward: ForwardConfig,
     pub tls: TlsConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Where Prometheus scrapes besides `listen`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A plain-HTTP address of its own for `/metrics`, `/healthz` and
+    /// `/readyz` only (Prometheus scrapes from inside, while `listen` may
+    /// speak HTTPS to the outside); unset: those routes on `listen` only.
+    pub listen: Option<SocketAddr>,
 }
 
 /// HTTPS on `listen` (SPEC §14): both files, or neither for plain HTTP.

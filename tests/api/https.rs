@@ -1,5 +1,6 @@
 //! HTTPS on the listener (SPEC §14), against the binary: the seed request
-//! over TLS is stored; plain HTTP and TLS 1.1 get no answer; SIGHUP serves
+//! over TLS is stored; plain HTTP and TLS 1.1 get no answer; metrics on a
+//! plain address of their own; SIGHUP serves
 //! a new certificate to new connections while an open keep-alive
 //! connection goes on, and a bad new pair keeps the old one; a bad file
 //! stops start-up with a sentence naming it.
@@ -212,10 +213,35 @@ async fn the_seed_request_over_https_is_stored_and_plain_http_or_tls_1_1_get_no_
     certs.serve("a");
     let db = database_with_channel("ch", PASSWORD).await;
     let port = free_port();
+    let metrics_listen = format!("127.0.0.1:{}", free_port());
     let env = tls_env(&certs);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.push(("KOOSTATUS_METRICS__LISTEN", &metrics_listen));
     let _server = spawn_serve(&db.url(), port, &env, Stdio::null());
     wait_tls_ready(&certs, port).await;
+
+    // Prometheus scrapes plain HTTP on metrics.listen, which serves the
+    // operations routes only.
+    let client = reqwest::Client::new();
+    let scrape = client
+        .get(format!("http://{metrics_listen}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scrape.status(), 200);
+    assert!(
+        scrape
+            .text()
+            .await
+            .unwrap()
+            .contains("koostatus_database_up 1")
+    );
+    let api = client
+        .get(format!("http://{metrics_listen}/api/v1/channels"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 404);
 
     let mut tls = connect(&certs, port).await;
     let path = "/social/on/whatsapp/koomessage/report/ch";
