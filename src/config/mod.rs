@@ -92,6 +92,9 @@ pub struct WebhookConfig {
     pub max_body_bytes: usize,
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
+    /// Callbacks only from these networks (the client address, as
+    /// auth.trusted_proxies tells it); empty: from anywhere.
+    pub allowed_networks: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

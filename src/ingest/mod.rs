@@ -82,6 +82,7 @@ impl From<WriteError> for ApiError {
         (status = 200, description = "Stored and committed (also a duplicate or late report); empty body"),
         (status = 400, description = "Not JSON, not an object, a field missing, empty, too long or not a string, or a status that is not a lowercase word", body = ErrorBody),
         (status = 401, description = "No or wrong password, unknown or disabled channel", body = ErrorBody),
+        (status = 403, description = "The client's address is outside webhook.allowed_networks (checked before the password)", body = ErrorBody),
         (status = 429, description = "Too many failed authentications from this client or for this channel; see Retry-After", body = ErrorBody),
         (status = 409, description = "The message is known with another sender or user_number; nothing written", body = ErrorBody),
         (status = 413, description = "Body larger than webhook.max_body_bytes", body = ErrorBody),
@@ -128,6 +129,12 @@ async fn handle(
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
     let client = state.credentials.limiter().client(&req);
+    let networks = &limits.allowed_networks;
+    if !networks.is_empty() && !client.is_some_and(|ip| networks.iter().any(|n| n.contains(&ip))) {
+        return Err(ApiError::Forbidden(
+            "Callbacks are not accepted from this address (webhook.allowed_networks).",
+        ));
+    }
     let auth = match ChannelId::parse(&channel_id) {
         Ok(channel) => state
             .credentials

@@ -393,3 +393,61 @@ async fn unknown_routes_and_methods_get_json_errors() {
     let response = app.client.get(app.webhook_url(CH)).send().await.unwrap();
     assert_error(response, 405, "method_not_allowed").await;
 }
+
+/// webhook.allowed_networks (SPEC §14): a callback from elsewhere gets 403
+/// before any password is checked (a wrong password too: no 401, no
+/// guessing budget spent), and nothing is stored; from inside, as usual;
+/// behind a trusted proxy the forwarded client address decides.
+#[tokio::test]
+async fn callbacks_from_outside_the_allowed_networks_get_403_before_the_password() {
+    let outside = spawn_app_with(|c| {
+        c.webhook.allowed_networks = vec!["10.10.10.0/24".parse().unwrap()];
+    })
+    .await;
+    outside.add_channel(CH, PASSWORD).await;
+    for password in [PASSWORD, "wrong"] {
+        assert_error(
+            outside
+                .post_report(CH, password, &report("m1", "read"))
+                .await,
+            403,
+            "forbidden",
+        )
+        .await;
+    }
+    assert_eq!(outside.status(CH, "m1").await, None);
+    assert_eq!(outside.verifications(), 0, "no password was checked");
+
+    let inside = spawn_app_with(|c| {
+        c.webhook.allowed_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    inside.add_channel(CH, PASSWORD).await;
+    assert_eq!(
+        inside
+            .post_report(CH, PASSWORD, &report("m1", "read"))
+            .await
+            .status(),
+        200
+    );
+
+    // Behind a trusted proxy (127.0.0.1 here), X-Forwarded-For names the client.
+    let proxied = spawn_app_with(|c| {
+        c.auth.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        c.webhook.allowed_networks = vec!["10.10.10.0/24".parse().unwrap()];
+    })
+    .await;
+    proxied.add_channel(CH, PASSWORD).await;
+    for (client, code) in [("10.10.10.7", 200), ("192.0.2.1", 403)] {
+        let r = proxied
+            .client
+            .post(proxied.webhook_url(CH))
+            .header("Authorization", PASSWORD)
+            .header("X-Forwarded-For", client)
+            .json(&report(&format!("from-{client}"), "read"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), code, "{client}");
+    }
+}
