@@ -136,7 +136,9 @@ pub async fn wait_ready(port: u16) -> anyhow::Result<()> {
 /// Reads one answer on a keep-alive connection: the status line, the
 /// headers, and a body of `content-length` bytes, which it skips. Returns
 /// the status code (0 when the status line is not HTTP).
-pub async fn read_answer(stream: &mut BufReader<TcpStream>) -> std::io::Result<u16> {
+pub async fn read_answer<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut BufReader<S>,
+) -> std::io::Result<u16> {
     let mut line = String::new();
     if stream.read_line(&mut line).await? == 0 {
         return Err(std::io::ErrorKind::UnexpectedEof.into());

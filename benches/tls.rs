@@ -1,0 +1,248 @@
+//! HTTPS on the listener against plain HTTP (SPEC §14), on the release
+//! service, in one run.
+//!
+//! Run: `cargo bench --bench tls` (PostgreSQL at 127.0.0.1:5432; the
+//! `openssl` command makes the certificates). Options: BENCH_SECONDS (10,
+//! per phase), BENCH_CONNECTIONS (64 keep-alive connections).
+//!
+//! Two services on one database, one plain and one with `[tls]`, take
+//! callbacks in alternating phases (plain, HTTPS, HTTPS, plain) so that the
+//! machine's drift falls on both; it prints callbacks/s and p99 of each and
+//! the ratio (goal: HTTPS >= 0.85 of plain). Connections are opened (and
+//! TLS handshakes made) before each phase starts, as KooMessage keeps
+//! them open.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::{Rng, cli, env, pct, read_answer, report_request, wait_ready, with_service};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+
+mod support;
+
+const DB: &str = "koostatus_bench_tls";
+const CHANNEL: &str = "bench";
+const PASSWORD: &str = "bench-webhook-password";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds: u64 = env("BENCH_SECONDS", 10);
+    let connections: usize = env("BENCH_CONNECTIONS", 64);
+    let phase = Duration::from_secs(seconds);
+    let dir = std::env::temp_dir().join(format!("koostatus-bench-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    make_certificates(&dir)?;
+    let outcome = with_service(DB, &[], |plain| {
+        let dir = dir.clone();
+        async move {
+            wait_ready(plain.port).await?;
+            cli(&plain.url, &[], &["channel", "add", CHANNEL, "--password-stdin"], PASSWORD)?;
+            // The HTTPS service: the same binary and database, its own port.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let mut https = Command::new(support::BIN)
+                .args(["--database-url", &plain.url, "serve", "--listen"])
+                .arg(format!("127.0.0.1:{port}"))
+                .env("KOOSTATUS_LOG__FILTER", "warn")
+                .env("KOOSTATUS_TLS__CERT_FILE", dir.join("server.pem"))
+                .env("KOOSTATUS_TLS__KEY_FILE", dir.join("server.key"))
+                .stderr(Stdio::null())
+                .spawn()?;
+            let connector = connector(&dir)?;
+            let result = async {
+                let started = Instant::now();
+                while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                    anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "no HTTPS listener");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                println!("{connections} keep-alive connections, {seconds} s per phase");
+                let (mut plain_rates, mut tls_rates) = (Vec::new(), Vec::new());
+                let (mut plain_lat, mut tls_lat) = (Vec::new(), Vec::new());
+                for (i, over_tls) in [false, true, true, false].into_iter().enumerate() {
+                    let (rate, latencies) = if over_tls {
+                        load(port, Some(connector.clone()), connections, phase, i as u64).await?
+                    } else {
+                        load(plain.port, None, connections, phase, i as u64).await?
+                    };
+                    println!(
+                        "   phase {}: {} {rate:>6.0} callbacks/s, p99 {:.1} ms",
+                        i + 1,
+                        if over_tls { "HTTPS" } else { "plain" },
+                        pct(&latencies, 0.99)
+                    );
+                    if over_tls {
+                        tls_rates.push(rate);
+                        tls_lat.extend(latencies);
+                    } else {
+                        plain_rates.push(rate);
+                        plain_lat.extend(latencies);
+                    }
+                }
+                plain_lat.sort();
+                tls_lat.sort();
+                let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+                println!(
+                    "plain {:.0}/s (p99 {:.1} ms), HTTPS {:.0}/s (p99 {:.1} ms): HTTPS / plain {:.2} (goal >= 0.85)",
+                    mean(&plain_rates),
+                    pct(&plain_lat, 0.99),
+                    mean(&tls_rates),
+                    pct(&tls_lat, 0.99),
+                    mean(&tls_rates) / mean(&plain_rates)
+                );
+                Ok(())
+            }
+            .await;
+            let _ = https.kill();
+            let _ = https.wait();
+            result
+        }
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}
+
+/// A CA and a server certificate for 127.0.0.1 it signed.
+fn make_certificates(dir: &std::path::Path) -> anyhow::Result<()> {
+    let openssl = |args: &[&str]| -> anyhow::Result<()> {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        anyhow::ensure!(ok.success(), "openssl {args:?} failed");
+        Ok(())
+    };
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n")?;
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=bench CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ])?;
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=bench",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ])?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ])
+}
+
+fn connector(dir: &std::path::Path) -> anyhow::Result<TlsConnector> {
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(dir.join("ca.pem"))?)?;
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// Callbacks on `connections` keep-alive connections (over TLS with a
+/// connector), all opened first: the rate answered 200 and the latencies.
+async fn load(
+    port: u16,
+    tls: Option<TlsConnector>,
+    connections: usize,
+    duration: Duration,
+    seed: u64,
+) -> anyhow::Result<(f64, Vec<std::time::Duration>)> {
+    let mut streams = Vec::new();
+    for _ in 0..connections {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Stream> = match &tls {
+            Some(c) => {
+                let name = ServerName::IpAddress("127.0.0.1".parse::<std::net::IpAddr>()?.into());
+                Box::new(c.connect(name, tcp).await?)
+            }
+            None => Box::new(tcp),
+        };
+        streams.push(stream);
+    }
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(c, stream)| {
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                let mut rng = Rng((seed * 1000 + c as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+                let (mut ok, mut latencies) = (0u64, Vec::new());
+                while Instant::now() < deadline {
+                    let status = ["delivered", "read", "failed"][(rng.next() % 3) as usize];
+                    let body = format!(
+                        r#"{{"message_id":"{}","sender":"86173xxxx4526","user_number":"{}","status":"{status}"}}"#,
+                        rng.message_id(),
+                        rng.user_number()
+                    );
+                    let sent = Instant::now();
+                    stream
+                        .get_mut()
+                        .write_all(report_request(CHANNEL, PASSWORD, &body).as_bytes())
+                        .await?;
+                    stream.get_mut().flush().await?;
+                    let code = read_answer(&mut stream).await?;
+                    latencies.push(sent.elapsed());
+                    ok += u64::from(code == 200);
+                }
+                anyhow::Ok((ok, latencies))
+            })
+        })
+        .collect();
+    let (mut ok, mut latencies) = (0, Vec::new());
+    for t in tasks {
+        let (n, l) = t.await??;
+        ok += n;
+        latencies.extend(l);
+    }
+    latencies.sort();
+    Ok((ok as f64 / started.elapsed().as_secs_f64(), latencies))
+}
+
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
