@@ -105,3 +105,186 @@ fn load_pair(cert_file: &Path, key_file: &Path) -> anyhow::Result<Arc<CertifiedK
     })?;
     Ok(Arc::new(pair))
 }
+
+/// The TLS client of the migrations' tokio-postgres connection for a URL's
+/// `sslmode`, `sslrootcert`, `sslcert` and `sslkey`, with libpq's meaning
+/// (tokio-postgres's own connectors ignore `sslmode`): None for
+/// `disable`. sqlx reads the same parameters itself for every other
+/// connection.
+pub fn postgres_client(ssl: &crate::config::Ssl) -> anyhow::Result<Option<rustls::ClientConfig>> {
+    use crate::config::SslMode;
+    install_provider();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = || -> anyhow::Result<Arc<rustls::RootCertStore>> {
+        let mut roots = rustls::RootCertStore::empty();
+        match &ssl.root_cert {
+            Some(file) => {
+                let certs = CertificateDer::pem_file_iter(file)
+                    .and_then(|c| c.collect::<Result<Vec<_>, _>>())
+                    .with_context(|| {
+                        format!("Cannot read `sslrootcert` `{}` as PEM", file.display())
+                    })?;
+                roots.add_parsable_certificates(certs);
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        Ok(Arc::new(roots))
+    };
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match ssl.mode {
+        SslMode::Disable => return Ok(None),
+        // libpq: `require` with a root certificate checks the chain.
+        SslMode::Allow | SslMode::Prefer | SslMode::Require if ssl.root_cert.is_none() => {
+            Arc::new(AnyCertificate(provider.clone()))
+        }
+        SslMode::VerifyFull => {
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots()?, provider.clone())
+                .build()?
+        }
+        _ => Arc::new(ChainOnly(
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots()?, provider.clone())
+                .build()?,
+        )),
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let config = match (&ssl.client_cert, &ssl.client_key) {
+        (Some(cert), Some(key)) => {
+            let certs = CertificateDer::pem_file_iter(cert)
+                .and_then(|c| c.collect::<Result<Vec<_>, _>>())
+                .with_context(|| format!("Cannot read `sslcert` `{}` as PEM", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("Cannot read `sslkey` `{}` as PEM", key.display()))?;
+            builder.with_client_auth_cert(certs, key)?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Some(config))
+}
+
+/// A sentence for what rustls said of a database server's certificate,
+/// when it said something of it (both sqlx's and tokio-postgres's errors
+/// carry rustls's words).
+pub fn certificate_trouble(said: &str) -> Option<&'static str> {
+    Some(
+        if said.contains("UnknownIssuer") || said.contains("BadSignature") {
+            "the server's certificate is not signed by an authority of `sslrootcert` (or the public roots without it)"
+        } else if said.contains("NotValidForName") {
+            "the server's certificate does not name the host connected to (sslmode=verify-full checks it; verify-ca does not)"
+        } else if said.contains("Expired") {
+            "the server's certificate has expired"
+        } else if said.contains("NotValidYet") {
+            "the server's certificate is not valid yet (check the clocks)"
+        } else if said.contains("Revoked") {
+            "the server's certificate is revoked"
+        } else if said.contains("UnsupportedCertVersion") || said.contains("BadEncoding") {
+            "a certificate is not a usable X.509 v3 certificate"
+        } else {
+            return None;
+        },
+    )
+}
+
+/// `prefer` and `require` without `sslrootcert`: encrypted, the server's
+/// certificate unchecked (libpq's meaning); its handshake signatures still
+/// are.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+/// `verify-ca`: the chain to a trusted root, not the host name.
+#[derive(Debug)]
+struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}

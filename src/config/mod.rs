@@ -10,7 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Deserialize;
 
 mod url;
-pub use url::DatabaseUrl;
+pub use url::{DatabaseUrl, Ssl, SslMode};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,6 +72,10 @@ pub struct DatabaseConfig {
     pub acquire_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub statement_timeout: Duration,
+    /// Pooled connections are replaced after this long, so that a renewed
+    /// client certificate or CA file is used without a restart.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
     pub auto_migrate: bool,
 }
 
@@ -306,6 +310,7 @@ impl Config {
                 self.server.client_request_timeout,
             ),
             ("server.body_timeout", self.server.body_timeout),
+            ("database.max_lifetime", self.database.max_lifetime),
             ("server.events_heartbeat", self.server.events_heartbeat),
         ] {
             if d.is_zero() {

@@ -16,7 +16,54 @@ use sqlx::postgres::PgConnectOptions;
 #[derive(Clone)]
 pub struct DatabaseUrl {
     url: SecretString,
+    /// The URL without libpq's TLS parameters, for tokio-postgres, which
+    /// knows `sslmode` only up to `require` (the TLS it gets is built from
+    /// `ssl` instead).
+    url_for_migrations: SecretString,
     hosts: Vec<PgConnectOptions>,
+    ssl: Ssl,
+}
+
+/// libpq's TLS parameters of a URL (SPEC §14), with libpq's meaning.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ssl {
+    pub mode: SslMode,
+    /// `sslrootcert`: the CA certificates to trust (PEM); else the public
+    /// web roots.
+    pub root_cert: Option<std::path::PathBuf>,
+    /// `sslcert` and `sslkey`: a client certificate and its key (PEM).
+    pub client_cert: Option<std::path::PathBuf>,
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Allow,
+    /// libpq's default: TLS when the server offers it, else plain.
+    #[default]
+    Prefer,
+    /// TLS, the certificate unchecked (checked against `sslrootcert` when
+    /// one is given, as libpq does).
+    Require,
+    /// TLS, the certificate chain checked, not the host name.
+    VerifyCa,
+    /// TLS, the chain and the host name checked.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(s: &str) -> Option<SslMode> {
+        Some(match s {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => return None,
+        })
+    }
 }
 
 impl DatabaseUrl {
@@ -45,10 +92,48 @@ impl DatabaseUrl {
                 PgConnectOptions::from_str(&single).map_err(|_| "it is not a valid PostgreSQL URL")
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
+        let mut ssl = Ssl::default();
+        let mut kept = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            let file = || Some(std::path::PathBuf::from(value.as_ref()));
+            match key.as_ref() {
+                "sslmode" => ssl.mode = SslMode::parse(&value).ok_or(
+                    "its sslmode must be disable, allow, prefer, require, verify-ca or verify-full",
+                )?,
+                "sslrootcert" => ssl.root_cert = file(),
+                "sslcert" => ssl.client_cert = file(),
+                "sslkey" => ssl.client_key = file(),
+                _ => {
+                    kept.append_pair(&key, &value);
+                }
+            }
+        }
+        if ssl.client_cert.is_some() != ssl.client_key.is_some() {
+            return Err("its sslcert and sslkey go together");
+        }
+        let kept = kept.finish();
+        let query = if kept.is_empty() {
+            String::new()
+        } else {
+            format!("?{kept}")
+        };
         Ok(DatabaseUrl {
             url: url.into(),
+            url_for_migrations: format!("{scheme}://{authority}{path}{query}").into(),
             hosts,
+            ssl,
         })
+    }
+
+    /// The URL's TLS parameters.
+    pub fn ssl(&self) -> &Ssl {
+        &self.ssl
+    }
+
+    /// The URL without its TLS parameters, for tokio-postgres.
+    pub fn for_migrations(&self) -> &str {
+        self.url_for_migrations.expose_secret()
     }
 
     /// The first host's options.

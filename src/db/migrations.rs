@@ -5,9 +5,8 @@
 use std::str::FromStr;
 
 use anyhow::Context;
-use secrecy::ExposeSecret;
 
-use crate::config::DatabaseConfig;
+use crate::config::{DatabaseConfig, SslMode};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -131,7 +130,7 @@ async fn connect(
                 .join(",")
         ),
     };
-    let mut pg = tokio_postgres::Config::from_str(cfg.url.expose_secret()).map_err(|_| {
+    let mut pg = tokio_postgres::Config::from_str(cfg.url.for_migrations()).map_err(|_| {
         anyhow::anyhow!("Bad setting `database.url`: it is not a valid PostgreSQL URL.")
     })?;
     if let Some(db) = database {
@@ -141,28 +140,58 @@ async fn connect(
     pg.application_name("koostatus-migrate");
     // Of several hosts, the one that accepts writes (as db::connect).
     pg.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
-    let attempt = pg.connect(tokio_postgres::NoTls);
+    // TLS as the URL's sslmode says (libpq's meaning; see crate::tls).
+    let tls = crate::tls::postgres_client(cfg.url.ssl())
+        .context("Bad setting `database.url`: its TLS files do not load")?;
+    pg.ssl_mode(match cfg.url.ssl().mode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Allow | SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        _ => tokio_postgres::config::SslMode::Require,
+    });
     let hosts = u32::try_from(cfg.url.hosts().len()).unwrap_or(u32::MAX);
     let within = cfg.connect_timeout * hosts;
-    let (client, connection) = match tokio::time::timeout(within, attempt).await {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => anyhow::bail!("Cannot connect to {describe}: {}.", brief(&e)),
-        Err(_) => anyhow::bail!(
+    let timed_out = || {
+        anyhow::anyhow!(
             "Cannot connect to {describe}: no answer within {}.",
             humantime::format_duration(cfg.connect_timeout)
-        ),
+        )
     };
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "migration connection ended with an error");
+    let client = match tls {
+        None => {
+            let (client, connection) =
+                tokio::time::timeout(within, pg.connect(tokio_postgres::NoTls))
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(|e| anyhow::anyhow!("Cannot connect to {describe}: {}.", brief(&e)))?;
+            tokio::spawn(watch(connection));
+            client
         }
-    });
+        Some(tls) => {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+            let (client, connection) = tokio::time::timeout(within, pg.connect(tls))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| anyhow::anyhow!("Cannot connect to {describe}: {}.", brief(&e)))?;
+            tokio::spawn(watch(connection));
+            client
+        }
+    };
     Ok((client, describe))
 }
 
+async fn watch<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(connection: F) {
+    if let Err(e) = connection.await {
+        tracing::warn!(error = %e, "migration connection ended with an error");
+    }
+}
+
 fn brief(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
+    let said = match e.as_db_error() {
         Some(db) => db.message().to_owned(),
         None => std::error::Error::source(e).map_or_else(|| e.to_string(), |s| s.to_string()),
+    };
+    match crate::tls::certificate_trouble(&said) {
+        Some(sentence) => format!("{sentence} ({said})"),
+        None => said,
     }
 }

@@ -161,6 +161,7 @@ pub fn pool(cfg: &DatabaseConfig, opts: PgConnectOptions) -> PgPool {
         .max_connections(cfg.max_connections.get())
         .acquire_timeout(cfg.acquire_timeout)
         .idle_timeout(Duration::from_secs(300))
+        .max_lifetime(cfg.max_lifetime)
         // After a failover, connections to the old host are not reused.
         .before_acquire(|_, meta| {
             Box::pin(async move { Ok(!primary::opened_before_last_move(meta.age)) })
@@ -190,10 +191,14 @@ pub async fn check_reachable(opts: &PgConnectOptions, timeout: Duration) -> anyh
 
 /// An error's text without anything that could carry a URL.
 fn brief(e: &sqlx::Error) -> String {
-    match e {
+    let said = match e {
         sqlx::Error::Io(io) => io.to_string(),
         sqlx::Error::Database(db) => db.message().to_owned(),
         other => other.to_string(),
+    };
+    match crate::tls::certificate_trouble(&said) {
+        Some(sentence) => format!("{sentence} ({said})"),
+        None => said,
     }
 }
 

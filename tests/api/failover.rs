@@ -103,10 +103,52 @@ impl Cluster {
         Cluster::run(dir, port)
     }
 
+    /// A cluster that speaks TLS only (SPEC §14): the certificate
+    /// `server.pem` of `certs` (for 127.0.0.1, signed by `ca.pem`), every
+    /// TCP line `hostssl`, and `certuser` let in by a client certificate
+    /// signed by `ca.pem`. It listens on 127.0.0.1 and 127.0.0.2.
+    fn start_tls(certs: &std::path::Path) -> Cluster {
+        let (dir, port) = Cluster::place();
+        let data = dir.to_str().unwrap();
+        assert!(as_postgres(
+            bindir().join("initdb"),
+            &["-D", data, "-A", "trust", "-U", "postgres", "--no-sync"]
+        ));
+        for file in ["server.pem", "server.key", "ca.pem"] {
+            std::fs::copy(certs.join(file), dir.join(file)).unwrap();
+        }
+        std::fs::write(
+            dir.join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl all certuser 127.0.0.0/8 cert\n\
+             hostssl all all 127.0.0.0/8 trust\n",
+        )
+        .unwrap();
+        let conf = dir.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str(
+            "ssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\nssl_ca_file = 'ca.pem'\n",
+        );
+        std::fs::write(&conf, text).unwrap();
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status();
+        let _ = Command::new("chmod")
+            .arg("600")
+            .arg(dir.join("server.key"))
+            .status();
+        Cluster::run_on(dir, port, "127.0.0.1,127.0.0.2")
+    }
+
     fn run(dir: PathBuf, port: u16) -> Cluster {
+        Cluster::run_on(dir, port, "127.0.0.1")
+    }
+
+    fn run_on(dir: PathBuf, port: u16, addresses: &str) -> Cluster {
         let data = dir.to_str().unwrap();
         let options = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={data} -c shared_buffers=16MB -c fsync=off"
+            "-p {port} -c listen_addresses={addresses} -c unix_socket_directories={data} -c shared_buffers=16MB -c fsync=off"
         );
         let log = format!("{data}/log");
         assert!(as_postgres(
@@ -569,4 +611,289 @@ async fn live_events_and_forwarding_follow_the_primary() {
         .map(|c| c["message_id"].as_str().unwrap().to_owned())
         .collect();
     assert!(delivered.contains(&"live".to_owned()), "{delivered:?}");
+}
+
+/// A CA, a server certificate for 127.0.0.1 it signed, a client
+/// certificate for `certuser` it signed, and a CA nobody trusts.
+fn database_certificates() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("koostatus-pg-tls-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "openssl {args:?}");
+    };
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    // Extensions make X.509 v3, which webpki requires.
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for ca in ["ca", "other-ca"] {
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN={ca}"),
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+        ]);
+    }
+    for (name, subject, ext) in [
+        ("server", "/CN=127.0.0.1", Some("server.ext")),
+        ("client", "/CN=certuser", Some("client.ext")),
+    ] {
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            subject,
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        let mut args = vec![
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            &format!("{name}.pem"),
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        if let Some(ext) = ext {
+            args.extend(["-extfile".to_owned(), ext.to_owned()]);
+        }
+        openssl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    // The client's key is read by koostatus as root or as its own user.
+    let _ = Command::new("chmod")
+        .arg("600")
+        .arg(dir.join("client.key"))
+        .status();
+    dir
+}
+
+/// SPEC §14: every sslmode as libpq means it, for sqlx's connections (a
+/// command) and refinery's (migrate) alike; a client certificate when
+/// asked; and `serve` on `verify-full` stores the seed request.
+#[tokio::test]
+async fn every_sslmode_behaves_as_libpq_does_and_serve_runs_over_verify_full() {
+    let certs = database_certificates();
+    let cluster = Cluster::start_tls(&certs);
+    let port = cluster.port;
+    let file = |name: &str| certs.join(name).display().to_string();
+    let url = |host: &str, user: &str, query: &str| {
+        format!("postgres://{user}@{host}:{port}/koostatus?{query}")
+    };
+    let works = |url: &str, args: &[&str]| {
+        let out = run_cli(url, args, "");
+        assert!(
+            out.status.success(),
+            "{url} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let refused = |url: &str, args: &[&str], says: &str| {
+        let out = run_cli(url, args, "");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert_eq!(out.status.code(), Some(1), "{url} {args:?} was let in");
+        assert!(stderr.contains(says), "{url} {args:?}: {stderr}");
+    };
+    let ca = file("ca.pem");
+    let full = url(
+        "127.0.0.1",
+        "postgres",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    );
+    // Creates the database and migrates over TLS (tokio-postgres), then
+    // sqlx's connections.
+    assert!(
+        Command::new("psql")
+            .args([
+                &url("127.0.0.1", "postgres", "sslmode=require")
+                    .replace("/koostatus?", "/postgres?"),
+                "-qc",
+                "create database koostatus"
+            ])
+            .status()
+            .unwrap()
+            .success()
+    );
+    works(&full, &["migrate"]);
+    works(&full, &["channel", "list"]);
+    // disable: the server takes TLS only.
+    refused(
+        &url("127.0.0.1", "postgres", "sslmode=disable"),
+        &["channel", "list"],
+        "no encryption",
+    );
+    refused(
+        &url("127.0.0.1", "postgres", "sslmode=disable"),
+        &["migrate"],
+        "no encryption",
+    );
+    // require: encrypted, the certificate unchecked (a CA nobody trusts is fine).
+    works(
+        &url("127.0.0.1", "postgres", "sslmode=require"),
+        &["channel", "list"],
+    );
+    works(
+        &url("127.0.0.1", "postgres", "sslmode=prefer"),
+        &["migrate"],
+    );
+    // verify-full: a host name the certificate does not name is refused,
+    // verify-ca lets it in; a CA nobody trusts is refused by both.
+    let other_host = |mode: &str, root: &str| {
+        url(
+            "127.0.0.2",
+            "postgres",
+            &format!("sslmode={mode}&sslrootcert={root}"),
+        )
+    };
+    refused(
+        &other_host("verify-full", &ca),
+        &["channel", "list"],
+        "certificate",
+    );
+    refused(&other_host("verify-full", &ca), &["migrate"], "certificate");
+    works(&other_host("verify-ca", &ca), &["channel", "list"]);
+    works(&other_host("verify-ca", &ca), &["migrate"]);
+    let untrusted = file("other-ca.pem");
+    refused(
+        &other_host("verify-ca", &untrusted),
+        &["channel", "list"],
+        "certificate",
+    );
+    refused(
+        &other_host("verify-ca", &untrusted),
+        &["migrate"],
+        "certificate",
+    );
+    // A client certificate: certuser gets in with it, not without.
+    assert!(
+        Command::new("psql")
+            .args([
+                &full.replace("/koostatus?", "/postgres?"),
+                "-qc",
+                "create role certuser login superuser"
+            ])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let with_cert = url(
+        "127.0.0.1",
+        "certuser",
+        &format!(
+            "sslmode=verify-full&sslrootcert={ca}&sslcert={}&sslkey={}",
+            file("client.pem"),
+            file("client.key")
+        ),
+    );
+    works(&with_cert, &["channel", "list"]);
+    works(&with_cert, &["migrate"]);
+    refused(
+        &url(
+            "127.0.0.1",
+            "certuser",
+            &format!("sslmode=verify-full&sslrootcert={ca}"),
+        ),
+        &["channel", "list"],
+        "certificate",
+    );
+
+    // serve on verify-full: pool, LISTEN and probes over TLS.
+    channel_on(&full);
+    let http = free_port();
+    let _server = spawn_serve(&full, http, &[], Stdio::null());
+    wait_ready(http).await;
+    assert_eq!(post_report(http, "over-tls".to_owned()).await, 200);
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
+/// SPEC §14 with §12: `serve` on a two-host URL with `sslmode=verify-full`
+/// follows the primary from one TLS-only cluster to the next.
+#[tokio::test]
+async fn serve_follows_the_primary_over_verify_full_on_a_two_host_url() {
+    let certs = database_certificates();
+    let (first, second) = (Cluster::start_tls(&certs), Cluster::start_tls(&certs));
+    let query = format!(
+        "sslmode=verify-full&sslrootcert={}",
+        certs.join("ca.pem").display()
+    );
+    let on = |ports: &str| format!("postgres://postgres@{ports}/koostatus?{query}");
+    // The second host ready to take over: its database, schema and channel.
+    let second_only = on(&format!("127.0.0.1:{}", second.port));
+    assert!(
+        Command::new("psql")
+            .args([
+                &second_only.replace("/koostatus?", "/postgres?"),
+                "-qc",
+                "create database koostatus"
+            ])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(run_cli(&second_only, &["migrate"], "").status.success());
+    channel_on(&second_only);
+
+    let both = on(&format!(
+        "127.0.0.1:{},127.0.0.1:{}",
+        first.port, second.port
+    ));
+    let port = free_port();
+    let _serve = spawn_serve(&both, port, &[], Stdio::null());
+    wait_ready(port).await;
+    channel_on(&both);
+    assert_eq!(post_report(port, "before".into()).await, 200);
+    assert_eq!(
+        database_host(port).await,
+        format!("127.0.0.1:{}", first.port)
+    );
+
+    first.kill();
+    let acked = answers_503_until_200(port, "the kill").await;
+    assert_eq!(
+        database_host(port).await,
+        format!("127.0.0.1:{}", second.port)
+    );
+    let out = run_cli(&second_only, &["channel", "list"], "");
+    assert!(out.status.success());
+    let stored = Command::new("psql")
+        .args([
+            &second_only,
+            "-Atc",
+            &format!("select count(*) from messages where message_id = '{acked}'"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&stored.stdout).trim(), "1");
+    let _ = std::fs::remove_dir_all(&certs);
 }
