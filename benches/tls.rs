@@ -1,5 +1,5 @@
-//! HTTPS on the listener against plain HTTP (SPEC §14), on the release
-//! service, in one run.
+//! TLS against plain text (SPEC §14), on the release service, in one run:
+//! HTTPS on the listener, then PostgreSQL over TLS (`verify-full`).
 //!
 //! Run: `cargo bench --bench tls` (PostgreSQL at 127.0.0.1:5432; the
 //! `openssl` command makes the certificates). Options: BENCH_SECONDS (10,
@@ -11,6 +11,12 @@
 //! the ratio (goal: HTTPS >= 0.85 of plain). Connections are opened (and
 //! TLS handshakes made) before each phase starts, as KooMessage keeps
 //! them open.
+//!
+//! Then a PostgreSQL cluster of the benchmark's own (initdb as `postgres`,
+//! `ssl = on` with a certificate for 127.0.0.1 that the benchmark's CA
+//! signed, `host` lines taking both) serves two services on one database,
+//! one with `sslmode=disable`, one with `sslmode=verify-full`, in
+//! alternating phases again (goal: TLS >= 0.9 of plain).
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -102,8 +108,180 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await;
+    let database = match outcome {
+        Ok(()) => database_over_tls(&dir, connections, phase).await,
+        Err(e) => Err(e),
+    };
     let _ = std::fs::remove_dir_all(&dir);
-    outcome
+    database
+}
+
+/// Callbacks on a service whose database connections are plain against
+/// one whose are TLS (verify-full), same cluster and database.
+async fn database_over_tls(
+    dir: &std::path::Path,
+    connections: usize,
+    phase: Duration,
+) -> anyhow::Result<()> {
+    let cluster = Cluster::start(dir)?;
+    let result = async {
+        let base = format!("postgres://postgres@127.0.0.1:{}/koostatus_bench", cluster.port);
+        let plain_url = format!("{base}?sslmode=disable");
+        let tls_url = format!(
+            "{base}?sslmode=verify-full&sslrootcert={}",
+            dir.join("ca.pem").display()
+        );
+        let plain = Served::start(&plain_url)?;
+        wait_ready(plain.port).await?;
+        cli(&plain_url, &[], &["channel", "add", CHANNEL, "--password-stdin"], PASSWORD)?;
+        let tls = Served::start(&tls_url)?;
+        wait_ready(tls.port).await?;
+        println!("\nPostgreSQL over TLS (verify-full) against plain, one cluster of the benchmark's own");
+        let (mut plain_rates, mut tls_rates) = (Vec::new(), Vec::new());
+        let (mut plain_lat, mut tls_lat) = (Vec::new(), Vec::new());
+        for (i, over_tls) in [false, true, true, false].into_iter().enumerate() {
+            let port = if over_tls { tls.port } else { plain.port };
+            let (rate, latencies) = load(port, None, connections, phase, 10 + i as u64).await?;
+            println!(
+                "   phase {}: database {} {rate:>6.0} callbacks/s, p99 {:.1} ms",
+                i + 1,
+                if over_tls { "TLS  " } else { "plain" },
+                pct(&latencies, 0.99)
+            );
+            if over_tls {
+                tls_rates.push(rate);
+                tls_lat.extend(latencies);
+            } else {
+                plain_rates.push(rate);
+                plain_lat.extend(latencies);
+            }
+        }
+        plain_lat.sort();
+        tls_lat.sort();
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        println!(
+            "database plain {:.0}/s (p99 {:.1} ms), TLS {:.0}/s (p99 {:.1} ms): TLS / plain {:.2} (goal >= 0.9)",
+            mean(&plain_rates),
+            pct(&plain_lat, 0.99),
+            mean(&tls_rates),
+            pct(&tls_lat, 0.99),
+            mean(&tls_rates) / mean(&plain_rates)
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    cluster.stop();
+    result
+}
+
+/// `koostatus serve` on `url` and a free port, stopped when dropped.
+struct Served {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Served {
+    fn start(url: &str) -> anyhow::Result<Served> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new(support::BIN)
+            .args(["--database-url", url, "serve", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .env("KOOSTATUS_LOG__FILTER", "warn")
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(Served { child, port })
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A PostgreSQL cluster of the benchmark's own with TLS on, run as the
+/// `postgres` user (PostgreSQL refuses root), default settings otherwise.
+struct Cluster {
+    data: std::path::PathBuf,
+    port: u16,
+}
+
+impl Cluster {
+    fn start(certs: &std::path::Path) -> anyhow::Result<Cluster> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let data = std::env::temp_dir().join(format!("koostatus-bench-cluster-{port}"));
+        std::fs::create_dir_all(&data)?;
+        let bin = String::from_utf8(Command::new("pg_config").arg("--bindir").output()?.stdout)?;
+        let bin = std::path::PathBuf::from(bin.trim());
+        Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(&data)
+            .status()?;
+        Command::new("chmod").arg("700").arg(&data).status()?;
+        let d = data.to_str().unwrap_or_default().to_owned();
+        as_postgres(
+            &bin.join("initdb"),
+            &["-D", &d, "-A", "trust", "-U", "postgres"],
+        )?;
+        for file in ["server.pem", "server.key"] {
+            std::fs::copy(certs.join(file), data.join(file))?;
+        }
+        let mut conf = std::fs::read_to_string(data.join("postgresql.conf"))?;
+        conf.push_str("ssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\n");
+        std::fs::write(data.join("postgresql.conf"), conf)?;
+        Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&data)
+            .status()?;
+        Command::new("chmod")
+            .arg("600")
+            .arg(data.join("server.key"))
+            .status()?;
+        let options =
+            format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={d}");
+        let log = format!("{d}/log");
+        as_postgres(
+            &bin.join("pg_ctl"),
+            &["-D", &d, "-l", &log, "-w", "-o", &options, "start"],
+        )?;
+        Ok(Cluster { data, port })
+    }
+
+    fn stop(&self) {
+        if let Ok(bin) = Command::new("pg_config").arg("--bindir").output() {
+            let bin = std::path::PathBuf::from(String::from_utf8_lossy(&bin.stdout).trim());
+            let d = self.data.to_str().unwrap_or_default();
+            let _ = as_postgres(
+                &bin.join("pg_ctl"),
+                &["-D", d, "-m", "immediate", "-w", "stop"],
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// Runs a PostgreSQL program as `postgres` when this runs as root.
+fn as_postgres(program: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
+    let root = Command::new("id").arg("-u").output()?.stdout == b"0\n";
+    let mut command = if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    let ok = command
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    anyhow::ensure!(ok.success(), "{} {args:?} failed", program.display());
+    Ok(())
 }
 
 /// A CA and a server certificate for 127.0.0.1 it signed.

@@ -167,18 +167,22 @@ pub fn postgres_client(ssl: &crate::config::Ssl) -> anyhow::Result<Option<rustls
 /// when it said something of it (both sqlx's and tokio-postgres's errors
 /// carry rustls's words).
 pub fn certificate_trouble(said: &str) -> Option<&'static str> {
+    // rustls's errors read as their Debug names or their Display sentences,
+    // depending on the variant and on who formats them.
+    let said = said.to_ascii_lowercase();
+    let says = |words: &[&str]| words.iter().any(|w| said.contains(w));
     Some(
-        if said.contains("UnknownIssuer") || said.contains("BadSignature") {
+        if says(&["unknownissuer", "unknown issuer", "badsignature"]) {
             "the server's certificate is not signed by an authority of `sslrootcert` (or the public roots without it)"
-        } else if said.contains("NotValidForName") {
+        } else if says(&["notvalidforname", "not valid for name"]) {
             "the server's certificate does not name the host connected to (sslmode=verify-full checks it; verify-ca does not)"
-        } else if said.contains("Expired") {
+        } else if says(&["expired"]) {
             "the server's certificate has expired"
-        } else if said.contains("NotValidYet") {
+        } else if says(&["notvalidyet", "not valid yet"]) {
             "the server's certificate is not valid yet (check the clocks)"
-        } else if said.contains("Revoked") {
+        } else if says(&["revoked"]) {
             "the server's certificate is revoked"
-        } else if said.contains("UnsupportedCertVersion") || said.contains("BadEncoding") {
+        } else if says(&["unsupportedcertversion", "badencoding"]) {
             "a certificate is not a usable X.509 v3 certificate"
         } else {
             return None;
@@ -286,5 +290,38 @@ impl ServerCertVerifier for ChainOnly {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::certificate_trouble;
+
+    #[test]
+    fn rustls_words_become_sentences_in_either_form() {
+        for (said, sentence) in [
+            (
+                "invalid peer certificate: UnknownIssuer",
+                "not signed by an authority",
+            ),
+            (
+                "invalid peer certificate: certificate not valid for name \"h\"; certificate is only valid for ...",
+                "does not name the host",
+            ),
+            (
+                "invalid peer certificate: NotValidForName",
+                "does not name the host",
+            ),
+            (
+                "invalid peer certificate: certificate expired: verification time 1 (UNIX), but certificate is not valid after 0 (1 seconds ago)",
+                "has expired",
+            ),
+        ] {
+            assert!(
+                certificate_trouble(said).unwrap().contains(sentence),
+                "{said}"
+            );
+        }
+        assert_eq!(certificate_trouble("connection refused"), None);
     }
 }
