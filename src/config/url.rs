@@ -39,6 +39,8 @@ pub struct Ssl {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum SslMode {
     Disable,
+    /// Taken as `prefer` (TLS first; libpq tries plain text first): with a
+    /// server that takes both, the connection is encrypted.
     Allow,
     /// libpq's default: TLS when the server offers it, else plain.
     #[default]
@@ -112,6 +114,20 @@ impl DatabaseUrl {
         if ssl.client_cert.is_some() != ssl.client_key.is_some() {
             return Err("its sslcert and sslkey go together");
         }
+        // sqlx reads the same parameters for its connections, but treats
+        // `allow` as `disable` and `require` with a root certificate as
+        // unchecked; libpq and our migrations' TLS (crate::tls) do not.
+        let sqlx_mode = match ssl.mode {
+            SslMode::Allow => Some(sqlx::postgres::PgSslMode::Prefer),
+            SslMode::Require if ssl.root_cert.is_some() => {
+                Some(sqlx::postgres::PgSslMode::VerifyCa)
+            }
+            _ => None,
+        };
+        let hosts = match sqlx_mode {
+            Some(mode) => hosts.into_iter().map(|o| o.ssl_mode(mode)).collect(),
+            None => hosts,
+        };
         let kept = kept.finish();
         let query = if kept.is_empty() {
             String::new()

@@ -168,12 +168,14 @@ async function exportCsv() {
 // change first, a page at a time; `more` appends the next page.
 const cursors = {};
 async function loadList(status, more = false) {
+  const mine = ++latest[status];
   const list = $(status);
   const channel = encodeURIComponent($('channel').value);
   const cursor = more && cursors[status] ? `&cursor=${encodeURIComponent(cursors[status])}` : '';
   try {
     const page = await api(`/channels/${channel}/messages?status=${status}&limit=20`
       + `${rangeQuery(range())}${tagQuery()}${cursor}`);
+    if (mine !== latest[status]) return;
     const items = page.messages.map((m) => el('li', {},
       el('button', { type: 'button', class: 'link', 'data-message': m.message_id }, m.message_id), ' ',
       status === 'failed'
@@ -186,6 +188,7 @@ async function loadList(status, more = false) {
     cursors[status] = page.next_cursor;
     $(`${status}-more`).hidden = !page.next_cursor;
   } catch (e) {
+    if (mine !== latest[status]) return;
     list.replaceChildren(el('li', { class: 'error' }, e.message));
     $(`${status}-more`).hidden = true;
   }
@@ -201,15 +204,22 @@ function duration(seconds) {
   return `${(seconds / 3600).toFixed(1)} h`;
 }
 
+// Each load is numbered: answers can arrive out of order (a range or tag
+// changed while a request was out), and only the latest may be drawn.
+const latest = { stats: 0, failed: 0, unreported: 0 };
+
 async function loadStats() {
+  const mine = ++latest.stats;
   const channel = $('channel').value;
   try {
     const { from, to, bucket } = range();
     const stats = await api(`/channels/${encodeURIComponent(channel)}/stats?bucket=${bucket}`
       + `&from=${from.toISOString()}&to=${to.toISOString()}${tagQuery()}`);
+    if (mine !== latest.stats) return;
     drawTotals(stats.total);
     drawChart(stats.buckets, bucket);
   } catch (e) {
+    if (mine !== latest.stats) return;
     $('totals').replaceChildren(el('p', { class: 'error' }, e.message));
     $('chart').replaceChildren();
   }

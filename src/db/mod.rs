@@ -122,6 +122,7 @@ async fn probe(opts: &PgConnectOptions, timeout: Duration, commit: bool) -> anyh
     let mut committing = false;
     let attempt = async {
         let mut conn = PgConnection::connect_with(opts).await?;
+        warn_if_fell_back_to_plain_text(opts, &mut conn).await;
         let writable = sqlx::query_scalar::<_, bool>(
             "select not pg_is_in_recovery() and current_setting('transaction_read_only') = 'off'",
         )
@@ -171,7 +172,8 @@ pub fn pool(cfg: &DatabaseConfig, opts: PgConnectOptions) -> PgPool {
 
 pub async fn check_reachable(opts: &PgConnectOptions, timeout: Duration) -> anyhow::Result<()> {
     let attempt = async {
-        let conn = PgConnection::connect_with(opts).await?;
+        let mut conn = PgConnection::connect_with(opts).await?;
+        warn_if_fell_back_to_plain_text(opts, &mut conn).await;
         conn.close().await
     };
     match tokio::time::timeout(timeout, attempt).await {
@@ -187,6 +189,44 @@ pub async fn check_reachable(opts: &PgConnectOptions, timeout: Duration) -> anyh
             humantime::format_duration(timeout)
         )),
     }
+}
+
+/// `sslmode=prefer` (the default) falls back to plain text when the server
+/// does not offer TLS, silently in libpq; koostatus says so, once per host,
+/// when the host is not this machine (on loopback plain text crosses no
+/// network).
+async fn warn_if_fell_back_to_plain_text(opts: &PgConnectOptions, conn: &mut PgConnection) {
+    use sqlx::postgres::PgSslMode;
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    if !matches!(opts.get_ssl_mode(), PgSslMode::Prefer) || is_loopback(opts.get_host()) {
+        return;
+    }
+    // Unchecked, as the probe's own query: it runs before the schema is
+    // known to exist, on any database.
+    let encrypted =
+        sqlx::query_scalar::<_, bool>("select ssl from pg_stat_ssl where pid = pg_backend_pid()")
+            .fetch_one(conn)
+            .await;
+    if let Ok(false) = encrypted {
+        let host = primary::address(opts);
+        let mut warned = WARNED.lock().expect("never poisoned");
+        if !warned.contains(&host) {
+            tracing::warn!(
+                host,
+                "connected without TLS: the server does not offer it and sslmode=prefer falls back to plain text (set sslmode=require or verify-full to refuse that)"
+            );
+            warned.push(host);
+        }
+    }
+}
+
+/// Loopback addresses and names, and Unix sockets (a path).
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host.starts_with('/')
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// An error's text without anything that could carry a URL.
@@ -236,5 +276,24 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
                 || code == "40P01"
         }),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_this_machine_is_loopback() {
+        for host in [
+            "localhost",
+            "127.0.0.1",
+            "127.0.0.2",
+            "::1",
+            "/var/run/postgresql",
+        ] {
+            assert!(super::is_loopback(host), "{host}");
+        }
+        for host in ["db.example.internal", "10.0.0.5", "192.168.1.2"] {
+            assert!(!super::is_loopback(host), "{host}");
+        }
     }
 }

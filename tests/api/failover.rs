@@ -913,3 +913,44 @@ async fn serve_follows_the_primary_over_verify_full_on_a_two_host_url() {
     assert_eq!(String::from_utf8_lossy(&stored.stdout).trim(), "1");
     let _ = std::fs::remove_dir_all(&certs);
 }
+
+/// SPEC §14: `sslmode=prefer` falls back to plain text when the server
+/// offers no TLS, and koostatus says so for a host that is not loopback
+/// (here this machine's own network address); with `require` it refuses.
+#[tokio::test]
+async fn prefer_falling_back_to_plain_text_on_a_network_host_is_logged() {
+    let addresses = Command::new("hostname").arg("-I").output().unwrap();
+    let address = String::from_utf8_lossy(&addresses.stdout)
+        .split_whitespace()
+        .find(|a| {
+            a.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| !ip.is_loopback())
+        })
+        .expect("a non-loopback IPv4 address of this machine (hostname -I)")
+        .to_owned();
+    let (dir, port) = Cluster::place();
+    let data = dir.to_str().unwrap();
+    assert!(as_postgres(
+        bindir().join("initdb"),
+        &["-D", data, "-A", "trust", "-U", "postgres", "--no-sync"]
+    ));
+    // No TLS on this cluster (initdb's default), plain connections allowed.
+    std::fs::write(
+        dir.join("pg_hba.conf"),
+        format!("local all all trust\nhost all all {address}/32 trust\n"),
+    )
+    .unwrap();
+    let _cluster = Cluster::run_on(dir.clone(), port, &address);
+    let url = |query: &str| format!("postgres://postgres@{address}:{port}/postgres{query}");
+    let out = run_cli(&url(""), &["channel", "list"], "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("connected without TLS").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("{address}:{port}")), "{stderr}");
+    let out = run_cli(&url("?sslmode=require"), &["channel", "list"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not support TLS"));
+}
