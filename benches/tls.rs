@@ -22,8 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{Rng, cli, env, pct, read_answer, report_request, wait_ready, with_service};
-use tokio::io::{AsyncWriteExt, BufReader};
+use support::{cli, env, pct, post_reports, wait_ready, with_service};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -47,9 +46,16 @@ async fn main() -> anyhow::Result<()> {
         let dir = dir.clone();
         async move {
             wait_ready(plain.port).await?;
-            cli(&plain.url, &[], &["channel", "add", CHANNEL, "--password-stdin"], PASSWORD)?;
+            cli(
+                &plain.url,
+                &[],
+                &["channel", "add", CHANNEL, "--password-stdin"],
+                PASSWORD,
+            )?;
             // The HTTPS service: the same binary and database, its own port.
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
             let mut https = Command::new(support::BIN)
                 .args(["--database-url", &plain.url, "serve", "--listen"])
                 .arg(format!("127.0.0.1:{port}"))
@@ -62,43 +68,21 @@ async fn main() -> anyhow::Result<()> {
             let result = async {
                 let started = Instant::now();
                 while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-                    anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "no HTTPS listener");
+                    anyhow::ensure!(
+                        started.elapsed() < Duration::from_secs(30),
+                        "no HTTPS listener"
+                    );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 println!("{connections} keep-alive connections, {seconds} s per phase");
-                let (mut plain_rates, mut tls_rates) = (Vec::new(), Vec::new());
-                let (mut plain_lat, mut tls_lat) = (Vec::new(), Vec::new());
-                for (i, over_tls) in [false, true, true, false].into_iter().enumerate() {
-                    let (rate, latencies) = if over_tls {
-                        load(port, Some(connector.clone()), connections, phase, i as u64).await?
-                    } else {
-                        load(plain.port, None, connections, phase, i as u64).await?
+                alternate("HTTPS", 0.85, |over_tls, i| {
+                    let (port, tls) = match over_tls {
+                        true => (port, Some(connector.clone())),
+                        false => (plain.port, None),
                     };
-                    println!(
-                        "   phase {}: {} {rate:>6.0} callbacks/s, p99 {:.1} ms",
-                        i + 1,
-                        if over_tls { "HTTPS" } else { "plain" },
-                        pct(&latencies, 0.99)
-                    );
-                    if over_tls {
-                        tls_rates.push(rate);
-                        tls_lat.extend(latencies);
-                    } else {
-                        plain_rates.push(rate);
-                        plain_lat.extend(latencies);
-                    }
-                }
-                plain_lat.sort();
-                tls_lat.sort();
-                let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-                println!(
-                    "plain {:.0}/s (p99 {:.1} ms), HTTPS {:.0}/s (p99 {:.1} ms): HTTPS / plain {:.2} (goal >= 0.85)",
-                    mean(&plain_rates),
-                    pct(&plain_lat, 0.99),
-                    mean(&tls_rates),
-                    pct(&tls_lat, 0.99),
-                    mean(&tls_rates) / mean(&plain_rates)
-                );
+                    load(port, tls, connections, phase, i)
+                })
+                .await?;
                 Ok(())
             }
             .await;
@@ -125,7 +109,10 @@ async fn database_over_tls(
 ) -> anyhow::Result<()> {
     let cluster = Cluster::start(dir)?;
     let result = async {
-        let base = format!("postgres://postgres@127.0.0.1:{}/koostatus_bench", cluster.port);
+        let base = format!(
+            "postgres://postgres@127.0.0.1:{}/koostatus_bench",
+            cluster.port
+        );
         let plain_url = format!("{base}?sslmode=disable");
         let tls_url = format!(
             "{base}?sslmode=verify-full&sslrootcert={}",
@@ -133,40 +120,22 @@ async fn database_over_tls(
         );
         let plain = Served::start(&plain_url)?;
         wait_ready(plain.port).await?;
-        cli(&plain_url, &[], &["channel", "add", CHANNEL, "--password-stdin"], PASSWORD)?;
+        cli(
+            &plain_url,
+            &[],
+            &["channel", "add", CHANNEL, "--password-stdin"],
+            PASSWORD,
+        )?;
         let tls = Served::start(&tls_url)?;
         wait_ready(tls.port).await?;
-        println!("\nPostgreSQL over TLS (verify-full) against plain, one cluster of the benchmark's own");
-        let (mut plain_rates, mut tls_rates) = (Vec::new(), Vec::new());
-        let (mut plain_lat, mut tls_lat) = (Vec::new(), Vec::new());
-        for (i, over_tls) in [false, true, true, false].into_iter().enumerate() {
-            let port = if over_tls { tls.port } else { plain.port };
-            let (rate, latencies) = load(port, None, connections, phase, 10 + i as u64).await?;
-            println!(
-                "   phase {}: database {} {rate:>6.0} callbacks/s, p99 {:.1} ms",
-                i + 1,
-                if over_tls { "TLS  " } else { "plain" },
-                pct(&latencies, 0.99)
-            );
-            if over_tls {
-                tls_rates.push(rate);
-                tls_lat.extend(latencies);
-            } else {
-                plain_rates.push(rate);
-                plain_lat.extend(latencies);
-            }
-        }
-        plain_lat.sort();
-        tls_lat.sort();
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         println!(
-            "database plain {:.0}/s (p99 {:.1} ms), TLS {:.0}/s (p99 {:.1} ms): TLS / plain {:.2} (goal >= 0.9)",
-            mean(&plain_rates),
-            pct(&plain_lat, 0.99),
-            mean(&tls_rates),
-            pct(&tls_lat, 0.99),
-            mean(&tls_rates) / mean(&plain_rates)
+            "\nPostgreSQL over TLS (verify-full) against plain, one cluster of the benchmark's own"
         );
+        alternate("database TLS", 0.9, |over_tls, i| {
+            let port = if over_tls { tls.port } else { plain.port };
+            load(port, None, connections, phase, 10 + i)
+        })
+        .await?;
         anyhow::Ok(())
     }
     .await;
@@ -284,6 +253,45 @@ fn as_postgres(program: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Phases alternating plain, TLS, TLS, plain (the machine's drift falls on
+/// both), each run by `phase(over_tls, index)`: prints each phase, both
+/// means with their p99 and the ratio against `goal`.
+async fn alternate<F, Fut>(tls_name: &str, goal: f64, mut phase: F) -> anyhow::Result<()>
+where
+    F: FnMut(bool, u64) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(f64, Vec<Duration>)>>,
+{
+    let (mut plain_rates, mut tls_rates) = (Vec::new(), Vec::new());
+    let (mut plain_lat, mut tls_lat) = (Vec::new(), Vec::new());
+    for (i, over_tls) in [false, true, true, false].into_iter().enumerate() {
+        let (rate, latencies) = phase(over_tls, i as u64).await?;
+        println!(
+            "   phase {}: {} {rate:>6.0} callbacks/s, p99 {:.1} ms",
+            i + 1,
+            if over_tls { tls_name } else { "plain" },
+            pct(&latencies, 0.99)
+        );
+        let (rates, lat) = match over_tls {
+            true => (&mut tls_rates, &mut tls_lat),
+            false => (&mut plain_rates, &mut plain_lat),
+        };
+        rates.push(rate);
+        lat.extend(latencies);
+    }
+    plain_lat.sort();
+    tls_lat.sort();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "plain {:.0}/s (p99 {:.1} ms), {tls_name} {:.0}/s (p99 {:.1} ms): {tls_name} / plain {:.2} (goal >= {goal})",
+        mean(&plain_rates),
+        pct(&plain_lat, 0.99),
+        mean(&tls_rates),
+        pct(&tls_lat, 0.99),
+        mean(&tls_rates) / mean(&plain_rates)
+    );
+    Ok(())
+}
+
 /// A CA and a server certificate for 127.0.0.1 it signed.
 fn make_certificates(dir: &std::path::Path) -> anyhow::Result<()> {
     let openssl = |args: &[&str]| -> anyhow::Result<()> {
@@ -387,29 +395,10 @@ async fn load(
         .into_iter()
         .enumerate()
         .map(|(c, stream)| {
-            tokio::spawn(async move {
-                let mut stream = BufReader::new(stream);
-                let mut rng = Rng((seed * 1000 + c as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-                let (mut ok, mut latencies) = (0u64, Vec::new());
-                while Instant::now() < deadline {
-                    let status = ["delivered", "read", "failed"][(rng.next() % 3) as usize];
-                    let body = format!(
-                        r#"{{"message_id":"{}","sender":"86173xxxx4526","user_number":"{}","status":"{status}"}}"#,
-                        rng.message_id(),
-                        rng.user_number()
-                    );
-                    let sent = Instant::now();
-                    stream
-                        .get_mut()
-                        .write_all(report_request(CHANNEL, PASSWORD, &body).as_bytes())
-                        .await?;
-                    stream.get_mut().flush().await?;
-                    let code = read_answer(&mut stream).await?;
-                    latencies.push(sent.elapsed());
-                    ok += u64::from(code == 200);
-                }
-                anyhow::Ok((ok, latencies))
-            })
+            let seed = seed * 1000 + c as u64 + 1;
+            tokio::spawn(post_reports(stream, CHANNEL, PASSWORD, seed, move || {
+                Instant::now() < deadline
+            }))
         })
         .collect();
     let (mut ok, mut latencies) = (0, Vec::new());

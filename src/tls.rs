@@ -74,15 +74,15 @@ impl ResolvesServerCert for Reloadable {
     }
 }
 
-fn load_pair(cert_file: &Path, key_file: &Path) -> anyhow::Result<Arc<CertifiedKey>> {
-    let certs = CertificateDer::pem_file_iter(cert_file)
+/// The certificates of a PEM file that `setting` names.
+fn certificates(file: &Path, setting: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    CertificateDer::pem_file_iter(file)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .with_context(|| {
-            format!(
-                "Cannot read the certificate file `{}` (tls.cert_file) as PEM",
-                cert_file.display()
-            )
-        })?;
+        .with_context(|| format!("Cannot read `{}` ({setting}) as PEM", file.display()))
+}
+
+fn load_pair(cert_file: &Path, key_file: &Path) -> anyhow::Result<Arc<CertifiedKey>> {
+    let certs = certificates(cert_file, "tls.cert_file")?;
     if certs.is_empty() {
         bail!(
             "The certificate file `{}` (tls.cert_file) holds no PEM certificate.",
@@ -119,12 +119,7 @@ pub fn postgres_client(ssl: &crate::config::Ssl) -> anyhow::Result<Option<rustls
         let mut roots = rustls::RootCertStore::empty();
         match &ssl.root_cert {
             Some(file) => {
-                let certs = CertificateDer::pem_file_iter(file)
-                    .and_then(|c| c.collect::<Result<Vec<_>, _>>())
-                    .with_context(|| {
-                        format!("Cannot read `sslrootcert` `{}` as PEM", file.display())
-                    })?;
-                roots.add_parsable_certificates(certs);
+                roots.add_parsable_certificates(certificates(file, "sslrootcert")?);
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
@@ -151,12 +146,9 @@ pub fn postgres_client(ssl: &crate::config::Ssl) -> anyhow::Result<Option<rustls
         .with_custom_certificate_verifier(verifier);
     let config = match (&ssl.client_cert, &ssl.client_key) {
         (Some(cert), Some(key)) => {
-            let certs = CertificateDer::pem_file_iter(cert)
-                .and_then(|c| c.collect::<Result<Vec<_>, _>>())
-                .with_context(|| format!("Cannot read `sslcert` `{}` as PEM", cert.display()))?;
             let key = PrivateKeyDer::from_pem_file(key)
                 .with_context(|| format!("Cannot read `sslkey` `{}` as PEM", key.display()))?;
-            builder.with_client_auth_cert(certs, key)?
+            builder.with_client_auth_cert(certificates(cert, "sslcert")?, key)?
         }
         _ => builder.with_no_client_auth(),
     };

@@ -295,6 +295,19 @@ pub async fn callback_client(
 ) -> anyhow::Result<(u64, Vec<Duration>)> {
     let stream = TcpStream::connect(("127.0.0.1", port)).await?;
     stream.set_nodelay(true)?;
+    post_reports(stream, channel, password, seed, go_on).await
+}
+
+/// Reports of random seed-shaped messages on one open keep-alive
+/// connection (plain or TLS) while `go_on`: how many were answered 200,
+/// and every latency.
+pub async fn post_reports<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: S,
+    channel: &str,
+    password: &str,
+    seed: u64,
+    go_on: impl Fn() -> bool,
+) -> anyhow::Result<(u64, Vec<Duration>)> {
     let mut stream = BufReader::new(stream);
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let (mut ok, mut latencies) = (0, Vec::new());
@@ -310,6 +323,8 @@ pub async fn callback_client(
             .get_mut()
             .write_all(report_request(channel, password, &body).as_bytes())
             .await?;
+        // A TLS stream buffers its writes.
+        stream.get_mut().flush().await?;
         let code = read_answer(&mut stream).await?;
         latencies.push(sent.elapsed());
         ok += u64::from(code == 200);

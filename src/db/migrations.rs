@@ -157,32 +157,44 @@ async fn connect(
         )
     };
     let client = match tls {
-        None => {
-            let (client, connection) =
-                tokio::time::timeout(within, pg.connect(tokio_postgres::NoTls))
-                    .await
-                    .map_err(|_| timed_out())?
-                    .map_err(|e| anyhow::anyhow!("Cannot connect to {describe}: {}.", brief(&e)))?;
-            tokio::spawn(watch(connection));
-            client
-        }
+        None => open(&pg, tokio_postgres::NoTls, within).await,
         Some(tls) => {
-            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
-            let (client, connection) = tokio::time::timeout(within, pg.connect(tls))
-                .await
-                .map_err(|_| timed_out())?
-                .map_err(|e| anyhow::anyhow!("Cannot connect to {describe}: {}.", brief(&e)))?;
-            tokio::spawn(watch(connection));
-            client
+            open(
+                &pg,
+                tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+                within,
+            )
+            .await
         }
-    };
+    }
+    .map_err(|e| match e {
+        Some(e) => anyhow::anyhow!("Cannot connect to {describe}: {}.", brief(&e)),
+        None => timed_out(),
+    })?;
     Ok((client, describe))
 }
 
-async fn watch<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(connection: F) {
-    if let Err(e) = connection.await {
-        tracing::warn!(error = %e, "migration connection ended with an error");
-    }
+/// Connects with `tls` within `within` (Err(None): no answer in time) and
+/// drives the connection in a task of its own.
+async fn open<T>(
+    pg: &tokio_postgres::Config,
+    tls: T,
+    within: std::time::Duration,
+) -> Result<tokio_postgres::Client, Option<tokio_postgres::Error>>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = tokio::time::timeout(within, pg.connect(tls))
+        .await
+        .map_err(|_| None)?
+        .map_err(Some)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "migration connection ended with an error");
+        }
+    });
+    Ok(client)
 }
 
 fn brief(e: &tokio_postgres::Error) -> String {

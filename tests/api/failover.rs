@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::helpers::certs;
 use crate::helpers::receiver::{CLI_ENV, Receiver};
 use crate::helpers::*;
 use crate::sse::Sse;
@@ -618,79 +619,23 @@ async fn live_events_and_forwarding_follow_the_primary() {
 fn database_certificates() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("koostatus-pg-tls-{}", free_port()));
     std::fs::create_dir_all(&dir).unwrap();
-    let openssl = |args: &[&str]| {
-        let ok = Command::new("openssl")
-            .args(args)
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(ok.success(), "openssl {args:?}");
-    };
-    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    // Extensions make X.509 v3, which webpki requires.
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
     for ca in ["ca", "other-ca"] {
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            &format!("/CN={ca}"),
-            "-keyout",
-            &format!("{ca}.key"),
-            "-out",
-            &format!("{ca}.pem"),
-        ]);
+        certs::make_ca(&dir, ca);
     }
-    for (name, subject, ext) in [
-        ("server", "/CN=127.0.0.1", Some("server.ext")),
-        ("client", "/CN=certuser", Some("client.ext")),
-    ] {
-        openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            subject,
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-        ]);
-        let mut args = vec![
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-out",
-            &format!("{name}.pem"),
-        ]
-        .into_iter()
-        .map(str::to_owned)
-        .collect::<Vec<_>>();
-        if let Some(ext) = ext {
-            args.extend(["-extfile".to_owned(), ext.to_owned()]);
-        }
-        openssl(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    }
+    certs::make_signed(
+        &dir,
+        "server",
+        "/CN=127.0.0.1",
+        "ca",
+        "subjectAltName=IP:127.0.0.1",
+    );
+    certs::make_signed(
+        &dir,
+        "client",
+        "/CN=certuser",
+        "ca",
+        "extendedKeyUsage=clientAuth",
+    );
     // The client's key is read by koostatus as root or as its own user.
     let _ = Command::new("chmod")
         .arg("600")

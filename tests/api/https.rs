@@ -16,7 +16,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
-use crate::helpers::{PASSWORD, database_with_channel, free_port, spawn_serve, wait_until};
+use crate::helpers::{PASSWORD, certs, database_with_channel, free_port, spawn_serve, wait_until};
 
 /// A CA and two server certificates for 127.0.0.1 it signed (`a`, `b`),
 /// made with the openssl command in a directory of their own.
@@ -28,66 +28,10 @@ impl Certificates {
     fn make() -> Certificates {
         let dir = std::env::temp_dir().join(format!("koostatus-https-{}", free_port()));
         std::fs::create_dir_all(&dir).unwrap();
-        let openssl = |args: &[&str]| {
-            let ok = Command::new("openssl")
-                .args(args)
-                .current_dir(&dir)
-                .stderr(Stdio::null())
-                .stdout(Stdio::null())
-                .status()
-                .unwrap();
-            assert!(ok.success(), "openssl {args:?}");
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=koostatus test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ]);
-        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        certs::make_ca(&dir, "ca");
         for name in ["a", "b"] {
-            openssl(&[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-subj",
-                &format!("/CN=server {name}"),
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-            ]);
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "1",
-                "-extfile",
-                "san.ext",
-                "-out",
-                &format!("{name}.pem"),
-            ]);
+            let subject = format!("/CN=server {name}");
+            certs::make_signed(&dir, name, &subject, "ca", "subjectAltName=IP:127.0.0.1");
         }
         Certificates { dir }
     }

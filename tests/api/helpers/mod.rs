@@ -2,6 +2,7 @@
 //! (app.rs), or the built binary as its own process (process.rs).
 
 mod app;
+pub mod certs;
 mod db;
 mod process;
 pub mod receiver;
