@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
-use crate::api::model::Message;
 use crate::db::messages::{self, ExportRow, Keyset, ListFilter, MessageRow};
+use crate::model::Message;
 
 /// Rows read per statement.
 pub const PAGE: i64 = 1000;

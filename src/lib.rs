@@ -16,6 +16,7 @@ pub mod forward;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
+pub mod model;
 pub mod operations;
 pub mod startup;
 pub mod state;

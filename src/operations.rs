@@ -28,7 +28,7 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let ready = state.db.readiness().await?;
     let latest = db::migrations::latest_version();
-    let host = db::primary::address(&state.db.pool().connect_options());
+    let host = db::address(&state.db.pool().connect_options());
     if ready.version != Some(latest) {
         return Err(ApiError::unavailable(format!(
             "the schema is at version {:?}, this binary needs {latest}; run `koostatus migrate`",

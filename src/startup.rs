@@ -13,13 +13,13 @@ use utoipa::OpenApi;
 use crate::config::Config;
 use crate::error::{ApiError, only};
 use crate::state::AppState;
-use crate::{api, console, ingest, operations, telemetry};
+use crate::{api, console, operations, telemetry};
 
 /// The routes, shared by the server and by tests that build an app in-process.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource(ingest::ROUTE)
-            .post(ingest::report)
+        web::resource(api::webhook::ROUTE)
+            .post(api::webhook::report)
             .default_service(only("POST")),
     )
     .configure(operations_routes)
@@ -58,7 +58,7 @@ struct ServiceApi;
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
     ServiceApi::openapi()
-        .merge_from(ingest::WebhookApi::openapi())
+        .merge_from(api::webhook::WebhookApi::openapi())
         .merge_from(api::openapi::ReadApi::openapi())
         .merge_from(operations::OperationsApi::openapi())
 }

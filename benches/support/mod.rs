@@ -5,6 +5,8 @@
 //! not every one uses all of it.)
 #![allow(dead_code)]
 
+pub mod machine;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -5,10 +5,10 @@
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
-use super::model::ChangePage;
 use super::{Readable, parse_limit};
 use crate::db::changes::Position;
 use crate::error::{ApiError, ErrorBody};
+use crate::model::ChangePage;
 use crate::state::AppState;
 
 const MAX_LIMIT: i64 = 1000;

@@ -4,11 +4,11 @@
 use actix_web::{HttpResponse, web};
 
 use super::Readable;
-use super::model::{LookupRequest, LookupResponse, Message, MessageDetail, MessagePage};
 use super::params::{ListParams, encode_cursor, parse_list_params};
 use crate::db::messages::Keyset;
 use crate::domain::ChannelId;
 use crate::error::{ApiError, ErrorBody};
+use crate::model::{LookupRequest, LookupResponse, Message, MessageDetail, MessagePage};
 use crate::state::AppState;
 
 const MAX_LOOKUP_IDS: usize = 1000;

@@ -9,11 +9,11 @@ pub mod cors;
 pub mod events;
 pub mod export;
 pub mod messages;
-pub mod model;
 pub mod openapi;
 mod params;
 pub mod registration;
 pub mod stats;
+pub mod webhook;
 
 use actix_web::http::Method;
 use actix_web::{HttpResponse, web};

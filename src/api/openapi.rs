@@ -7,8 +7,8 @@ use actix_web::web::{self, Bytes};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::model;
 use crate::error::ErrorBody;
+use crate::model;
 
 /// The read API's part of the OpenAPI document.
 #[derive(OpenApi)]

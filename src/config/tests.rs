@@ -1,5 +1,7 @@
 //! The configuration: defaults, layers, and what is refused.
 
+use std::time::Duration;
+
 use secrecy::ExposeSecret;
 
 use super::*;

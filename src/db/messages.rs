@@ -6,7 +6,7 @@ use sqlx::PgExecutor;
 
 use crate::domain::Status;
 
-/// A message as stored, without its history (api::model::Message mirrors
+/// A message as stored, without its history (model::Message mirrors
 /// it on purpose: the table's shape is not the API's contract).
 #[derive(Debug, Clone)]
 pub struct MessageRow {

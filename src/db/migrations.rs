@@ -55,7 +55,7 @@ pub async fn run(cfg: &DatabaseConfig) -> anyhow::Result<Vec<Applied>> {
 /// Creates the configured database when it does not exist yet; returns
 /// whether it did.
 pub async fn create_database_if_missing(cfg: &DatabaseConfig) -> anyhow::Result<bool> {
-    let name = super::connect_options(cfg)
+    let name = super::connect::connect_options(cfg)
         .get_database()
         .unwrap_or("postgres")
         .to_owned();
@@ -114,18 +114,18 @@ async fn connect(
     cfg: &DatabaseConfig,
     database: Option<&str>,
 ) -> anyhow::Result<(tokio_postgres::Client, String)> {
-    let mut opts = super::connect_options(cfg);
+    let mut opts = super::connect::connect_options(cfg);
     if let Some(db) = database {
         opts = opts.database(db);
     }
     let describe = match cfg.url.hosts() {
-        [_] => super::describe(&opts),
+        [_] => super::connect::describe(&opts),
         hosts => format!(
             "database `{}` on {}",
             opts.get_database().unwrap_or("postgres"),
             hosts
                 .iter()
-                .map(super::primary::address)
+                .map(super::connect::address)
                 .collect::<Vec<_>>()
                 .join(",")
         ),

@@ -10,59 +10,23 @@
 //! a demoted server, or their commit outlasts the commit deadline), never
 //! 200 for a report that is not committed on the primary.
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use tokio_util::sync::CancellationToken;
 
+use super::connect::{address, record_move, session};
 use crate::config::DatabaseConfig;
 
 /// How often the pool's host is checked, and how long a check may take.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// When this process last moved its pool to another host, in milliseconds
-/// after [`epoch`]; 0: never. One per process (`serve` has one writing
-/// pool); a test process running several services drops some connections
-/// of the others too, which only costs a reconnection.
-static MOVED_AT: AtomicU64 = AtomicU64::new(0);
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-/// Whether a connection of this age was opened before the pool last moved:
-/// it is on the old host (a demoted primary, a standby, a server that came
-/// back), and is closed rather than reused.
-pub fn opened_before_last_move(age: Duration) -> bool {
-    match MOVED_AT.load(Ordering::Relaxed) {
-        0 => false,
-        moved => {
-            age > epoch()
-                .elapsed()
-                .saturating_sub(Duration::from_millis(moved))
-        }
-    }
-}
-
-fn record_move() {
-    let now = epoch().elapsed().as_millis().max(1);
-    MOVED_AT.store(u64::try_from(now).unwrap_or(u64::MAX), Ordering::Relaxed);
-}
-
-/// `host:port` of connection options.
-pub fn address(opts: &PgConnectOptions) -> String {
-    format!("{}:{}", opts.get_host(), opts.get_port())
-}
-
 /// Whether the host commits within [`CHECK_EVERY`]; why not, in the debug
 /// log.
 async fn commits(opts: &PgConnectOptions) -> bool {
     let started = std::time::Instant::now();
-    let outcome = super::commits(opts, CHECK_EVERY).await;
+    let outcome = super::connect::commits(opts, CHECK_EVERY).await;
     tracing::debug!(
         host = address(opts),
         outcome = match &outcome {
@@ -90,7 +54,7 @@ pub async fn follow(pool: PgPool, cfg: DatabaseConfig, shutdown: CancellationTok
             continue;
         }
         for host in cfg.url.hosts() {
-            let candidate = super::session(&cfg, host);
+            let candidate = session(&cfg, host);
             if !commits(&candidate).await {
                 continue;
             }
@@ -105,18 +69,5 @@ pub async fn follow(pool: PgPool, cfg: DatabaseConfig, shutdown: CancellationTok
             }
             break;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_connections_older_than_the_last_move_are_dropped() {
-        record_move();
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(opened_before_last_move(Duration::from_secs(3600)));
-        assert!(!opened_before_last_move(Duration::from_millis(5)));
     }
 }

@@ -1,19 +1,29 @@
 //! One subscription's deliveries, by the instance holding its lease: read
 //! what follows the position, record it as the delivery in flight, POST it
-//! until a 2xx, move on.
+//! until a 2xx, move on. This file is the loop; beside it: `answer` (one
+//! signed attempt and what the receiver said), `retry` (backoff),
+//! `progress` (what is persisted: the delivery in flight, the position),
+//! `waiting` (sleeping until news) and `lag` (the lag gauges).
+
+mod answer;
+mod lag;
+mod progress;
+mod retry;
+mod waiting;
+
+use progress::InFlight;
+use retry::{RETRY_AFTER_ERROR, backoff};
+use waiting::drain;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use reqwest::Url;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast;
 
 use super::batches::{Delivery, Row, Segment};
-use super::secret::{self, Secret};
+use super::secret;
 use super::{Context, RENEW_EVERY, target};
-use crate::db::changes::Position;
-use crate::db::forwarding::{self, Advanced, News};
+use crate::db::forwarding::{self, Advanced};
 use crate::live::Notice;
 
 /// Once caught up, the next read waits at least this long after the last:
@@ -26,35 +36,6 @@ const READ_AHEAD: usize = 10;
 /// While delivering full deliveries, progress is written this often: a
 /// crash sends what followed again, under the same webhook-ids.
 const RECORD_EVERY: Duration = Duration::from_millis(250);
-/// Changes committed but still behind an older running transaction (the
-/// feed's horizon): look again this soon, as that transaction's end may
-/// notify nobody.
-const HELD_BACK_RETRY: Duration = Duration::from_millis(100);
-const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// Answers larger than this are not read (the connection is dropped).
-const MAX_ANSWER: u64 = 64 * 1024;
-/// Lag in changes is counted up to this, at most every [`RENEW_EVERY`].
-const LAG_COUNT_CAP: i64 = 1_000_000;
-
-/// A delivery being made: sent until a 2xx.
-struct InFlight {
-    id: String,
-    delivery: Delivery,
-    /// Recorded in the database as the delivery in flight.
-    recorded: bool,
-}
-
-impl InFlight {
-    fn new(id: String, delivery: Delivery, recorded: bool) -> InFlight {
-        InFlight {
-            id,
-            delivery,
-            recorded,
-        }
-    }
-}
 
 enum Ended {
     /// Removed, disabled or taken over meanwhile.
@@ -62,13 +43,6 @@ enum Ended {
     /// Disabled by its failures.
     Disabled,
     Shutdown,
-}
-
-/// Why an attempt failed: a metrics outcome and a sentence for `forward
-/// list`.
-struct Failure {
-    outcome: &'static str,
-    error: String,
 }
 
 pub(super) async fn run(context: Arc<Context>, name: String, notices: broadcast::Receiver<Notice>) {
@@ -370,283 +344,6 @@ impl Task {
                     }
                 }
             }
-        }
-    }
-
-    /// [`forwarding::advance`] of this task's subscription, as `sub` was
-    /// read.
-    async fn advance(
-        &self,
-        sub: &forwarding::Subscription,
-        done: Option<&str>,
-        position: Position,
-        next_id: &str,
-        limit: i64,
-    ) -> sqlx::Result<Advanced> {
-        let context = &self.context;
-        let pool = context.db.pool();
-        let (name, holder, lease) = (&self.name, &context.holder, context.lease());
-        forwarding::advance(
-            pool,
-            name,
-            holder,
-            lease,
-            sub.revision,
-            &sub.channel_id,
-            done,
-            position,
-            next_id,
-            limit,
-        )
-        .await
-    }
-
-    /// One attempt: signed now (each attempt has its own timestamp, under
-    /// the delivery's webhook-id), answered within `forward.timeout`.
-    async fn post(&self, url: &Url, secret: &Secret, flight: &InFlight) -> Result<(), Failure> {
-        let config = &self.context.config;
-        // An address in the URL is not resolved, so the resolver's check
-        // does not see it.
-        if let Some(ip) = literal_ip(url)
-            && !config.allow_private_targets
-            && !target::is_public(ip)
-        {
-            return Err(Failure {
-                outcome: "refused",
-                error: format!("{ip} is a loopback, private, link-local or multicast address"),
-            });
-        }
-        let timestamp = Utc::now().timestamp();
-        let request = self
-            .context
-            .client
-            .post(url.clone())
-            .header("content-type", "application/json")
-            .header("webhook-id", &flight.id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header(
-                "webhook-signature",
-                secret.sign(&flight.id, timestamp, &flight.delivery.body),
-            )
-            .body(flight.delivery.body.clone());
-        let answer = async {
-            let mut response = request.send().await?;
-            let status = response.status();
-            // Read (a bounded part of) the answer, so that the connection
-            // can serve the next delivery.
-            let mut start = Vec::new();
-            if response.content_length().is_none_or(|n| n <= MAX_ANSWER) {
-                let mut read = 0;
-                while let Some(chunk) = response.chunk().await.unwrap_or(None) {
-                    read += chunk.len() as u64;
-                    if start.len() < 200 {
-                        start.extend_from_slice(&chunk[..chunk.len().min(200)]);
-                    }
-                    if read > MAX_ANSWER {
-                        break;
-                    }
-                }
-            }
-            Ok::<_, reqwest::Error>((status, response.headers().clone(), start))
-        };
-        let (status, headers, start) = match tokio::time::timeout(config.timeout, answer).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => return Err(Failure::from(e)),
-            Err(_) => return Err(timed_out(config.timeout)),
-        };
-        if status.is_success() {
-            return Ok(());
-        }
-        let said = String::from_utf8_lossy(&start)
-            .chars()
-            .take(100)
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect::<String>();
-        let error = if status.is_redirection() {
-            let to = headers
-                .get("location")
-                .and_then(|l| l.to_str().ok())
-                .unwrap_or("nowhere");
-            format!("HTTP {status}: a redirect to {to}, not followed")
-        } else if said.trim().is_empty() {
-            format!("HTTP {status}")
-        } else {
-            format!("HTTP {status}: {}", said.trim())
-        };
-        Err(Failure {
-            outcome: "rejected",
-            error,
-        })
-    }
-
-    /// Waits until the channel has readable news, the lease needs renewing,
-    /// or shutdown (Some).
-    async fn wait_for_news(
-        &mut self,
-        channel: &str,
-        position: Position,
-        renewed: Instant,
-    ) -> anyhow::Result<Option<Ended>> {
-        let renew_at = tokio::time::Instant::from_std(renewed + RENEW_EVERY);
-        // Look first: the read that found nothing may have found changes
-        // held back by an older running transaction, whose end may notify
-        // nobody (a transaction of another channel, or one that wrote no
-        // change).
-        let mut look_again = Some(tokio::time::Instant::now());
-        loop {
-            let look = async {
-                match look_again {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                notice = self.notices.recv() => match notice {
-                    Ok(Some(c)) if &*c != channel => continue,
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
-                    // The hub is gone (shutting down): the timers remain.
-                    Err(RecvError::Closed) => {
-                        tokio::time::sleep_until(renew_at).await;
-                        return Ok(None);
-                    }
-                },
-                () = look => {}
-                () = tokio::time::sleep_until(renew_at) => return Ok(None),
-                () = self.context.shutdown.cancelled() => return Ok(Some(Ended::Shutdown)),
-            }
-            look_again = None;
-            match forwarding::news(self.context.db.pool(), channel, position).await? {
-                News::Readable => return Ok(None),
-                News::HeldBack => {
-                    look_again = Some(tokio::time::Instant::now() + HELD_BACK_RETRY);
-                }
-                News::None => {}
-            }
-        }
-    }
-
-    /// True when shutdown came first.
-    async fn sleep_until(&self, at: Instant) -> bool {
-        tokio::select! {
-            () = tokio::time::sleep_until(at.into()) => false,
-            () = self.context.shutdown.cancelled() => true,
-        }
-    }
-
-    /// Lag of a subscription with a delivery to make: the age of its oldest
-    /// change, and how many follow the position (counted, at most every
-    /// [`RENEW_EVERY`], when more may wait than were read).
-    async fn gauge_lag(
-        &mut self,
-        channel: &str,
-        position: Position,
-        flight: &InFlight,
-        more: bool,
-    ) -> anyhow::Result<()> {
-        let labels = [("subscription", self.name.clone())];
-        let seconds = (Utc::now() - flight.delivery.oldest).num_milliseconds() as f64 / 1000.0;
-        metrics::gauge!("koostatus_forward_lag_seconds", &labels).set(seconds.max(0.0));
-        if !more {
-            let behind = flight.delivery.changes as f64;
-            metrics::gauge!("koostatus_forward_lag_changes", &labels).set(behind);
-        } else if self
-            .lag_counted
-            .is_none_or(|at| at.elapsed() >= RENEW_EVERY)
-        {
-            self.lag_counted = Some(Instant::now());
-            let pool = self.context.db.pool();
-            let changes = forwarding::lag(pool, channel, position, LAG_COUNT_CAP).await?;
-            metrics::gauge!("koostatus_forward_lag_changes", &labels).set(changes as f64);
-        }
-        Ok(())
-    }
-
-    fn gauge_caught_up(&self) {
-        let labels = [("subscription", self.name.clone())];
-        metrics::gauge!("koostatus_forward_lag_seconds", &labels).set(0.0);
-        metrics::gauge!("koostatus_forward_lag_changes", &labels).set(0.0);
-    }
-}
-
-/// Notices that came before a read are answered by it.
-fn drain(notices: &mut broadcast::Receiver<Notice>) {
-    while !matches!(
-        notices.try_recv(),
-        Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
-    ) {}
-}
-
-/// Exponential from 1 s, doubling per failed attempt up to 5 min, each wait
-/// between half and all of that (jitter: receivers coming back are not hit
-/// by every sender at once).
-fn backoff(attempts: i32) -> Duration {
-    let doublings = u32::try_from(attempts.saturating_sub(1))
-        .unwrap_or(0)
-        .min(16);
-    let full = (FIRST_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF);
-    let mut random = [0u8; 2];
-    getrandom::getrandom(&mut random).expect("the OS random source works");
-    let fraction = 0.5 + f64::from(u16::from_le_bytes(random)) / f64::from(u16::MAX) / 2.0;
-    full.mul_f64(fraction).max(FIRST_BACKOFF)
-}
-
-fn literal_ip(url: &Url) -> Option<std::net::IpAddr> {
-    match url.host()? {
-        url::Host::Ipv4(v4) => Some(v4.into()),
-        url::Host::Ipv6(v6) => Some(v6.into()),
-        url::Host::Domain(_) => None,
-    }
-}
-
-fn timed_out(after: Duration) -> Failure {
-    Failure {
-        outcome: "timeout",
-        error: format!(
-            "no answer within {} (forward.timeout)",
-            humantime::format_duration(after)
-        ),
-    }
-}
-
-impl From<reqwest::Error> for Failure {
-    fn from(e: reqwest::Error) -> Failure {
-        let timeout = e.is_timeout();
-        let e = e.without_url();
-        let mut chain: Vec<String> = vec![e.to_string()];
-        let mut refused = false;
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            refused |= s.is::<target::Refused>();
-            chain.push(s.to_string());
-            source = s.source();
-        }
-        chain.dedup();
-        let outcome = if refused {
-            "refused"
-        } else if timeout {
-            "timeout"
-        } else {
-            "unreachable"
-        };
-        Failure {
-            outcome,
-            error: chain.join(": "),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_from_one_second_to_five_minutes_with_jitter() {
-        for _ in 0..100 {
-            assert_eq!(backoff(1), FIRST_BACKOFF);
-            let third = backoff(3);
-            assert!((Duration::from_secs(2)..=Duration::from_secs(4)).contains(&third));
-            let late = backoff(40);
-            assert!((Duration::from_secs(150)..=MAX_BACKOFF).contains(&late));
         }
     }
 }

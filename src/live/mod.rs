@@ -35,7 +35,6 @@ use crate::db::Db;
 use crate::db::changes::Position;
 pub use flow::ChangeEntry;
 use reader::ChannelFeed;
-pub use reader::PAGE as READ_PAGE;
 
 /// A change as every stream sends it: serialised once.
 #[derive(Clone)]

@@ -17,8 +17,8 @@ use crate::db;
 use crate::db::changes::Position;
 
 /// The most changes one read takes; a full page is followed by another read
-/// at once. `events.buffer` must hold one page.
-pub const PAGE: i64 = 2000;
+/// at once. Owned by `config`, which checks that `events.buffer` holds one.
+const PAGE: i64 = crate::config::FEED_READ_PAGE;
 /// A busy channel's commits wake the reader far more often than this; the
 /// wake-ups in between are coalesced into one read: at most 10 reads a
 /// second per watched channel (unless it is behind by a full page), for

@@ -1,4 +1,5 @@
-//! The JSON the read API answers with, separate from the database rows.
+//! The JSON shapes of messages, their history and feed pages that the read
+//! API answers with and the export writes, separate from the database rows.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
