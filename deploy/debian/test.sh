@@ -33,7 +33,7 @@ fail() { echo "FAILED: $*"; exit 1; }
 dpkg-deb -x "$deb" "$root"
 dpkg-deb -e "$deb" "$root/DEBIAN"
 for f in usr/bin/koostatus etc/koostatus/config.toml etc/koostatus/koostatus.env \
-         usr/lib/systemd/system/koostatus.service usr/share/doc/koostatus/operations.md; do
+         usr/lib/systemd/system/koostatus.service usr/share/doc/koostatus/docs/operations.md; do
     [ -e "$root/$f" ] || fail "$f is not in the package"
 done
 grep -qx /etc/koostatus/config.toml "$root/DEBIAN/conffiles" || fail "config.toml is not a conffile"
