@@ -129,16 +129,25 @@ pub fn postgres_client(ssl: &crate::config::Ssl) -> anyhow::Result<Option<rustls
         SslMode::Disable => return Ok(None),
         // libpq: `require` with a root certificate checks the chain.
         SslMode::Allow | SslMode::Prefer | SslMode::Require if ssl.root_cert.is_none() => {
-            Arc::new(AnyCertificate(provider.clone()))
+            Arc::new(Libpq {
+                chain: None,
+                provider: provider.clone(),
+            })
         }
         SslMode::VerifyFull => {
             rustls::client::WebPkiServerVerifier::builder_with_provider(roots()?, provider.clone())
                 .build()?
         }
-        _ => Arc::new(ChainOnly(
-            rustls::client::WebPkiServerVerifier::builder_with_provider(roots()?, provider.clone())
+        _ => Arc::new(Libpq {
+            chain: Some(
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    roots()?,
+                    provider.clone(),
+                )
                 .build()?,
-        )),
+            ),
+            provider: provider.clone(),
+        }),
     };
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -182,66 +191,22 @@ pub fn certificate_trouble(said: &str) -> Option<&'static str> {
     )
 }
 
-/// `prefer` and `require` without `sslrootcert`: encrypted, the server's
-/// certificate unchecked (libpq's meaning); its handshake signatures still
-/// are.
+/// libpq's checks below `verify-full`, which rustls does not have: for
+/// `prefer` and `require` without `sslrootcert` (no `chain`), encryption
+/// with the server's certificate unchecked; for `verify-ca`, the chain to a
+/// trusted root but not the host name. The handshake's signatures are
+/// checked in both.
 #[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-/// `verify-ca`: the chain to a trusted root, not the host name.
-#[derive(Debug)]
-struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+struct Libpq {
+    chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Libpq {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -250,10 +215,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::NotValidForName
                 | rustls::CertificateError::NotValidForNameContext { .. },
@@ -268,7 +233,8 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
     }
 
     fn verify_tls13_signature(
@@ -277,11 +243,14 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
