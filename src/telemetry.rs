@@ -4,8 +4,9 @@
 //! parameter names, so neither the webhook password nor a token or stream
 //! ticket can reach a log line.
 
+use std::io::IsTerminal;
 use std::sync::LazyLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -16,12 +17,20 @@ use actix_web::middleware::Next;
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogConfig, LogFormat};
+use crate::config::{LogConfig, LogFormat, LogRequests};
+
+/// `log.requests`, for the request log; per process, as the subscriber
+/// that [`init`] installs is. Until then (in-process tests) every request.
+static REQUESTS: AtomicU8 = AtomicU8::new(LogRequests::All as u8);
 
 pub fn init(cfg: &LogConfig) {
+    REQUESTS.store(cfg.requests as u8, Ordering::Relaxed);
     let filter = EnvFilter::try_new(&cfg.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal: in a file or the
+    // journal they are bytes to store and noise to grep through.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // try_init: tests initialise more than once per process.
     let _ = match cfg.format {
@@ -51,7 +60,12 @@ pub async fn log_request(
         .match_pattern()
         .unwrap_or_else(|| "unmatched".into());
     record_metrics(&response, &route, &method, started.elapsed());
-    if !tracing::enabled!(target: "koostatus::request", tracing::Level::INFO) {
+    let wanted = match REQUESTS.load(Ordering::Relaxed) {
+        r if r == LogRequests::None as u8 => false,
+        r if r == LogRequests::Errors as u8 => response.status().as_u16() >= 400,
+        _ => true,
+    };
+    if !wanted || !tracing::enabled!(target: "koostatus::request", tracing::Level::INFO) {
         return Ok(response);
     }
     let channel = request.match_info().get("channel_id").unwrap_or("-");

@@ -5,7 +5,12 @@
 //! not every one uses all of it.)
 #![allow(dead_code)]
 
+mod load;
 pub mod machine;
+
+// Not every benchmark uses all of these (as for the rest of this module).
+#[allow(unused_imports)]
+pub use load::{Rng, callback_client, callbacks, post_reports};
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,6 +54,12 @@ where
 /// The release binary the benchmarks run.
 pub const BIN: &str = env!("CARGO_BIN_EXE_koostatus");
 
+/// [`BIN`], or the binary BENCH_BIN names (the build before a change, to
+/// compare both in one session).
+pub fn bin() -> String {
+    std::env::var("BENCH_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
 /// A running `koostatus serve` of [`with_service`].
 pub struct Service {
     pub url: String,
@@ -60,18 +71,48 @@ pub struct Service {
 /// after) and a free port, `env` its settings beyond the defaults; the
 /// service's warnings go to a temporary file, printed when the benchmark
 /// fails. The service is stopped with SIGTERM afterwards.
-pub async fn with_service<F, Fut>(name: &str, env: &[(&str, &str)], bench: F) -> anyhow::Result<()>
+pub async fn with_service<F, Fut, T>(
+    name: &str,
+    env: &[(&str, &str)],
+    bench: F,
+) -> anyhow::Result<T>
 where
     F: FnOnce(Service) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    with_service_on(name, None, &bin(), env, bench).await
+}
+
+/// As [`with_service`], the database a copy of `template` when given, and
+/// the service the binary `bin`.
+pub async fn with_service_on<F, Fut, T>(
+    name: &str,
+    template: Option<&str>,
+    bin: &str,
+    env: &[(&str, &str)],
+    bench: F,
+) -> anyhow::Result<T>
+where
+    F: FnOnce(Service) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
     drop_database(name).await?;
+    if let Some(template) = template {
+        let mut admin = PgConnection::connect(&format!("{SERVER}/postgres")).await?;
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                // A file copy: WAL_LOG, the default, would write the whole
+                // template into the WAL.
+                "create database {name} template {template} strategy file_copy"
+            )))
+            .await?;
+    }
     let url = format!("{SERVER}/{name}");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let log_path = std::env::temp_dir().join(format!("koostatus-bench-{name}-{port}.log"));
-    let mut server = Command::new(BIN)
+    let mut server = Command::new(bin)
         .args(["--database-url", &url, "serve", "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .env("KOOSTATUS_LOG__FILTER", "warn")
@@ -98,7 +139,18 @@ where
 
 /// Runs a `koostatus` command on `url`, `stdin` written to it; its output.
 pub fn cli(url: &str, env: &[(&str, &str)], args: &[&str], stdin: &str) -> anyhow::Result<String> {
-    let mut child = Command::new(BIN)
+    cli_of(&bin(), url, env, args, stdin)
+}
+
+/// As [`cli`], with the binary `bin`.
+pub fn cli_of(
+    bin: &str,
+    url: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+    stdin: &str,
+) -> anyhow::Result<String> {
+    let mut child = Command::new(bin)
         .args(["--database-url", url])
         .args(args)
         .envs(env.iter().copied())
@@ -226,112 +278,6 @@ where
     }
     times.sort();
     Ok(times)
-}
-
-/// Seed-shaped message ids: 33 random hex digits.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    pub fn message_id(&mut self) -> String {
-        format!(
-            "{:016x}{:016x}{:x}",
-            self.next(),
-            self.next(),
-            self.next() % 16
-        )
-    }
-
-    pub fn user_number(&mut self) -> String {
-        format!("86{:011}", self.next() % 1_000_000)
-    }
-}
-
-/// Callbacks on `connections` keep-alive connections for `duration`: the
-/// rate answered 200 and every latency, sorted.
-pub async fn callbacks(
-    port: u16,
-    channel: &'static str,
-    password: &'static str,
-    connections: usize,
-    duration: Duration,
-    seed: u64,
-) -> anyhow::Result<(f64, Vec<Duration>)> {
-    let started = Instant::now();
-    let deadline = started + duration;
-    let tasks: Vec<_> = (0..connections)
-        .map(|c| {
-            tokio::spawn(callback_client(
-                port,
-                channel,
-                password,
-                seed * 1000 + c as u64 + 1,
-                move || Instant::now() < deadline,
-            ))
-        })
-        .collect();
-    let (mut ok, mut latencies) = (0, Vec::new());
-    for t in tasks {
-        let (n, l) = t.await??;
-        ok += n;
-        latencies.extend(l);
-    }
-    latencies.sort();
-    Ok((ok as f64 / started.elapsed().as_secs_f64(), latencies))
-}
-
-/// Reports of random seed-shaped messages on one keep-alive connection
-/// while `go_on`: how many were answered 200, and every latency.
-pub async fn callback_client(
-    port: u16,
-    channel: &str,
-    password: &str,
-    seed: u64,
-    go_on: impl Fn() -> bool,
-) -> anyhow::Result<(u64, Vec<Duration>)> {
-    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    stream.set_nodelay(true)?;
-    post_reports(stream, channel, password, seed, go_on).await
-}
-
-/// Reports of random seed-shaped messages on one open keep-alive
-/// connection (plain or TLS) while `go_on`: how many were answered 200,
-/// and every latency.
-pub async fn post_reports<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    stream: S,
-    channel: &str,
-    password: &str,
-    seed: u64,
-    go_on: impl Fn() -> bool,
-) -> anyhow::Result<(u64, Vec<Duration>)> {
-    let mut stream = BufReader::new(stream);
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let (mut ok, mut latencies) = (0, Vec::new());
-    while go_on() {
-        let status = ["delivered", "read", "failed"][(rng.next() % 3) as usize];
-        let body = format!(
-            r#"{{"message_id":"{}","sender":"86173xxxx4526","user_number":"{}","status":"{status}"}}"#,
-            rng.message_id(),
-            rng.user_number()
-        );
-        let sent = Instant::now();
-        stream
-            .get_mut()
-            .write_all(report_request(channel, password, &body).as_bytes())
-            .await?;
-        // A TLS stream buffers its writes.
-        stream.get_mut().flush().await?;
-        let code = read_answer(&mut stream).await?;
-        latencies.push(sent.elapsed());
-        ok += u64::from(code == 200);
-    }
-    Ok((ok, latencies))
 }
 
 /// CPU seconds used so far by the service, by every PostgreSQL process,

@@ -194,6 +194,19 @@ pub struct ForwardConfig {
 pub struct LogConfig {
     pub format: LogFormat,
     pub filter: String,
+    pub requests: LogRequests,
+}
+
+/// Which requests get a line in the log (`log.requests`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogRequests {
+    /// Every request.
+    All,
+    /// Requests answered 400 or above.
+    Errors,
+    /// None; warnings and errors of the service are still logged.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

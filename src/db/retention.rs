@@ -26,7 +26,8 @@ pub struct Deleted {
 }
 
 /// Deletes up to `limit` messages of a channel that last changed before
-/// `cutoff`, with their history (the foreign key cascades), and up to
+/// `cutoff`, with their history (in the same statement: no foreign key
+/// does it, see migrations/V12), and up to
 /// `limit` of its feed entries older than `cutoff`, oldest positions first.
 /// Message rows a callback is writing are skipped, not waited for, so
 /// pruning never holds up ingestion; the indexes on (channel_id,
@@ -48,6 +49,9 @@ pub async fn delete_older(
                delete from messages m using doomed_messages d
                where m.channel_id = d.channel_id and m.message_id = d.message_id
                returning 1
+           ), history_gone as (
+               delete from message_history h using doomed_messages d
+               where h.channel_id = d.channel_id and h.message_id = d.message_id
            ), doomed_entries as (
                select xid, seq from message_changes
                where channel_id = $1 and changed_at < $2

@@ -1,0 +1,69 @@
+//! Filling a channel in SQL with messages shaped like real data: the ids
+//! KooMessage gives (33 random hex characters), 13-digit user numbers of
+//! 1,000,000 customers, first seen over the last 30 days, 10 % failed,
+//! 50 % delivered, 40 % read; one history entry (the current status) and
+//! one feed entry per message. In batches of 1,000,000, one transaction
+//! each, then `VACUUM ANALYZE` as autovacuum would have done.
+
+use std::time::Instant;
+
+use sqlx::PgConnection;
+
+const BATCH: u64 = 1_000_000;
+
+pub async fn fill(db: &mut PgConnection, channel: &str, messages: u64) -> anyhow::Result<()> {
+    if messages == 0 {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut from = 1;
+    while from <= messages {
+        let to = (from + BATCH - 1).min(messages);
+        sqlx::query(FILL)
+            .bind(channel)
+            .bind(from as i64)
+            .bind(to as i64)
+            .execute(&mut *db)
+            .await?;
+        from = to + 1;
+    }
+    sqlx::query("vacuum analyze").execute(&mut *db).await?;
+    println!(
+        "filled {messages} messages with history and feed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Messages `$2` to `$3` of channel `$1`, with their history and feed
+/// entries. md5 of the number gives 32 random-looking hex characters, one
+/// more from the md5 of its negation: 33, like the seed's ids.
+const FILL: &str = "
+with numbered as (
+    select i,
+           md5(i::text) || left(md5((-i)::text), 1) as message_id,
+           '86' || lpad(((hashint8(i) & 2147483647) % 1000000)::text, 11, '0') as user_number,
+           now() - interval '30 days' * ((hashint8(-i) & 2147483647) / 2147483647.0) as seen,
+           (array['failed', 'delivered', 'delivered', 'delivered', 'delivered', 'delivered',
+                  'read', 'read', 'read', 'read'])[i % 10 + 1]::message_status as status
+    from generate_series($2::int8, $3::int8) i
+), messages_in as (
+    insert into messages (channel_id, message_id, sender, user_number, status, first_seen_at,
+                          updated_at, first_failed_at, first_delivered_at, first_read_at)
+    select $1, message_id, '86173xxxx4526', user_number, status, seen,
+           seen + interval '5 seconds',
+           case when status = 'failed' then seen + interval '5 seconds' end,
+           case when status in ('delivered', 'read') then seen + interval '5 seconds' end,
+           case when status = 'read' then seen + interval '5 seconds' end
+    from numbered
+), history_in as (
+    insert into message_history (channel_id, message_id, status, first_received_at,
+                                 last_received_at, receipt_count, advanced)
+    select $1, message_id, status::text, seen + interval '5 seconds',
+           seen + interval '5 seconds', 1, true
+    from numbered
+)
+insert into message_changes (channel_id, message_id, status, changed_at, user_number)
+select $1, message_id, status, seen + interval '5 seconds', user_number
+from numbered
+order by seen";

@@ -1,0 +1,211 @@
+//! Growth benchmark: what one report costs on empty tables and on tables
+//! filled to N messages shaped like real data, and where that cost goes.
+//!
+//! Run: `cargo bench --bench growth` (PostgreSQL at 127.0.0.1:5432, as
+//! root: it reads the server's WAL with `pg_waldump`). Options through the
+//! environment: BENCH_SIZES (`0,10000000`: messages already stored, one run
+//! each, in this order), BENCH_SECONDS (60), BENCH_CONNECTIONS (64),
+//! BENCH_BINS (`koostatus` binaries separated by commas, the build before a
+//! change first: each size runs each binary in turn, BENCH_ROUNDS (1)
+//! times, so that builds alternate in one session; default: this build).
+//!
+//! Per size and binary, once: a database migrated by that binary, a channel
+//! filled in SQL (`fill.rs`: 33-character random hex message ids like the
+//! seed's, 13-digit user numbers of 1,000,000 customers, a history entry and
+//! a feed entry per message, over 30 days), `VACUUM ANALYZE` as autovacuum
+//! would have done, `koostatus stats rebuild`; kept as a template and
+//! dropped at the end. Each run: a copy of the template, a checkpoint, the
+//! service on it, then callbacks of new seed-shaped messages on
+//! BENCH_CONNECTIONS keep-alive connections for BENCH_SECONDS. Printed per run: callbacks/s (and its ratio to the first
+//! run), p50 and p99, and per report the service's CPU, PostgreSQL's CPU
+//! (every `postgres` process), WAL bytes and records, full-page images;
+//! the checkpoints during the load; and, from 5 s of WAL near the load's
+//! end read by `pg_waldump`, WAL bytes and page images per report by
+//! relation (`wal.rs`). Speeds are for people to read; a callback answered
+//! other than 200 fails the run.
+
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection};
+use support::{SERVER, Service, callbacks, cli_of, cpu, env, pct, wait_ready, with_service_on};
+
+mod fill;
+#[path = "../support/mod.rs"]
+mod support;
+mod wal;
+
+const DB: &str = "koostatus_bench_growth";
+const CHANNEL: &str = "bench";
+const PASSWORD: &str = "bench-webhook-password";
+
+/// The database's counters that matter per report.
+#[derive(Clone, Copy)]
+struct Counters {
+    lsn: i64,
+    wal_records: i64,
+    fpi: i64,
+    checkpoints: i64,
+    /// CPU seconds: the service, every PostgreSQL process.
+    service_cpu: f64,
+    postgres_cpu: f64,
+}
+
+async fn counters(db: &mut PgConnection, server: u32) -> anyhow::Result<Counters> {
+    let (lsn, wal_records, fpi, checkpoints): (i64, i64, i64, i64) = sqlx::query_as(
+        "select (pg_current_wal_lsn() - '0/0')::int8, w.wal_records, w.wal_fpi,
+                b.checkpoints_timed + b.checkpoints_req
+         from pg_stat_wal w, pg_stat_bgwriter b",
+    )
+    .fetch_one(&mut *db)
+    .await?;
+    let [service_cpu, postgres_cpu, _] = cpu(server);
+    Ok(Counters {
+        lsn,
+        wal_records,
+        fpi,
+        checkpoints,
+        service_cpu,
+        postgres_cpu,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let sizes: Vec<u64> = list("BENCH_SIZES", "0,10000000")
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()?;
+    let bins = list("BENCH_BINS", &support::bin());
+    let seconds: u64 = env("BENCH_SECONDS", 60);
+    let connections: usize = env("BENCH_CONNECTIONS", 64);
+    let rounds: usize = env("BENCH_ROUNDS", 1);
+    println!("{connections} connections, {seconds} s per run, sizes {sizes:?}, binaries:");
+    for (i, bin) in bins.iter().enumerate() {
+        println!("  [{i}] {bin}");
+    }
+    let mut templates = Vec::new();
+    let mut baseline = vec![None; bins.len()];
+    let outcome = async {
+        for &size in &sizes {
+            for _ in 0..rounds {
+                for (i, bin) in bins.iter().enumerate() {
+                    let template = format!("{DB}_t{size}_{i}");
+                    if !templates.contains(&template) {
+                        make_template(&template, bin, size).await?;
+                        templates.push(template.clone());
+                    }
+                    println!("run: binary [{i}], {size} messages stored");
+                    let duration = Duration::from_secs(seconds);
+                    let rate = with_service_on(DB, Some(&template), bin, &[], |service| {
+                        one_run(service, size, connections, duration, templates.len() as u64)
+                    })
+                    .await?;
+                    let first = *baseline[i].get_or_insert(rate);
+                    println!(
+                        "  callbacks/s against this binary's first run ({} messages): {:.2}\n",
+                        sizes[0],
+                        rate / first
+                    );
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    for template in &templates {
+        support::drop_database(template).await?;
+    }
+    outcome
+}
+
+/// A comma-separated list from the environment.
+fn list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_owned())
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// A database migrated by `bin`, its channel filled with `size` messages.
+async fn make_template(name: &str, bin: &str, size: u64) -> anyhow::Result<()> {
+    support::drop_database(name).await?;
+    let mut admin = PgConnection::connect(&format!("{SERVER}/postgres")).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&mut admin)
+        .await?;
+    let url = format!("{SERVER}/{name}");
+    cli_of(bin, &url, &[], &["migrate"], "")?;
+    let add = ["channel", "add", CHANNEL, "--password-stdin"];
+    cli_of(bin, &url, &[], &add, PASSWORD)?;
+    let mut db = PgConnection::connect(&url).await?;
+    fill::fill(&mut db, CHANNEL, size).await?;
+    cli_of(bin, &url, &[], &["stats", "rebuild"], "")?;
+    db.close().await?;
+    Ok(())
+}
+
+async fn one_run(
+    service: Service,
+    size: u64,
+    connections: usize,
+    duration: Duration,
+    seed: u64,
+) -> anyhow::Result<f64> {
+    let (url, port, server) = (service.url.as_str(), service.port, service.pid);
+    wait_ready(port).await?;
+    let mut db = PgConnection::connect(url).await?;
+    sqlx::query("checkpoint").execute(&mut db).await?;
+
+    // The WAL of 5 s near the end of the load, for pg_waldump.
+    let window = {
+        let url = url.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(duration.saturating_sub(Duration::from_secs(6))).await;
+            let mut db = PgConnection::connect(&url).await?;
+            let lsn = || "select pg_current_wal_lsn()::text";
+            let start: String = sqlx::query_scalar(lsn()).fetch_one(&mut db).await?;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let end: String = sqlx::query_scalar(lsn()).fetch_one(&mut db).await?;
+            anyhow::Ok((start, end))
+        })
+    };
+    let before = counters(&mut db, server).await?;
+    let started = std::time::Instant::now();
+    let (rate, latencies) =
+        callbacks(port, CHANNEL, PASSWORD, connections, duration, seed + 1).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = counters(&mut db, server).await?;
+    let reports = rate * elapsed;
+    let per = |x: f64| x / reports;
+    println!(
+        "{size} messages before the load: {rate:.0} callbacks/s, p50 {:.1} ms, p99 {:.1} ms",
+        pct(&latencies, 0.5),
+        pct(&latencies, 0.99)
+    );
+    println!(
+        "  per report: service CPU {:.1} us, PostgreSQL CPU {:.1} us, WAL {:.0} B in {:.1} records, {:.3} full-page images; {} checkpoints during the load",
+        per(after.service_cpu - before.service_cpu) * 1e6,
+        per(after.postgres_cpu - before.postgres_cpu) * 1e6,
+        per((after.lsn - before.lsn) as f64),
+        per((after.wal_records - before.wal_records) as f64),
+        per((after.fpi - before.fpi) as f64),
+        after.checkpoints - before.checkpoints,
+    );
+    let (start, end) = window.await??;
+    let window_reports = rate * 5.0;
+    wal::print_by_relation(&mut db, &start, &end, window_reports).await?;
+    // Every message of the load is new (random 132-bit ids): every answer
+    // must have been a 200 for a message now stored.
+    let stored: i64 = sqlx::query_scalar("select count(*) from messages")
+        .fetch_one(&mut db)
+        .await?;
+    let answered = latencies.len() as i64;
+    anyhow::ensure!(
+        stored - size as i64 == answered,
+        "{answered} callbacks answered, {} messages stored",
+        stored - size as i64
+    );
+    Ok(rate)
+}

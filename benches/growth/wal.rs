@@ -1,0 +1,106 @@
+//! Where the WAL goes: a window of the server's WAL read with `pg_waldump`,
+//! each record's bytes counted to the relation of its first block, and
+//! every full-page image to its block's relation.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use sqlx::PgConnection;
+
+const PG_WALDUMP: &str = "/usr/lib/postgresql/15/bin/pg_waldump";
+
+#[derive(Default)]
+struct Share {
+    bytes: u64,
+    records: u64,
+    page_images: u64,
+}
+
+/// Prints WAL bytes, records and page images per report by relation for
+/// the WAL from `start` to `end`, written while `reports` reports were.
+pub async fn print_by_relation(
+    db: &mut PgConnection,
+    start: &str,
+    end: &str,
+    reports: f64,
+) -> anyhow::Result<()> {
+    let data_directory: String = sqlx::query_scalar("show data_directory")
+        .fetch_one(&mut *db)
+        .await?;
+    let names: HashMap<String, String> = sqlx::query_as::<_, (String, String)>(
+        "select relfilenode::text, relname::text from pg_class",
+    )
+    .fetch_all(&mut *db)
+    .await?
+    .into_iter()
+    .collect();
+    let out = Command::new(PG_WALDUMP)
+        .args([
+            "-p",
+            &format!("{data_directory}/pg_wal"),
+            "-s",
+            start,
+            "-e",
+            end,
+        ])
+        .output()?;
+    if !out.status.success() && out.stdout.is_empty() {
+        println!(
+            "  WAL by relation: pg_waldump failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        return Ok(());
+    }
+    let mut shares: HashMap<String, Share> = HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // rmgr: Btree len (rec/tot): 64/ 64, tx: ..., desc: ..., blkref #0: rel 1663/5/16400 blk 1 FPW
+        let Some(total) = line
+            .split_once("len (rec/tot):")
+            .and_then(|(_, rest)| rest.split(',').next())
+            .and_then(|lens| lens.split('/').nth(1))
+            .and_then(|tot| tot.trim().parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let mut blocks = line.split("blkref #").skip(1);
+        let relation = |block: &str| -> String {
+            let node = block
+                .split_once("rel ")
+                .and_then(|(_, r)| r.split_whitespace().next())
+                .and_then(|r| r.rsplit('/').next())
+                .unwrap_or("");
+            let name = names.get(node).cloned();
+            name.unwrap_or_else(|| format!("other ({})", rmgr(line)))
+        };
+        let first = blocks.next();
+        let owner = first.map_or_else(|| format!("no block ({})", rmgr(line)), relation);
+        let share = shares.entry(owner).or_default();
+        share.bytes += total;
+        share.records += 1;
+        for block in first.into_iter().chain(blocks) {
+            if block.contains("FPW") {
+                shares.entry(relation(block)).or_default().page_images += 1;
+            }
+        }
+    }
+    let mut sorted: Vec<(String, Share)> = shares.into_iter().collect();
+    sorted.sort_by_key(|(_, share)| std::cmp::Reverse(share.bytes));
+    println!(
+        "  WAL by relation, per report, from 5 s near the end of the load ({start} to {end}):"
+    );
+    for (name, share) in sorted.iter().take(12) {
+        println!(
+            "    {name:<36} {:>7.0} B {:>6.2} records {:>7.4} page images",
+            share.bytes as f64 / reports,
+            share.records as f64 / reports,
+            share.page_images as f64 / reports
+        );
+    }
+    Ok(())
+}
+
+fn rmgr(line: &str) -> &str {
+    line.strip_prefix("rmgr: ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or("?")
+}
