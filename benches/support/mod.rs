@@ -113,6 +113,9 @@ where
         .port();
     let log_path = std::env::temp_dir().join(format!("koostatus-bench-{name}-{port}.log"));
     let mut server = Command::new(bin)
+        // Away from this repository's config.toml: the binary's own
+        // defaults, whichever build it is.
+        .current_dir(std::env::temp_dir())
         .args(["--database-url", &url, "serve", "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .env("KOOSTATUS_LOG__FILTER", "warn")
@@ -151,6 +154,7 @@ pub fn cli_of(
     stdin: &str,
 ) -> anyhow::Result<String> {
     let mut child = Command::new(bin)
+        .current_dir(std::env::temp_dir())
         .args(["--database-url", url])
         .args(args)
         .envs(env.iter().copied())
