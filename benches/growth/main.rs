@@ -9,13 +9,15 @@
 //! change first: each size runs each binary in turn, BENCH_ROUNDS (1)
 //! times, so that builds alternate in one session; default: this build).
 //!
-//! Per size and binary, once: a database migrated by that binary, a channel
+//! Per size, once: a database migrated by the first binary, a channel
 //! filled in SQL (`fill.rs`: 33-character random hex message ids like the
 //! seed's, 13-digit user numbers of 1,000,000 customers, a history entry and
 //! a feed entry per message, over 30 days), `VACUUM ANALYZE` as autovacuum
 //! would have done, `koostatus stats rebuild`; kept as a template and
-//! dropped at the end. Each run: a copy of the template, a checkpoint, the
-//! service on it, then callbacks of new seed-shaped messages on
+//! dropped at the end (kept with BENCH_KEEP_TEMPLATES=1, and then used again
+//! by the next run: a 10 M fill takes about 15 minutes here). A later binary
+//! migrates its copy when it starts, as an upgrade would. Each run: a copy
+//! of the template, a checkpoint, the service on it, then callbacks of new seed-shaped messages on
 //! BENCH_CONNECTIONS keep-alive connections for BENCH_SECONDS. Printed per run: callbacks/s (and its ratio to the first
 //! run), p50 and p99, and per report the service's CPU, PostgreSQL's CPU
 //! (every `postgres` process), WAL bytes and records, full-page images;
@@ -89,9 +91,11 @@ async fn main() -> anyhow::Result<()> {
         for &size in &sizes {
             for _ in 0..rounds {
                 for (i, bin) in bins.iter().enumerate() {
-                    let template = format!("{DB}_t{size}_{i}");
+                    let template = format!("{DB}_t{size}");
                     if !templates.contains(&template) {
-                        make_template(&template, bin, size).await?;
+                        if !exists(&template).await? {
+                            make_template(&template, &bins[0], size).await?;
+                        }
                         templates.push(template.clone());
                     }
                     println!("run: binary [{i}], {size} messages stored");
@@ -112,8 +116,10 @@ async fn main() -> anyhow::Result<()> {
         anyhow::Ok(())
     }
     .await;
-    for template in &templates {
-        support::drop_database(template).await?;
+    if env::<u8>("BENCH_KEEP_TEMPLATES", 0) == 0 {
+        for template in &templates {
+            support::drop_database(template).await?;
+        }
     }
     outcome
 }
@@ -126,6 +132,16 @@ fn list(name: &str, default: &str) -> Vec<String> {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .collect()
+}
+
+/// Whether a database of this name exists (a template kept before).
+async fn exists(name: &str) -> anyhow::Result<bool> {
+    let mut admin = PgConnection::connect(&format!("{SERVER}/postgres")).await?;
+    let found = sqlx::query_scalar("select exists (select from pg_database where datname = $1)")
+        .bind(name)
+        .fetch_one(&mut admin)
+        .await?;
+    Ok(found)
 }
 
 /// A database migrated by `bin`, its channel filled with `size` messages.

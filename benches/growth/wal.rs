@@ -16,8 +16,9 @@ struct Share {
     page_images: u64,
 }
 
-/// Prints WAL bytes, records and page images per report by relation for
-/// the WAL from `start` to `end`, written while `reports` reports were.
+/// Prints each relation's share of the WAL bytes and page images from
+/// `start` to `end`, and its records per report (`reports` were written
+/// meanwhile).
 pub async fn print_by_relation(
     db: &mut PgConnection,
     start: &str,
@@ -44,13 +45,10 @@ pub async fn print_by_relation(
             end,
         ])
         .output()?;
-    if !out.status.success() && out.stdout.is_empty() {
-        println!(
-            "  WAL by relation: pg_waldump failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        return Ok(());
-    }
+    // It may stop early (a segment recycled by a checkpoint): the shares
+    // below are of what it read, which it says.
+    let stopped =
+        (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).trim().to_owned());
     let mut shares: HashMap<String, Share> = HashMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         // rmgr: Btree len (rec/tot): 64/ 64, tx: ..., desc: ..., blkref #0: rel 1663/5/16400 blk 1 FPW
@@ -85,15 +83,25 @@ pub async fn print_by_relation(
     }
     let mut sorted: Vec<(String, Share)> = shares.into_iter().collect();
     sorted.sort_by_key(|(_, share)| std::cmp::Reverse(share.bytes));
+    let read: u64 = sorted.iter().map(|(_, s)| s.bytes).sum();
+    let images: u64 = sorted.iter().map(|(_, s)| s.page_images).sum();
     println!(
-        "  WAL by relation, per report, from 5 s near the end of the load ({start} to {end}):"
+        "  WAL by relation, 5 s near the end of the load ({start} to {end}, {:.1} MB read{}):",
+        read as f64 / 1e6,
+        stopped.map_or(String::new(), |e| format!(
+            "; pg_waldump stopped early: {e}"
+        ))
+    );
+    println!(
+        "    {:<36} {:>8} {:>8} {:>12}",
+        "relation", "bytes", "records", "page images"
     );
     for (name, share) in sorted.iter().take(12) {
         println!(
-            "    {name:<36} {:>7.0} B {:>6.2} records {:>7.4} page images",
-            share.bytes as f64 / reports,
+            "    {name:<36} {:>7.1}% {:>8.2} {:>11.1}%",
+            share.bytes as f64 * 100.0 / read.max(1) as f64,
             share.records as f64 / reports,
-            share.page_images as f64 / reports
+            share.page_images as f64 * 100.0 / images.max(1) as f64
         );
     }
     Ok(())
