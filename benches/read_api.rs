@@ -45,8 +45,8 @@ async fn run(url: &str) -> anyhow::Result<()> {
     )))
     .await?;
     conn.execute(
-        "insert into message_history (channel_id, message_id, status, first_received_at, last_received_at, receipt_count, advanced)
-         select channel_id, message_id, status, updated_at, updated_at, 1, true from messages",
+        "insert into message_history (message_key, channel_id, message_id, status, first_received_at, last_received_at, receipt_count, advanced)
+         select message_key, channel_id, message_id, status, updated_at, updated_at, 1, true from messages",
     )
     .await?;
     conn.execute("vacuum analyze").await?;
@@ -145,7 +145,7 @@ async fn run(url: &str) -> anyhow::Result<()> {
     let plans = [
         (
             "single message",
-            "prepare q1(text, text) as select m.*, (select jsonb_agg(h.*) from message_history h where h.channel_id = m.channel_id and h.message_id = m.message_id) from messages m where m.channel_id = $1 and m.message_id = $2",
+            "prepare q1(text, text) as select m.*, (select jsonb_agg(h.*) from message_history h where h.message_key = m.message_key) from messages m where m.channel_id = $1 and m.message_id = $2",
             "execute q1('bench', 'msg-42')",
         ),
         (

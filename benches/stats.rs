@@ -279,18 +279,19 @@ const WITHOUT_STATISTICS: &str = r#"
                                        then greatest(excluded.changed_xid, m.changed_xid)
                                        else m.changed_xid end
                 where m.sender = excluded.sender and m.user_number = excluded.user_number
-            returning m.channel_id, m.message_id, m.user_number, m.status, m.changed_xid
+            returning m.message_key, m.channel_id, m.message_id, m.user_number, m.status,
+                      m.changed_xid
         ),
         history as (
             insert into message_history as h
-                (channel_id, message_id, status, first_received_at, last_received_at,
-                 receipt_count, advanced, extra)
-            select i.channel_id, i.message_id, i.status, i.received_at, i.received_at, 1,
-                   message.status = i.status, i.extra
+                (message_key, channel_id, message_id, status, first_received_at,
+                 last_received_at, receipt_count, advanced, extra)
+            select message.message_key, i.channel_id, i.message_id, i.status, i.received_at,
+                   i.received_at, 1, message.status = i.status, i.extra
             from input i
             join message on message.channel_id = i.channel_id and message.message_id = i.message_id
-            order by i.channel_id, i.message_id
-            on conflict (channel_id, message_id, status) do update
+            order by message.message_key
+            on conflict (message_key, status) do update
                 set receipt_count = h.receipt_count + 1,
                     last_received_at = greatest(h.last_received_at, excluded.last_received_at)
             returning h.channel_id, h.message_id, h.status, h.first_received_at,

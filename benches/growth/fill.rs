@@ -16,10 +16,22 @@ pub async fn fill(db: &mut PgConnection, channel: &str, messages: u64) -> anyhow
         return Ok(());
     }
     let started = Instant::now();
+    // The template may be filled under a build from before V13 (the
+    // history's message key), when that build is the first of BENCH_BINS.
+    let keyed: bool = sqlx::query_scalar(
+        "select exists (select from information_schema.columns
+                        where table_name = 'message_history' and column_name = 'message_key')",
+    )
+    .fetch_one(&mut *db)
+    .await?;
+    let fill = FILL.replace(
+        "{history}",
+        if keyed { HISTORY } else { HISTORY_BEFORE_V13 },
+    );
     let mut from = 1;
     while from <= messages {
         let to = (from + BATCH - 1).min(messages);
-        sqlx::query(FILL)
+        sqlx::query(sqlx::AssertSqlSafe(fill.clone()))
             .bind(channel)
             .bind(from as i64)
             .bind(to as i64)
@@ -56,14 +68,25 @@ with numbered as (
            case when status in ('delivered', 'read') then seen + interval '5 seconds' end,
            case when status = 'read' then seen + interval '5 seconds' end
     from numbered
+    returning *
 ), history_in as (
-    insert into message_history (channel_id, message_id, status, first_received_at,
-                                 last_received_at, receipt_count, advanced)
-    select $1, message_id, status::text, seen + interval '5 seconds',
-           seen + interval '5 seconds', 1, true
-    from numbered
+{history}
 )
 insert into message_changes (channel_id, message_id, status, changed_at, user_number)
 select $1, message_id, status, seen + interval '5 seconds', user_number
 from numbered
 order by seen";
+
+/// The history entry of each message of `messages_in`.
+const HISTORY: &str = "
+    insert into message_history (message_key, channel_id, message_id, status,
+                                 first_received_at, last_received_at, receipt_count, advanced)
+    select message_key, channel_id, message_id, status::text, updated_at, updated_at, 1, true
+    from messages_in";
+
+/// The same before V13, whose history has no message key.
+const HISTORY_BEFORE_V13: &str = "
+    insert into message_history (channel_id, message_id, status, first_received_at,
+                                 last_received_at, receipt_count, advanced)
+    select channel_id, message_id, status::text, updated_at, updated_at, 1, true
+    from messages_in";

@@ -50,7 +50,7 @@ pub async fn find(
                            'advanced', h.advanced, 'extra', h.extra)
                        order by h.first_received_at, h.status)
                 from message_history h
-                where h.channel_id = m.channel_id and h.message_id = m.message_id) as "history!"
+                where h.message_key = m.message_key) as "history!"
         from messages m
         where m.channel_id = $1 and m.message_id = $2
         "#,

@@ -33,12 +33,20 @@ pub struct Applied {
 
 /// Applies pending migrations and returns those it applied, oldest first.
 pub async fn run(cfg: &DatabaseConfig) -> anyhow::Result<Vec<Applied>> {
+    run_to(cfg, None).await
+}
+
+/// Applies pending migrations up to `version` (all when None): an upgrade
+/// test fills a database as an older build left it, then migrates it.
+pub async fn run_to(cfg: &DatabaseConfig, version: Option<i32>) -> anyhow::Result<Vec<Applied>> {
+    let target = version.map_or(refinery::Target::Latest, refinery::Target::Version);
     let (mut client, describe) = connect(cfg, None).await?;
     client
         .execute("select pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
         .with_context(|| format!("Cannot lock {describe} for migrating."))?;
     let report = embedded::migrations::runner()
+        .set_target(target)
         .run_async(&mut client)
         .await
         .with_context(|| format!("Migrating {describe} failed."))?;

@@ -72,18 +72,18 @@ pub async fn register(
                     previous_status = m.status
                 where m.sender = excluded.sender and m.user_number = excluded.user_number
                   and m.sent_at is null
-            returning m.message_id, m.user_number, m.changed_xid,
+            returning m.message_key, m.message_id, m.user_number, m.changed_xid,
                       -- Null only for a row this statement inserted (V6).
                       m.previous_status is null as inserted
         ),
         history as (
             insert into message_history
-                (channel_id, message_id, status, first_received_at, last_received_at,
-                 receipt_count, advanced, extra)
-            select $1, message_id, 'sent', $7, $7, 1, true, '{}'
+                (message_key, channel_id, message_id, status, first_received_at,
+                 last_received_at, receipt_count, advanced, extra)
+            select message_key, $1, message_id, 'sent', $7, $7, 1, true, '{}'
             from message
             where inserted
-            order by message_id
+            order by message_key
         ),
         change as (
             insert into message_changes (channel_id, message_id, user_number, status, changed_at, xid)

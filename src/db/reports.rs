@@ -110,19 +110,20 @@ pub async fn record_reports(
                     first_delivered_at = coalesce(m.first_delivered_at, excluded.first_delivered_at),
                     first_read_at = coalesce(m.first_read_at, excluded.first_read_at)
                 where m.sender = excluded.sender and m.user_number = excluded.user_number
-            returning m.channel_id, m.message_id, m.user_number, m.status, m.changed_xid,
-                      m.first_seen_at, m.updated_at, m.previous_status, m.delivered_at, m.tags
+            returning m.message_key, m.channel_id, m.message_id, m.user_number, m.status,
+                      m.changed_xid, m.first_seen_at, m.updated_at, m.previous_status,
+                      m.delivered_at, m.tags
         ),
         history as (
             insert into message_history as h
-                (channel_id, message_id, status, first_received_at, last_received_at,
-                 receipt_count, advanced, extra)
-            select i.channel_id, i.message_id, i.word, i.received_at, i.received_at, 1,
-                   coalesce(message.status = i.status, false), i.extra
+                (message_key, channel_id, message_id, status, first_received_at,
+                 last_received_at, receipt_count, advanced, extra)
+            select message.message_key, i.channel_id, i.message_id, i.word, i.received_at,
+                   i.received_at, 1, coalesce(message.status = i.status, false), i.extra
             from input i
             join message on message.channel_id = i.channel_id and message.message_id = i.message_id
-            order by i.channel_id, i.message_id
-            on conflict (channel_id, message_id, status) do update
+            order by message.message_key
+            on conflict (message_key, status) do update
                 set receipt_count = h.receipt_count + 1,
                     last_received_at = greatest(h.last_received_at, excluded.last_received_at)
             returning h.channel_id, h.message_id, h.status, h.first_received_at,

@@ -40,7 +40,7 @@ pub async fn delete_older(
 ) -> sqlx::Result<Deleted> {
     let row = sqlx::query!(
         r#"with doomed_messages as (
-               select channel_id, message_id from messages
+               select channel_id, message_id, message_key from messages
                where channel_id = $1 and updated_at < $2
                order by updated_at
                limit $3
@@ -51,7 +51,7 @@ pub async fn delete_older(
                returning 1
            ), history_gone as (
                delete from message_history h using doomed_messages d
-               where h.channel_id = d.channel_id and h.message_id = d.message_id
+               where h.message_key = d.message_key
            ), doomed_entries as (
                select xid, seq from message_changes
                where channel_id = $1 and changed_at < $2

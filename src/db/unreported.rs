@@ -93,16 +93,17 @@ pub async fn sweep(
                 previous_status = m.status
             from due
             where m.channel_id = $1 and m.message_id = due.message_id and m.status = 'sent'
-            returning m.message_id, m.user_number, m.first_seen_at, m.changed_xid, m.tags
+            returning m.message_key, m.message_id, m.user_number, m.first_seen_at,
+                      m.changed_xid, m.tags
         ),
         history as (
             insert into message_history
-                (channel_id, message_id, status, first_received_at, last_received_at,
-                 receipt_count, advanced, extra)
-            select $1, message_id, 'unreported', $3, $3, 1, true, '{}'
+                (message_key, channel_id, message_id, status, first_received_at,
+                 last_received_at, receipt_count, advanced, extra)
+            select message_key, $1, message_id, 'unreported', $3, $3, 1, true, '{}'
             from message
-            order by message_id
-            on conflict (channel_id, message_id, status) do nothing
+            order by message_key
+            on conflict (message_key, status) do nothing
         ),
         change as (
             insert into message_changes (channel_id, message_id, user_number, status, changed_at, xid)

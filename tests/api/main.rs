@@ -28,4 +28,5 @@ mod sse;
 mod stats;
 mod status_rules;
 mod unreported;
+mod upgrade;
 mod webhook;
