@@ -7,7 +7,9 @@
 //! each, in this order), BENCH_SECONDS (60), BENCH_CONNECTIONS (64),
 //! BENCH_BINS (`koostatus` binaries separated by commas, the build before a
 //! change first: each size runs each binary in turn, BENCH_ROUNDS (1)
-//! times, so that builds alternate in one session; default: this build).
+//! times, so that builds alternate in one session; default: this build),
+//! BENCH_CALLGRIND (seconds of callbacks counted under callgrind per
+//! binary on the first size, `callgrind.rs`; 0, the default, skips it).
 //!
 //! Per size, once: a database migrated by the first binary, a channel
 //! filled in SQL (`fill.rs`: 33-character random hex message ids like the
@@ -32,6 +34,7 @@ use std::time::Duration;
 use sqlx::{Connection, PgConnection};
 use support::{SERVER, Service, callbacks, cli_of, cpu, env, pct, wait_ready, with_service_on};
 
+mod callgrind;
 mod fill;
 #[path = "../support/mod.rs"]
 mod support;
@@ -126,6 +129,18 @@ async fn main() -> anyhow::Result<()> {
                         rate / first
                     );
                 }
+            }
+        }
+        // The service's own instructions, per binary, on the first size.
+        let counted: u64 = env("BENCH_CALLGRIND", 0);
+        if counted > 0 {
+            for (i, bin) in bins.iter().enumerate() {
+                let template = match i {
+                    0 => format!("{DB}_t{}", sizes[0]),
+                    _ => format!("{DB}_t{}_b{i}", sizes[0]),
+                };
+                println!("callgrind: binary [{i}], {} messages stored", sizes[0]);
+                callgrind::run(bin, &template, counted).await?;
             }
         }
         anyhow::Ok(())
