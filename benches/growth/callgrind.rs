@@ -17,8 +17,11 @@ const CONNECTIONS: usize = 8;
 /// unmeasured, counters zeroed, `seconds` of callbacks counted. Prints
 /// instructions per callback and the top functions by their own
 /// instructions.
-pub async fn run(bin: &str, template: &str, seconds: u64) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("koostatus-callgrind-{}", std::process::id()));
+pub async fn run(bin: &str, index: usize, template: &str, seconds: u64) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!(
+        "koostatus-callgrind-{}-{index}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir)?;
     let wrapper = dir.join("koostatus");
     let out = dir.join("callgrind.out");
@@ -70,26 +73,55 @@ pub async fn run(bin: &str, template: &str, seconds: u64) -> anyhow::Result<()> 
         "  under callgrind: {counted} callbacks, {:.0} instructions per callback; by function (own instructions):",
         total / counted as f64
     );
-    let annotate = Command::new("callgrind_annotate")
-        .args(["--threshold=100"])
-        .arg(&dump)
-        .output()?;
-    let listing = String::from_utf8_lossy(&annotate.stdout);
-    for line in listing
-        .lines()
-        .filter(|l| l.contains(" (") || l.contains(':'))
-        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
-        .skip(1)
-        .take(15)
-    {
-        let line: String = line.chars().take(150).collect();
-        println!("    {line}");
+    for (name, own) in own_costs(&text).into_iter().take(15) {
+        let name: String = name.chars().take(120).collect();
+        println!("    {:5.1} %  {name}", 100.0 * own as f64 / total);
     }
     println!(
         "  (the whole profile: callgrind_annotate {})",
         dump.display()
     );
     Ok(())
+}
+
+/// Instructions each function spent itself (not in its callees), largest
+/// first, read from the profile: callgrind_annotate here puts a thread's
+/// whole cost on its entry function (`clone`), whatever its options.
+///
+/// The format: `fn=(id) name` opens a function (later just `fn=(id)`); a
+/// line of numbers is a position and its cost, the function's own unless a
+/// `calls=` line precedes it, which makes it the cost of that call.
+fn own_costs(profile: &str) -> Vec<(String, u64)> {
+    let mut names: std::collections::HashMap<String, String> = Default::default();
+    let mut own: std::collections::HashMap<String, u64> = Default::default();
+    let mut current = String::new();
+    let mut call_follows = false;
+    for line in profile.lines() {
+        if let Some(spec) = line.strip_prefix("fn=") {
+            current = match spec.split_once(' ') {
+                Some((id, name)) => {
+                    names.insert(id.to_owned(), name.to_owned());
+                    name.to_owned()
+                }
+                None => names.get(spec).cloned().unwrap_or_else(|| spec.to_owned()),
+            };
+        } else if line.starts_with("calls=") {
+            call_follows = true;
+        } else if line.starts_with(|c: char| c.is_ascii_digit() || "+-*".contains(c)) {
+            if !std::mem::take(&mut call_follows) {
+                let cost = line.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+                *own.entry(current.clone()).or_default() += cost.unwrap_or(0);
+            }
+        } else if let Some(spec) = line.strip_prefix("cfn=") {
+            // A callee named for the first time defines its id too.
+            if let Some((id, name)) = spec.split_once(' ') {
+                names.insert(id.to_owned(), name.to_owned());
+            }
+        }
+    }
+    let mut own: Vec<(String, u64)> = own.into_iter().collect();
+    own.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    own
 }
 
 fn control(pid: u32, what: &str) -> anyhow::Result<()> {

@@ -140,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
                     _ => format!("{DB}_t{}_b{i}", sizes[0]),
                 };
                 println!("callgrind: binary [{i}], {} messages stored", sizes[0]);
-                callgrind::run(bin, &template, counted).await?;
+                callgrind::run(bin, i, &template, counted).await?;
             }
         }
         anyhow::Ok(())
@@ -236,6 +236,14 @@ async fn one_run(
         tokio::spawn(async move {
             tokio::time::sleep(duration.saturating_sub(Duration::from_secs(6))).await;
             let mut db = PgConnection::connect(&url).await?;
+            wal::drop_slot(&mut db).await?;
+            // A slot holds the window's WAL until pg_waldump has read it:
+            // checkpoints every few seconds recycle segments otherwise. (It
+            // holds from the last checkpoint on, so the window starts after.)
+            sqlx::query("select pg_create_physical_replication_slot($1, true)")
+                .bind(wal::SLOT)
+                .execute(&mut db)
+                .await?;
             let lsn = || "select pg_current_wal_lsn()::text";
             let start: String = sqlx::query_scalar(lsn()).fetch_one(&mut db).await?;
             tokio::time::sleep(Duration::from_secs(5)).await;

@@ -9,6 +9,20 @@ use sqlx::PgConnection;
 
 const PG_WALDUMP: &str = "/usr/lib/postgresql/15/bin/pg_waldump";
 
+/// The replication slot that keeps the window's WAL until it is read.
+pub const SLOT: &str = "koostatus_bench_growth_wal";
+
+/// Drops the slot if a run left it behind (it would keep WAL forever).
+pub async fn drop_slot(db: &mut PgConnection) -> anyhow::Result<()> {
+    sqlx::query(
+        "select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = $1",
+    )
+    .bind(SLOT)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 #[derive(Default)]
 struct Share {
     bytes: u64,
@@ -18,7 +32,7 @@ struct Share {
 
 /// Prints each relation's share of the WAL bytes and page images from
 /// `start` to `end`, and its records per report (`reports` were written
-/// meanwhile).
+/// meanwhile); then drops the slot that held that WAL.
 pub async fn print_by_relation(
     db: &mut PgConnection,
     start: &str,
@@ -45,6 +59,7 @@ pub async fn print_by_relation(
             end,
         ])
         .output()?;
+    drop_slot(db).await?;
     // It may stop early (a segment recycled by a checkpoint): the shares
     // below are of what it read, which it says.
     let stopped =

@@ -76,6 +76,8 @@ async fn content_type_parameters_in_any_case_are_accepted() {
         "application/json",
         "Application/JSON; Charset=UTF-8",
         "application/json;charset=utf-8",
+        " application/json ; charset=utf-8",
+        "application/vnd.koomessage+JSON",
     ]
     .iter()
     .enumerate()
@@ -161,6 +163,10 @@ async fn a_missing_or_foreign_content_type_gets_415() {
         Some("text/plain"),
         Some("application/x-www-form-urlencoded"),
         Some("nonsense"),
+        Some("application/jsonp"),
+        Some("application/+json"),
+        Some("text/json"),
+        Some("json"),
     ] {
         let mut request = app
             .client
