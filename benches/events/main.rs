@@ -3,7 +3,9 @@
 //! Run: `cargo bench --bench events` (PostgreSQL at 127.0.0.1:5432).
 //! Options through the environment: BENCH_CONNECTIONS (64 callback
 //! connections), BENCH_SECONDS (10 per phase), BENCH_STREAMS (10000; 0
-//! leaves that configuration out), BENCH_ROUNDS (1: how often the sequence
+//! leaves that configuration out), BENCH_PER_USER (1: desktops per user
+//! number in that configuration; 10 spreads the streams over a tenth as
+//! many numbers, each change then going to 10 streams), BENCH_ROUNDS (1: how often the sequence
 //! below runs), BENCH_DB_STATS (1; 0 skips PostgreSQL's transaction counts
 //! and the 23 s per phase they wait for). A quick, finer estimate of the
 //! 1,000-stream ratio alone: `BENCH_STREAMS=0 BENCH_DB_STATS=0
@@ -60,6 +62,10 @@ struct Phase {
     name: &'static str,
     filtered: usize,
     unfiltered: usize,
+    /// The user numbers the filtered streams follow, stream `i` the
+    /// number `i % users`, and the callbacks go to: several desktops per
+    /// customer when fewer than `filtered`.
+    users: usize,
 }
 
 #[derive(Default)]
@@ -92,6 +98,11 @@ struct Figures {
     /// and idle) per callback acknowledged.
     steal: f64,
     busy_us_per_callback: f64,
+    /// Events delivered per second (each acknowledged change once per
+    /// stream that wanted it), and the service's CPU per delivered event
+    /// beyond what its callbacks cost alone (see `report`).
+    events_per_s: f64,
+    event_cpu_us: f64,
     /// Callbacks/s and transactions/s against the phase's baseline (see
     /// `run`).
     rate_ratio: f64,
@@ -103,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
     let connections: usize = env("BENCH_CONNECTIONS", 64);
     let seconds: u64 = env("BENCH_SECONDS", 10);
     let many: usize = env("BENCH_STREAMS", 10_000);
+    let per_user: usize = env::<usize>("BENCH_PER_USER", 1).max(1);
     let rounds: usize = env("BENCH_ROUNDS", 1);
     let db_stats = env::<u8>("BENCH_DB_STATS", 1) != 0;
     let duration = Duration::from_secs(seconds);
@@ -117,7 +129,15 @@ async fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     support::with_service(DB, &[], |service| {
-        run(service, connections, duration, many, rounds, db_stats)
+        run(
+            service,
+            connections,
+            duration,
+            many,
+            per_user,
+            rounds,
+            db_stats,
+        )
     })
     .await
 }
@@ -127,6 +147,7 @@ async fn run(
     connections: usize,
     duration: Duration,
     many: usize,
+    per_user: usize,
     rounds: usize,
     db_stats: bool,
 ) -> anyhow::Result<()> {
@@ -140,16 +161,19 @@ async fn run(
         name: "callbacks alone",
         filtered: 0,
         unfiltered: 0,
+        users: 1000,
     };
     let few = Phase {
         name: "+ 1,000 filtered + 10 unfiltered streams",
         filtered: 1000,
         unfiltered: 10,
+        users: 1000,
     };
     let lots = Phase {
         name: "+ many filtered streams",
         filtered: many,
         unfiltered: 0,
+        users: (many / per_user).max(1),
     };
     // Each configuration twice a round, in mirrored order, every time
     // between two phases alone: its baseline (see the ratios below).

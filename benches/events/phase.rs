@@ -47,7 +47,7 @@ pub async fn run(
     let opened = Instant::now();
     // Open the streams, 200 at a time.
     let specs: Vec<Option<usize>> = (0..phase.filtered)
-        .map(Some)
+        .map(|i| Some(i % phase.users))
         .chain((0..phase.unfiltered).map(|_| None))
         .collect();
     for group in specs.chunks(200) {
@@ -94,7 +94,7 @@ pub async fn run(
     let cpu_before = (cpu_seconds(server)?, cpu_seconds(std::process::id())?);
     let machine_before = machine_ticks()?;
     let started = Instant::now();
-    let users = phase.filtered.max(1000);
+    let users = phase.users;
     let (acked, mut latencies, errors) = load(port, connections, users, index, duration).await?;
     let load_end = Instant::now();
     let elapsed = load_end - started;
@@ -172,6 +172,7 @@ pub async fn run(
             filtered_writes as f64 / phase.filtered as f64 / elapsed.as_secs_f64();
         figures.filtered_events_per_write = filtered_events as f64 / filtered_writes.max(1) as f64;
     }
+    figures.events_per_s = figures.latencies.len() as f64 / elapsed.as_secs_f64();
     figures.latencies.sort();
     // Wait until the service has let go of the streams.
     let gone = Instant::now();

@@ -26,21 +26,28 @@ pub fn report(
     let alone_busy = mean(&alone_runs, |f| f.busy_us_per_callback);
     let alone_steal = mean(&alone_runs, |f| f.steal);
     let alone_phases = alone_runs.len();
-    let baselines: Vec<(f64, f64)> = (0..phases.len())
+    let alone_cpu = mean(&alone_runs, |f| f.service_cpu / f.callbacks_per_s);
+    let baselines: Vec<(f64, f64, f64)> = (0..phases.len())
         .map(|i| {
             if std::ptr::eq(phases[i], alone) {
-                return (alone_rate, alone_tps);
+                return (alone_rate, alone_tps, alone_cpu);
             }
             let (before, after) = (&results[i - 1], &results[i + 1]);
+            let cpu_per_callback = |f: &Figures| f.service_cpu / f.callbacks_per_s;
             (
                 (before.callbacks_per_s + after.callbacks_per_s) / 2.0,
                 (before.tps + after.tps) / 2.0,
+                (cpu_per_callback(before) + cpu_per_callback(after)) / 2.0,
             )
         })
         .collect();
-    for (f, (rate, tps)) in results.iter_mut().zip(baselines) {
+    for (f, (rate, tps, cpu_per_callback)) in results.iter_mut().zip(baselines) {
         f.rate_ratio = f.callbacks_per_s / rate;
         f.tps_ratio = f.tps / tps;
+        // What the service spent beyond its callbacks (at their cost
+        // alone, beside), per event it delivered.
+        let beyond = f.service_cpu - cpu_per_callback * f.callbacks_per_s;
+        f.event_cpu_us = beyond * 1e6 / f.events_per_s.max(1.0);
     }
     println!(
         "\n{:<42} {:>11} {:>6} {:>8} {:>8} {:>6} {:>9} {:>9} {:>6} {:>6} {:>12}",
@@ -57,7 +64,13 @@ pub fn report(
         "RSS/stream"
     );
     let name = |phase: &Phase| {
-        if phase.filtered > 0 && phase.unfiltered == 0 {
+        if phase.filtered > 0 && phase.unfiltered == 0 && phase.users < phase.filtered {
+            format!(
+                "+ {} filtered streams, {} per user number",
+                phase.filtered,
+                phase.filtered / phase.users
+            )
+        } else if phase.filtered > 0 && phase.unfiltered == 0 {
             format!("+ {} filtered streams", phase.filtered)
         } else {
             phase.name.to_owned()
@@ -125,6 +138,16 @@ pub fn report(
             name(kind),
             ratios.join(", "),
             standard_error(&runs, |f| f.rate_ratio),
+        );
+        println!(
+            "{}: {:.0} events delivered/s; service CPU per event beyond its callbacks' cost alone {:.2} us (per phase: {})",
+            name(kind),
+            mean(&runs, |f| f.events_per_s),
+            mean(&runs, |f| f.event_cpu_us),
+            runs.iter()
+                .map(|f| format!("{:.2}", f.event_cpu_us))
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         // A second view of the streams' cost beside the rate; it rises with
         // steal too (seen here), so neither view is free of the host.
