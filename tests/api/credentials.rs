@@ -153,8 +153,23 @@ async fn clients_that_hang_up_during_verification_leave_nothing_behind() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The service still answers, and a right password is remembered.
+    // Requests the service had not yet read when their clients hung up
+    // (still in the listen backlog, as happened in CI) are read and
+    // verified afterwards, one argon2 at a time: they too must end, and
+    // leave no password behind.
     assert_eq!(status_with(&app, PASSWORD).await, 200);
-    assert_eq!(app.app.credentials.held().await, (0, 1));
+    let settled = Instant::now();
+    loop {
+        let held = app.app.credentials.held().await;
+        if held == (0, 1) {
+            break;
+        }
+        assert!(
+            settled.elapsed() < Duration::from_secs(20),
+            "still held after the clients left and a right password: {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     println!(
         "{waiting} verifications in flight when 15 clients hung up; none left after {:?}",
         started.elapsed()
