@@ -26,14 +26,13 @@ pub fn report(
     let alone_busy = mean(&alone_runs, |f| f.busy_us_per_callback);
     let alone_steal = mean(&alone_runs, |f| f.steal);
     let alone_phases = alone_runs.len();
-    let alone_cpu = mean(&alone_runs, |f| f.service_cpu / f.callbacks_per_s);
+    let alone_cpu = mean(&alone_runs, cpu_per_callback);
     let baselines: Vec<(f64, f64, f64)> = (0..phases.len())
         .map(|i| {
             if std::ptr::eq(phases[i], alone) {
                 return (alone_rate, alone_tps, alone_cpu);
             }
             let (before, after) = (&results[i - 1], &results[i + 1]);
-            let cpu_per_callback = |f: &Figures| f.service_cpu / f.callbacks_per_s;
             (
                 (before.callbacks_per_s + after.callbacks_per_s) / 2.0,
                 (before.tps + after.tps) / 2.0,
@@ -63,18 +62,15 @@ pub fn report(
         "twice",
         "RSS/stream"
     );
-    let name = |phase: &Phase| {
-        if phase.filtered > 0 && phase.unfiltered == 0 && phase.users < phase.filtered {
+    let name = |phase: &Phase| match (phase.filtered, phase.unfiltered) {
+        (0, _) | (_, 1..) => phase.name.to_owned(),
+        (n, 0) if phase.users < n => {
             format!(
-                "+ {} filtered streams, {} per user number",
-                phase.filtered,
-                phase.filtered / phase.users
+                "+ {n} filtered streams, {} per user number",
+                n / phase.users
             )
-        } else if phase.filtered > 0 && phase.unfiltered == 0 {
-            format!("+ {} filtered streams", phase.filtered)
-        } else {
-            phase.name.to_owned()
         }
+        (n, 0) => format!("+ {n} filtered streams"),
     };
     for (phase, f) in phases.iter().zip(&results) {
         let (p50, p99) = if f.streams > 0 {
@@ -216,6 +212,11 @@ fn runs_of<'a>(phases: &[&Phase], results: &'a [Figures], kind: &Phase) -> Vec<&
         .filter(|(p, _)| std::ptr::eq(**p, kind))
         .map(|(_, f)| f)
         .collect()
+}
+
+/// The service's CPU seconds per callback acknowledged.
+fn cpu_per_callback(f: &Figures) -> f64 {
+    f.service_cpu / f.callbacks_per_s
 }
 
 fn mean(runs: &[&Figures], f: fn(&Figures) -> f64) -> f64 {

@@ -24,10 +24,7 @@ pub async fn fill(db: &mut PgConnection, channel: &str, messages: u64) -> anyhow
     )
     .fetch_one(&mut *db)
     .await?;
-    let fill = FILL.replace(
-        "{history}",
-        if keyed { HISTORY } else { HISTORY_BEFORE_V13 },
-    );
+    let fill = FILL.replace("{key}", if keyed { "message_key, " } else { "" });
     let mut from = 1;
     while from <= messages {
         let to = (from + BATCH - 1).min(messages);
@@ -70,23 +67,12 @@ with numbered as (
     from numbered
     returning *
 ), history_in as (
-{history}
+    insert into message_history ({key}channel_id, message_id, status,
+                                 first_received_at, last_received_at, receipt_count, advanced)
+    select {key}channel_id, message_id, status::text, updated_at, updated_at, 1, true
+    from messages_in
 )
 insert into message_changes (channel_id, message_id, status, changed_at, user_number)
 select $1, message_id, status, seen + interval '5 seconds', user_number
 from numbered
 order by seen";
-
-/// The history entry of each message of `messages_in`.
-const HISTORY: &str = "
-    insert into message_history (message_key, channel_id, message_id, status,
-                                 first_received_at, last_received_at, receipt_count, advanced)
-    select message_key, channel_id, message_id, status::text, updated_at, updated_at, 1, true
-    from messages_in";
-
-/// The same before V13, whose history has no message key.
-const HISTORY_BEFORE_V13: &str = "
-    insert into message_history (channel_id, message_id, status, first_received_at,
-                                 last_received_at, receipt_count, advanced)
-    select channel_id, message_id, status::text, updated_at, updated_at, 1, true
-    from messages_in";

@@ -95,27 +95,22 @@ async fn main() -> anyhow::Result<()> {
         for &size in &sizes {
             for _ in 0..rounds {
                 for (i, bin) in bins.iter().enumerate() {
-                    let template = format!("{DB}_t{size}");
-                    if !templates.contains(&template) {
-                        if !exists(&template).await? {
-                            make_template(&template, &bins[0], size).await?;
+                    let filled = template_of(size, 0);
+                    if !templates.contains(&filled) {
+                        if !exists(&filled).await? {
+                            make_template(&filled, &bins[0], size).await?;
                         }
-                        templates.push(template.clone());
+                        templates.push(filled.clone());
                     }
                     // A later binary runs on a copy migrated once beforehand,
                     // so that no run pays the upgrade.
-                    let own = format!("{template}_b{i}");
-                    let template = if i == 0 {
-                        template
-                    } else {
-                        if !templates.contains(&own) {
-                            if !exists(&own).await? {
-                                migrate_copy(&template, &own, bin).await?;
-                            }
-                            templates.push(own.clone());
+                    let template = template_of(size, i);
+                    if i > 0 && !templates.contains(&template) {
+                        if !exists(&template).await? {
+                            migrate_copy(&filled, &template, bin).await?;
                         }
-                        own
-                    };
+                        templates.push(template.clone());
+                    }
                     println!("run: binary [{i}], {size} messages stored");
                     let duration = Duration::from_secs(seconds);
                     let rate = with_service_on(DB, Some(&template), bin, &[], |service| {
@@ -135,12 +130,8 @@ async fn main() -> anyhow::Result<()> {
         let counted: u64 = env("BENCH_CALLGRIND", 0);
         if counted > 0 {
             for (i, bin) in bins.iter().enumerate() {
-                let template = match i {
-                    0 => format!("{DB}_t{}", sizes[0]),
-                    _ => format!("{DB}_t{}_b{i}", sizes[0]),
-                };
                 println!("callgrind: binary [{i}], {} messages stored", sizes[0]);
-                callgrind::run(bin, i, &template, counted).await?;
+                callgrind::run(bin, i, &template_of(sizes[0], i), counted).await?;
             }
         }
         anyhow::Ok(())
@@ -152,6 +143,16 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     outcome
+}
+
+/// The database a run of binary `bin` (its index in BENCH_BINS) copies at
+/// `size`: the filled template for the first binary, a copy of it migrated
+/// by a later one.
+fn template_of(size: u64, bin: usize) -> String {
+    match bin {
+        0 => format!("{DB}_t{size}"),
+        _ => format!("{DB}_t{size}_b{bin}"),
+    }
 }
 
 /// A comma-separated list from the environment.

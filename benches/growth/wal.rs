@@ -60,7 +60,7 @@ pub async fn print_by_relation(
         ])
         .output()?;
     drop_slot(db).await?;
-    // It may stop early (a segment recycled by a checkpoint): the shares
+    // It may still stop early (a segment missing, were the slot gone): the shares
     // below are of what it read, which it says.
     let stopped =
         (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).trim().to_owned());

@@ -114,21 +114,28 @@ pub async fn record_reports(
                       m.changed_xid, m.first_seen_at, m.updated_at, m.previous_status,
                       m.delivered_at, m.tags
         ),
-        -- A message this statement inserted has no history yet (its key
-        -- is new): a plain insert, which PostgreSQL writes as one WAL
-        -- record instead of the two of a speculative insertion (the
-        -- insert and its confirmation). Only a known message's entry may
-        -- exist and take a receipt.
+        -- Each report's history entry. A message this statement inserted
+        -- (no previous status) has no history yet, its key being new: its
+        -- entry is a plain insert, which PostgreSQL writes as one WAL record
+        -- instead of the two of a speculative insertion (the insert and its
+        -- confirmation). Only a known message's entry may exist and take a
+        -- receipt.
+        entry as (
+            select message.message_key, i.channel_id, i.message_id, i.word, i.received_at,
+                   coalesce(message.status = i.status, false) as advanced, i.extra,
+                   message.previous_status is null as message_is_new
+            from input i
+            join message on message.channel_id = i.channel_id and message.message_id = i.message_id
+        ),
         history_of_new as (
             insert into message_history
                 (message_key, channel_id, message_id, status, first_received_at,
                  last_received_at, receipt_count, advanced, extra)
-            select message.message_key, i.channel_id, i.message_id, i.word, i.received_at,
-                   i.received_at, 1, coalesce(message.status = i.status, false), i.extra
-            from input i
-            join message on message.channel_id = i.channel_id and message.message_id = i.message_id
-            where message.previous_status is null
-            order by message.message_key
+            select message_key, channel_id, message_id, word, received_at, received_at, 1,
+                   advanced, extra
+            from entry
+            where message_is_new
+            order by message_key
             returning channel_id, message_id, status, first_received_at,
                       true as first_of_status, advanced
         ),
@@ -136,12 +143,11 @@ pub async fn record_reports(
             insert into message_history as h
                 (message_key, channel_id, message_id, status, first_received_at,
                  last_received_at, receipt_count, advanced, extra)
-            select message.message_key, i.channel_id, i.message_id, i.word, i.received_at,
-                   i.received_at, 1, coalesce(message.status = i.status, false), i.extra
-            from input i
-            join message on message.channel_id = i.channel_id and message.message_id = i.message_id
-            where message.previous_status is not null
-            order by message.message_key
+            select message_key, channel_id, message_id, word, received_at, received_at, 1,
+                   advanced, extra
+            from entry
+            where not message_is_new
+            order by message_key
             on conflict (message_key, status) do update
                 set receipt_count = h.receipt_count + 1,
                     last_received_at = greatest(h.last_received_at, excluded.last_received_at)

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{PASSWORD, TestApp, report, spawn_app};
+use crate::helpers::{PASSWORD, TestApp, report, spawn_app, wait_until};
 
 const CH: &str = "ch";
 
@@ -130,46 +130,34 @@ async fn clients_that_hang_up_during_verification_leave_nothing_behind() {
         connections.push(stream);
     }
     // One argon2 thread: most of them are still waiting for their turn.
-    let started = Instant::now();
-    while app.app.credentials.held().await.0 == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "never in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let (waiting, _) = app.app.credentials.held().await;
+    let credentials = &app.app.credentials;
+    wait_until(
+        "a verification in flight",
+        Duration::from_secs(5),
+        || async { credentials.held().await.0 > 0 },
+    )
+    .await;
+    let (waiting, _) = credentials.held().await;
     drop(connections);
     let started = Instant::now();
-    loop {
-        let held = app.app.credentials.held().await;
-        if held == (0, 0) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "still held after the clients left: {held:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "nothing held after the clients left",
+        Duration::from_secs(10),
+        || async { credentials.held().await == (0, 0) },
+    )
+    .await;
     // The service still answers, and a right password is remembered.
     // Requests the service had not yet read when their clients hung up
     // (still in the listen backlog, as happened in CI) are read and
     // verified afterwards, one argon2 at a time: they too must end, and
     // leave no password behind.
     assert_eq!(status_with(&app, PASSWORD).await, 200);
-    let settled = Instant::now();
-    loop {
-        let held = app.app.credentials.held().await;
-        if held == (0, 1) {
-            break;
-        }
-        assert!(
-            settled.elapsed() < Duration::from_secs(20),
-            "still held after the clients left and a right password: {held:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "only the right password held",
+        Duration::from_secs(20),
+        || async { credentials.held().await == (0, 1) },
+    )
+    .await;
     println!(
         "{waiting} verifications in flight when 15 clients hung up; none left after {:?}",
         started.elapsed()

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, assert_error, report, spawn_app, wait_until_sql};
+use crate::helpers::{
+    PASSWORD, TestApp, assert_error, report, spawn_app, strings_of, wait_until_sql,
+};
 
 const CH: &str = "ch";
 
@@ -236,13 +238,7 @@ async fn lookup_answers_known_unknown_and_duplicate_ids_in_one_go() {
         .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    let ids: Vec<&str> = body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["message_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["b", "a"]);
+    assert_eq!(strings_of(&body["messages"], "message_id"), ["b", "a"]);
     assert_eq!(body["missing"], json!(["x", "y"]));
     assert_eq!(body["messages"][0]["status"], "failed");
     assert!(body["messages"][0].get("history").is_none());

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::helpers::receiver::{CLI_ENV, KEY, Receiver};
 use crate::helpers::{
     PASSWORD, TestApp, assert_error, report, run_cli_with, spawn_app, spawn_app_with,
-    spawn_instance, wait_until,
+    spawn_instance, strings_of, wait_until,
 };
 use crate::sse::Sse;
 
@@ -91,13 +91,7 @@ async fn a_registered_message_is_known_as_sent_and_reports_move_it_on() {
             .await,
     )
     .await;
-    let ids: Vec<_> = tagged["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["message_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, vec!["m1"]);
+    assert_eq!(strings_of(&tagged["messages"], "message_id"), ["m1"]);
     let sent_only = json_of(
         app.get(
             &format!("/api/v1/channels/{CH}/messages?status=sent"),

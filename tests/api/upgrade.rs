@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{database_config, empty_database, spawn_app_on};
+use crate::helpers::{database_config, empty_database, spawn_app_on, strings_of};
 
 /// Messages as the build before V13 wrote them: one read (two reports of
 /// `delivered`, fields beyond the seed's kept), one failed, one sent and
@@ -138,13 +138,7 @@ async fn a_database_from_before_v13_migrates_with_everything_intact() {
     let x = message("x").await;
     assert_eq!(x["status"], "sent");
     assert_eq!(x["tags"], serde_json::json!(["campaign"]));
-    let words: Vec<&str> = x["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(words, ["sent", "deleted"]);
+    assert_eq!(strings_of(&x["history"], "status"), ["sent", "deleted"]);
     // A customer's listing, which V13 serves from a narrower index.
     let page = app
         .get(
@@ -154,11 +148,9 @@ async fn a_database_from_before_v13_migrates_with_everything_intact() {
         .await;
     assert_eq!(page.status(), 200);
     let page: Value = page.json().await.unwrap();
-    let ids: Vec<&str> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["message_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["f", "r"], "newest change first");
+    assert_eq!(
+        strings_of(&page["messages"], "message_id"),
+        ["f", "r"],
+        "newest change first"
+    );
 }

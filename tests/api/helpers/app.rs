@@ -302,6 +302,13 @@ impl TestApp {
     }
 }
 
+/// The string `field` of each object of the JSON array `items` (message
+/// ids of a listing, statuses of a history), in order.
+pub fn strings_of<'a>(items: &'a serde_json::Value, field: &str) -> Vec<&'a str> {
+    let items = items.as_array().expect("a JSON array");
+    items.iter().map(|i| i[field].as_str().unwrap()).collect()
+}
+
 /// Polls `check` every 20 ms until it holds: a wait for a state, not for a
 /// time. Fails the test after `within`.
 pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
