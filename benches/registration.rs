@@ -37,7 +37,10 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "{connections} callback connections, {seconds} s per phase, {sweep_size} messages to sweep"
     );
-    with_service(DB, &[], |service| async move {
+    // Ticks of 200 ms instead of the default 2 s, so that the sweep's rate
+    // is not blurred by when the first tick falls.
+    let env = [("KOOSTATUS_REPORTS__SWEEP_INTERVAL", "200ms")];
+    with_service(DB, &env, |service| async move {
         wait_ready(service.port).await?;
         cli(&service.url, &[], &["channel", "add", CHANNEL, "--password-stdin"], PASSWORD)?;
         let token = cli(
@@ -121,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
         // its own whose messages were all sent two days ago.
         let swept_alone = sweep(&service, "sweep-alone", sweep_size, None).await?;
         println!(
-            "3. sweep alone: {sweep_size} messages unreported in {:.1} s: {:.0} messages/s (goal >= 50,000; from `channel set` to the last, including up to one 2 s tick)",
+            "3. sweep alone: {sweep_size} messages unreported in {:.1} s: {:.0} messages/s (goal >= 50,000; from `channel set` to the last, including up to one 200 ms tick)",
             swept_alone.as_secs_f64(),
             sweep_size as f64 / swept_alone.as_secs_f64(),
         );
@@ -230,17 +233,19 @@ async fn sweep(
     let mut conn = PgConnection::connect(&service.url).await?;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let left: i64 = sqlx::query_scalar(
-            "select count(*) from messages where channel_id = $1 and status = 'sent'",
+        // Whether any is left, not how many: counting a million index
+        // entries ten times a second would take the database from the sweep.
+        let left: bool = sqlx::query_scalar(
+            "select exists (select from messages where channel_id = $1 and status = 'sent')",
         )
         .bind(channel)
         .fetch_one(&mut conn)
         .await?;
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(900),
-            "{left} still sent after 900 s"
+            "messages still sent after 900 s"
         );
-        if left == 0 {
+        if !left {
             break;
         }
     }

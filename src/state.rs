@@ -82,7 +82,7 @@ impl AppState {
         );
         db.spawn(move |pool| async move {
             seeded.seed(&pool).await;
-            crate::unreported::sweep_every(pool, reports, stop).await
+            crate::unreported::sweep_every(pool, reports, seeded, stop).await
         });
         if config.database.url.hosts().len() > 1 {
             let (pool, cfg, stop) = (db.pool().clone(), config.database.clone(), shutdown.clone());

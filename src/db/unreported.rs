@@ -24,8 +24,8 @@ pub async fn channel_deadlines(
 }
 
 /// Where a pass of the sweep has got to in a channel: the last message it
-/// looked at, in (first_seen_at, message_id) order.
-pub type SweepKey = (DateTime<Utc>, String);
+/// looked at, in (first_seen_at, message_key) order.
+pub type SweepKey = (DateTime<Utc>, i64);
 
 /// What one statement of the sweep did.
 pub struct Swept {
@@ -36,8 +36,20 @@ pub struct Swept {
     pub last: Option<SweepKey>,
 }
 
-/// Turns up to `limit` messages of the channel that are still `sent`, were
-/// sent at or before `sent_before` and come after `after` into
+/// Which messages of a channel one statement looks at: those due, after
+/// the last one this part looked at, in one of `parts` disjoint parts.
+pub struct SweepRange<'a> {
+    pub channel_id: &'a str,
+    /// Sent at or before this.
+    pub sent_before: DateTime<Utc>,
+    pub after: Option<&'a SweepKey>,
+    /// `message_key % parts = part`: parts that run at once never look at
+    /// the same messages.
+    pub part: i32,
+    pub parts: i32,
+}
+
+/// Turns up to `limit` messages of `range` that are still `sent` into
 /// `unreported`, each with its history entry, its change in the feed (and
 /// so in `/events` and forwarding) and the statistics.
 ///
@@ -45,21 +57,20 @@ pub struct Swept {
 /// skipped (`skip locked`) and taken by a later sweep if still `sent`. The
 /// status is checked again on the locked row, so a report that committed
 /// first wins, and two instances sweeping at once change each message once.
-/// The partial index `messages_unanswered` (V10) serves the search, so the
-/// cost follows the messages changed, not the table.
+/// The partial index `messages_unsent` (V14) serves the search and a swept
+/// message leaves it, so the cost follows the messages changed, not the
+/// table.
 pub async fn sweep(
     pool: &sqlx::PgPool,
-    channel_id: &str,
-    sent_before: DateTime<Utc>,
+    range: &SweepRange<'_>,
     now: DateTime<Utc>,
-    after: Option<&SweepKey>,
     limit: i64,
 ) -> sqlx::Result<Swept> {
-    let (after_seen, after_id) = match after {
-        Some((seen, id)) => (Some(*seen), id.as_str()),
-        None => (None, ""),
+    let (after_seen, after_key) = match range.after {
+        Some((seen, key)) => (Some(*seen), *key),
+        None => (None, i64::MIN),
     };
-    // The plan must walk messages_unanswered in its order and stop after
+    // The plan must walk messages_unsent in its order and stop after
     // `limit` rows. Right after many messages arrive, before autovacuum has
     // analysed them, the planner believes a channel has a handful and may
     // fetch them all by another index and sort them: a full sort per batch
@@ -68,19 +79,20 @@ pub async fn sweep(
     // make PostgreSQL JIT-compile the statement on every run (measured:
     // 450 ms of a 560 ms batch), so JIT goes off with it.
     let mut tx = pool.begin().await?;
-    sqlx::query!("set local enable_sort = off")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query!("set local jit = off")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "select set_config('enable_sort', 'off', true) as sort, set_config('jit', 'off', true) as jit,
+                set_config('plan_cache_mode', 'force_generic_plan', true) as plans"
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     let row = sqlx::query!(
         r#"
         with due as (
-            select message_id, first_seen_at from messages
+            select ctid, first_seen_at, message_key from messages
             where channel_id = $1 and status = 'sent' and first_seen_at <= $2
-              and (first_seen_at, message_id) > (coalesce($5, '-infinity'::timestamptz), $6)
-            order by first_seen_at, message_id
+              and (first_seen_at, message_key) > (coalesce($5, '-infinity'::timestamptz), $6)
+              and message_key % $7 = $8
+            order by first_seen_at, message_key
             limit $4
             for update skip locked
         ),
@@ -92,18 +104,24 @@ pub async fn sweep(
                 changed_xid = greatest(pg_current_xact_id(), m.changed_xid),
                 previous_status = m.status
             from due
-            where m.channel_id = $1 and m.message_id = due.message_id and m.status = 'sent'
+            -- The row `due` locked, by its place: no second search of the
+            -- primary key. Should it have moved meanwhile, the update
+            -- follows it and checks the status again on its newest version.
+            where m.ctid = due.ctid and m.status = 'sent'
             returning m.message_key, m.message_id, m.user_number, m.first_seen_at,
                       m.changed_xid, m.tags
         ),
         history as (
+            -- A plain insert: a message still `sent` has no `unreported`
+            -- entry, as statuses only move forward and a report of
+            -- `unreported` would have moved it (an upsert's speculative
+            -- insertion costs a tenth of the statement).
             insert into message_history
                 (message_key, channel_id, message_id, status, first_received_at,
                  last_received_at, receipt_count, advanced, extra)
             select message_key, $1, message_id, 'unreported', $3, $3, 1, true, '{}'
             from message
             order by message_key
-            on conflict (message_key, status) do nothing
         ),
         change as (
             insert into message_changes (channel_id, message_id, user_number, status, changed_at, xid)
@@ -112,48 +130,56 @@ pub async fn sweep(
             order by message_id
         ),
         counts as (
-            -- Under the channel ('') and each of the message's tags.
+            -- Under the channel ('') and each of the message's tags:
+            -- counted per hour and set of tags first, so that the tags of
+            -- a thousand messages are unnested a few times, not a thousand.
             insert into stats_counts as s
                 (channel_id, tag, hour, shard, messages, reached_unreported, reached_failed,
                  reached_delivered, reached_read)
-            select $1, t.tag, date_trunc('hour', first_seen_at, 'UTC'), pg_backend_pid() % 64,
-                   0, count(*), 0, 0, 0
-            from message
-            cross join lateral unnest(array[''] || tags) as t(tag)
+            select $1, t.tag, g.hour, pg_backend_pid() % 64, 0, sum(g.n), 0, 0, 0
+            from (select date_trunc('hour', first_seen_at, 'UTC') as hour, tags, count(*) as n
+                  from message group by 1, 2) as g
+            cross join lateral unnest(array[''] || g.tags) as t(tag)
             group by 2, 3
             order by 2, 3
             on conflict (channel_id, tag, hour, shard) do update
                 set reached_unreported = s.reached_unreported + excluded.reached_unreported
         )
         select (select count(*) from message) as "changed!",
-               last.first_seen_at as "last_seen?", last.message_id as "last_id?"
+               last.first_seen_at as "last_seen?", last.message_key as "last_key?"
         from (select 1) as one
-        left join (select first_seen_at, message_id from due
-                   order by first_seen_at desc, message_id desc limit 1) as last on true
+        left join (select first_seen_at, message_key from due
+                   order by first_seen_at desc, message_key desc limit 1) as last on true
         "#,
-        channel_id,
-        sent_before,
+        range.channel_id,
+        range.sent_before,
         now,
         limit,
         after_seen,
-        after_id
+        after_key,
+        range.parts as i64,
+        range.part as i64,
     )
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(Swept {
         changed: row.changed,
-        last: row.last_seen.zip(row.last_id),
+        last: row.last_seen.zip(row.last_key),
     })
 }
 
-/// Messages now `unreported`, per channel that has any (from the partial
-/// index, not the table).
+/// Messages now `unreported`, per channel that has any, from the
+/// statistics (V10): the messages that reached `unreported` but not
+/// `failed`. Exact, and it reads a few rows per hour of a channel's
+/// history however many messages that hour had.
 pub async fn counts(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(String, i64)>> {
     let rows = sqlx::query!(
-        r#"select channel_id, count(*) as "n!" from messages
-           where status = 'unreported'
-           group by channel_id"#
+        r#"select c.id as "channel_id!", sum(s.reached_unreported - s.reached_failed)::bigint as "n!"
+           from channels c
+           join stats_counts s on s.channel_id = c.id and s.tag = ''
+           group by c.id
+           having sum(s.reached_unreported - s.reached_failed) > 0"#
     )
     .fetch_all(db)
     .await?;

@@ -4,7 +4,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use koostatus::db::registrations::{Registration, register};
 use koostatus::db::reports::{Incoming, record_reports};
-use koostatus::db::unreported::sweep;
+use koostatus::db::unreported::{SweepRange, sweep};
 use koostatus::domain::{ChannelId, Report};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
@@ -66,16 +66,14 @@ async fn record(app: &TestApp, channel: &str, (m, status, minutes): Step) {
                 .unwrap();
         }
         "sweep" => {
-            sweep(
-                &app.pool,
-                channel,
-                at - TimeDelta::minutes(30),
-                at,
-                None,
-                1000,
-            )
-            .await
-            .unwrap();
+            let range = SweepRange {
+                channel_id: channel,
+                sent_before: at - TimeDelta::minutes(30),
+                after: None,
+                part: 0,
+                parts: 1,
+            };
+            sweep(&app.pool, &range, at, 1000).await.unwrap();
         }
         _ => {
             let incoming = Incoming {

@@ -389,16 +389,16 @@ async fn run_step(app: &TestApp, base: &str, token: &str, id: &str, step: Step) 
         }
         Step::Sweep => {
             let now = chrono::Utc::now();
-            koostatus::db::unreported::sweep(
-                &app.pool,
-                CH,
-                now - chrono::TimeDelta::days(1),
-                now,
-                None,
-                1000,
-            )
-            .await
-            .unwrap();
+            let range = koostatus::db::unreported::SweepRange {
+                channel_id: CH,
+                sent_before: now - chrono::TimeDelta::days(1),
+                after: None,
+                part: 0,
+                parts: 1,
+            };
+            koostatus::db::unreported::sweep(&app.pool, &range, now, 1000)
+                .await
+                .unwrap();
         }
     }
 }
