@@ -20,6 +20,10 @@ use crate::domain::ChannelId;
 /// sending rate (measured in benches/ingest.rs).
 const SWEEP_BATCH: i64 = 1000;
 
+/// Parts of a channel swept at once: one per core of the database
+/// machine this was measured on (docs/performance.md).
+const SWEEP_PARTS: i32 = 2;
+
 /// A report accepted this recently means callbacks are flowing, and the
 /// sweep leaves the database room for them.
 const CALLBACKS_RECENT: Duration = Duration::from_secs(1);
@@ -73,10 +77,6 @@ pub async fn sweep_once(
     }
     Ok(changed)
 }
-
-/// Parts of a channel swept at once: one per core of the database
-/// machine this was measured on (docs/performance.md).
-const SWEEP_PARTS: i32 = 2;
 
 /// Sweeps one part of a channel until nothing more is due in it.
 async fn sweep_part(
