@@ -112,7 +112,7 @@ pub async fn record_reports(
                 where m.sender = excluded.sender and m.user_number = excluded.user_number
             returning m.message_key, m.channel_id, m.message_id, m.user_number, m.status,
                       m.changed_xid, m.first_seen_at, m.updated_at, m.previous_status,
-                      m.delivered_at, m.tags
+                      m.delivered_at, m.tags, m.unreported_at
         ),
         -- Each report's history entry. A message this statement inserted
         -- (no previous status) has no history yet, its key being new: its
@@ -161,7 +161,9 @@ pub async fn record_reports(
         ),
         -- The current status changed exactly when its history entry is new
         -- and is the current status: had the message held that status
-        -- before, the entry would exist.
+        -- before, the entry would exist. A swept message's `unreported`
+        -- entry is its `unreported_at` (V15), not a row: a report of that
+        -- word after the sweep is a receipt, not a change.
         change as (
             insert into message_changes
                 (channel_id, message_id, user_number, status, changed_at, xid)
@@ -170,6 +172,7 @@ pub async fn record_reports(
             from history h
             join message on message.channel_id = h.channel_id and message.message_id = h.message_id
             where h.first_of_status and h.advanced
+              and not (h.status = 'unreported' and message.unreported_at is not null)
             order by h.channel_id, h.message_id
         ),
         -- The statistics (V6, V10): what each message that is new or

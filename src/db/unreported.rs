@@ -50,8 +50,9 @@ pub struct SweepRange<'a> {
 }
 
 /// Turns up to `limit` messages of `range` that are still `sent` into
-/// `unreported`, each with its history entry, its change in the feed (and
-/// so in `/events` and forwarding) and the statistics.
+/// `unreported`, each with its history entry (the message's
+/// `unreported_at`, V15), its change in the feed (and so in `/events` and
+/// forwarding) and the statistics.
 ///
 /// It never waits for a row lock: rows a report's statement holds are
 /// skipped (`skip locked`) and taken by a later sweep if still `sent`. The
@@ -100,6 +101,9 @@ pub async fn sweep(
             update messages m
             set status = 'unreported',
                 updated_at = $3,
+                -- Its history's `unreported` entry (V15): a row of its
+                -- own would cost a heap tuple and an index entry more.
+                unreported_at = $3,
                 -- After the message's previous change in feed order (V4).
                 changed_xid = greatest(pg_current_xact_id(), m.changed_xid),
                 previous_status = m.status
@@ -110,18 +114,6 @@ pub async fn sweep(
             where m.ctid = due.ctid and m.status = 'sent'
             returning m.message_key, m.message_id, m.user_number, m.first_seen_at,
                       m.changed_xid, m.tags
-        ),
-        history as (
-            -- A plain insert: a message still `sent` has no `unreported`
-            -- entry, as statuses only move forward and a report of
-            -- `unreported` would have moved it (an upsert's speculative
-            -- insertion costs a tenth of the statement).
-            insert into message_history
-                (message_key, channel_id, message_id, status, first_received_at,
-                 last_received_at, receipt_count, advanced, extra)
-            select message_key, $1, message_id, 'unreported', $3, $3, 1, true, '{}'
-            from message
-            order by message_key
         ),
         change as (
             insert into message_changes (channel_id, message_id, user_number, status, changed_at, xid)

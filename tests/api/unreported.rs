@@ -587,6 +587,95 @@ async fn a_channel_s_own_unreported_after_is_used() {
     assert_eq!(app.status("slow", "m1").await.as_deref(), Some("sent"));
 }
 
+/// The sweep's `unreported` entry (kept on the message since V15) reads
+/// like any other through the API, and a report of the word `unreported`
+/// after the sweep is a receipt of that entry: no second change in the
+/// feed, the same statistics.
+#[tokio::test]
+async fn a_report_of_unreported_after_the_sweep_is_a_receipt_not_a_change() {
+    let app = spawn_app_with(|c| {
+        c.reports.unreported_after = Duration::from_secs(1);
+        c.reports.sweep_interval = Duration::from_millis(200);
+    })
+    .await;
+    app.add_channel(CH, PASSWORD).await;
+    let register = app.create_register_token("sender", &[]).await;
+    let read = app.create_token("desk", &[]).await;
+    let body = json!({"messages": [message("m1")]});
+    assert_eq!(app.register(CH, &register, &body).await.status(), 200);
+    wait_until("m1 unreported", Duration::from_secs(10), || async {
+        app.status(CH, "m1").await.as_deref() == Some("unreported")
+    })
+    .await;
+    let entries = |message: Value| -> Vec<(String, i64, bool)> {
+        message["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                let status = h["status"].as_str().unwrap().to_owned();
+                (
+                    status,
+                    h["receipt_count"].as_i64().unwrap(),
+                    h["advanced"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let path = format!("/api/v1/channels/{CH}/messages/m1");
+    let swept = json_of(app.get(&path, &read).await).await;
+    assert_eq!(
+        entries(swept.clone()),
+        vec![("sent".into(), 1, true), ("unreported".into(), 1, true)]
+    );
+    let unreported_at = swept["history"][1]["first_received_at"].clone();
+    assert_eq!(
+        unreported_at, swept["updated_at"],
+        "the entry is the change"
+    );
+    let (changes, stats) = (
+        app.count("message_changes").await,
+        stats_messages(&app).await,
+    );
+
+    assert_eq!(
+        app.post_report(CH, PASSWORD, &report("m1", "unreported"))
+            .await
+            .status(),
+        200
+    );
+    let after = json_of(app.get(&path, &read).await).await;
+    assert_eq!(
+        entries(after.clone()),
+        vec![("sent".into(), 1, true), ("unreported".into(), 2, true)]
+    );
+    assert_eq!(after["history"][1]["first_received_at"], unreported_at);
+    assert_eq!(after["updated_at"], swept["updated_at"]);
+    assert_eq!(
+        app.count("message_changes").await,
+        changes,
+        "no second change"
+    );
+    assert_eq!(stats_messages(&app).await, stats);
+    let unreported: i64 = sqlx::query_scalar(
+        "select sum(reached_unreported)::bigint from stats_counts where tag = ''",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(unreported, 1, "counted once");
+    // A later report still moves it on, with an entry of its own.
+    assert_eq!(
+        app.post_report(CH, PASSWORD, &report("m1", "read"))
+            .await
+            .status(),
+        200
+    );
+    let read_now = json_of(app.get(&path, &read).await).await;
+    assert_eq!(read_now["status"], "read");
+    assert_eq!(entries(read_now).len(), 3);
+}
+
 /// A registration the database cannot commit in time gets 503 with
 /// Retry-After, never 200, and nothing of it is kept; sent again, it is
 /// registered.

@@ -148,7 +148,7 @@ impl TestApp {
     /// History in rank order, unranked words last.
     pub async fn history(&self, channel: &str, message_id: &str) -> Vec<HistoryRow> {
         sqlx::query_as(
-            "select h.status, receipt_count, advanced, extra from message_history h
+            "select h.status, receipt_count, advanced, extra from message_entries h
              where channel_id = $1 and message_id = $2
              order by array_position(enum_range(null::message_status)::text[], h.status)
                           nulls last, h.status",
