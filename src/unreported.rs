@@ -17,9 +17,9 @@ use crate::domain::ChannelId;
 
 /// Messages changed per statement and part: the rows it locks are held for
 /// one statement (about 80 ms at full speed), and each statement's commit
-/// and round trips are shared by 2,000 messages (2,000 swept 49,200 to
-/// 50,700 messages/s, 1,000 45,100 to 49,100, alternating in one session, before V15:
-/// docs/performance.md).
+/// and round trips are shared by 2,000 messages (before V15, alternating
+/// in one session: 2,000 swept 49,200 to 50,700 messages/s, 1,000 45,100
+/// to 49,100; docs/performance.md).
 const SWEEP_BATCH: i64 = 2000;
 
 /// Parts of a channel swept at once: one per core of the database
