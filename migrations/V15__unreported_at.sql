@@ -11,23 +11,29 @@
 -- receipt to that entry, as it did to the sweep's row before.
 alter table messages add column unreported_at timestamptz;
 
--- The same history for whoever reads it in SQL (operators, tests); the
--- service reads one message's in db/messages.rs, by its row.
+-- The history as the API shows it, in one place: the service reads a
+-- message's through this view (db/messages.rs), and so can operators and
+-- tests. Per message: its history rows and, when swept, the sweep's entry,
+-- merged by status (a later report of `unreported` adds its receipt).
 create view message_entries as
-select message_key, channel_id, message_id, status,
-       min(first_received_at) as first_received_at,
-       max(last_received_at) as last_received_at,
-       sum(receipt_count)::bigint as receipt_count,
-       bool_or(advanced) as advanced,
-       (array_agg(extra order by first_received_at))[1] as extra
-from (
-    select message_key, channel_id, message_id, status, first_received_at,
-           last_received_at, receipt_count, advanced, extra
-    from message_history
-    union all
-    select message_key, channel_id, message_id, 'unreported', unreported_at,
-           unreported_at, 1, true, '{}'::jsonb
-    from messages
-    where unreported_at is not null
-) as entries
-group by message_key, channel_id, message_id, status;
+select m.message_key, m.channel_id, m.message_id, e.status, e.first_received_at,
+       e.last_received_at, e.receipt_count, e.advanced, e.extra
+from messages m
+cross join lateral (
+    select status,
+           min(first_received_at) as first_received_at,
+           max(last_received_at) as last_received_at,
+           sum(receipt_count)::bigint as receipt_count,
+           bool_or(advanced) as advanced,
+           (array_agg(extra order by first_received_at))[1] as extra
+    from (
+        select h.status, h.first_received_at, h.last_received_at, h.receipt_count,
+               h.advanced, h.extra
+        from message_history h
+        where h.message_key = m.message_key
+        union all
+        select 'unreported', m.unreported_at, m.unreported_at, 1, true, '{}'::jsonb
+        where m.unreported_at is not null
+    ) as entries
+    group by status
+) as e;

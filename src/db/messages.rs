@@ -49,29 +49,9 @@ pub async fn find(
                            'last_received_at', e.last_received_at, 'receipt_count', e.receipt_count,
                            'advanced', e.advanced, 'extra', e.extra)
                        order by e.first_received_at, e.status)
-                from (
-                    -- The sweep's `unreported` entry is the message's
-                    -- `unreported_at` (V15); a report of that word after
-                    -- the sweep adds its receipt to it.
-                    select h.status,
-                           case when u.swept then least(h.first_received_at, m.unreported_at)
-                                else h.first_received_at end as first_received_at,
-                           case when u.swept then greatest(h.last_received_at, m.unreported_at)
-                                else h.last_received_at end as last_received_at,
-                           h.receipt_count + u.swept::int as receipt_count,
-                           h.advanced or u.swept as advanced,
-                           case when u.swept then '{}'::jsonb else h.extra end as extra
-                    from message_history h
-                    cross join lateral (select h.status = 'unreported'
-                                               and m.unreported_at is not null as swept) u
-                    where h.message_key = m.message_key
-                    union all
-                    select 'unreported', m.unreported_at, m.unreported_at, 1, true, '{}'
-                    where m.unreported_at is not null
-                      and not exists (select from message_history h
-                                      where h.message_key = m.message_key
-                                        and h.status = 'unreported')
-                ) as e) as "history!"
+                -- The history rows and the sweep's entry, merged (V15).
+                from message_entries e
+                where e.channel_id = m.channel_id and e.message_id = m.message_id) as "history!"
         from messages m
         where m.channel_id = $1 and m.message_id = $2
         "#,
