@@ -90,6 +90,10 @@ pub struct IngestConfig {
     pub batch_wait: Duration,
     /// Batches written at once, each on its own connection.
     pub writers: NonZeroUsize,
+    /// How long a batch that forms while another is being written waits
+    /// for that write to end, unless it fills first.
+    #[serde(with = "humantime_serde")]
+    pub writer_wait: Duration,
     /// Reports waiting for a writer at most; more requests wait to queue.
     pub queue_capacity: NonZeroUsize,
 }

@@ -47,6 +47,9 @@ impl Config {
         if self.ingest.batch_wait > Duration::from_secs(1) {
             return bad("ingest.batch_wait", "must be at most 1s");
         }
+        if self.ingest.writer_wait > Duration::from_secs(5) {
+            return bad("ingest.writer_wait", "must be at most 5s");
+        }
         if self.webhook.max_body_bytes < 256 {
             return bad("webhook.max_body_bytes", "must be at least 256 bytes");
         }

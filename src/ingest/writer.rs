@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::config::IngestConfig;
@@ -48,6 +48,10 @@ impl Job {
 #[derive(Clone)]
 pub struct Writer {
     queue: mpsc::Sender<Job>,
+    /// A batch's worth of reports queued: a writer waiting for another
+    /// writer's batch to be written takes them now (see [`write_batches`]).
+    full: Arc<Notify>,
+    batch_max: usize,
     stats: Arc<Stats>,
 }
 
@@ -67,16 +71,29 @@ impl Writer {
         let (queue, receiver) = mpsc::channel(cfg.queue_capacity.get());
         let receiver = Arc::new(Mutex::new(receiver));
         let stats = Arc::new(Stats::default());
+        let writing = Arc::new(watch::Sender::new(0));
+        let full = Arc::new(Notify::new());
         for _ in 0..cfg.writers.get() {
-            let (receiver, pool, stats) = (receiver.clone(), pool.clone(), stats.clone());
+            let shared = Shared {
+                receiver: receiver.clone(),
+                writing: writing.clone(),
+                full: full.clone(),
+                stats: stats.clone(),
+            };
             let limits = Limits {
                 batch_max: cfg.batch_max.get(),
                 batch_wait: cfg.batch_wait,
+                writer_wait: cfg.writer_wait,
                 deadline,
             };
-            tokio::spawn(write_batches(receiver, pool, stats, limits));
+            tokio::spawn(write_batches(shared, pool.clone(), limits));
         }
-        Writer { queue, stats }
+        Writer {
+            queue,
+            full,
+            batch_max: cfg.batch_max.get(),
+            stats,
+        }
     }
 
     /// Batches and reports written so far.
@@ -107,6 +124,9 @@ impl Writer {
             })
             .await
             .map_err(|_| stopped())?;
+        if self.queue.max_capacity() - self.queue.capacity() >= self.batch_max {
+            self.full.notify_one();
+        }
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -115,17 +135,41 @@ impl Writer {
 struct Limits {
     batch_max: usize,
     batch_wait: Duration,
+    writer_wait: Duration,
     deadline: Duration,
 }
 
-/// One writer: forms a batch while holding the queue, then writes it while
-/// the next writer forms the next batch, so commits overlap.
-async fn write_batches(
+/// What the writers of one instance share.
+struct Shared {
     receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
-    pool: PgPool,
+    /// How many batches are being written now.
+    writing: Arc<watch::Sender<usize>>,
+    /// Told when a whole batch has queued.
+    full: Arc<Notify>,
     stats: Arc<Stats>,
-    limits: Limits,
-) {
+}
+
+/// One writer: forms a batch while holding the queue, then writes it while
+/// the next writer forms the next batch.
+///
+/// While another batch is being written, the batch in formation waits
+/// until that write ends, a whole batch has queued or `writer_wait` has
+/// passed, instead of leaving with what has queued so far: batches then
+/// grow with the load rather than splitting it between the writers. A
+/// statement costs PostgreSQL a fixed share of CPU whatever its size, so one
+/// batch of 64 reports costs less per report than two batches of 32 written
+/// side by side (docs/performance.md). A full batch leaves at once, so
+/// beyond what one statement at a time can take the writers still write
+/// side by side; and a write held up (by a row lock, a slow commit) holds
+/// the next batch for `writer_wait` at most.
+async fn write_batches(shared: Shared, pool: PgPool, limits: Limits) {
+    let Shared {
+        receiver,
+        writing,
+        full,
+        stats,
+    } = shared;
+    let mut others_writing = writing.subscribe();
     let batch_max = limits.batch_max;
     // Repeats of a message already in the batch wait for the next one: a
     // statement may touch each row once, and they keep their arrival order.
@@ -160,16 +204,43 @@ async fn write_batches(
                 }
             }
             let deadline = Instant::now() + limits.batch_wait;
-            while batch.len() < batch_max {
-                match queue.try_recv() {
-                    Ok(job) => add(job, &mut batch, &mut deferred),
-                    Err(mpsc::error::TryRecvError::Disconnected) => break,
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        match tokio::time::timeout_at(deadline, queue.recv()).await {
-                            Ok(Some(job)) => add(job, &mut batch, &mut deferred),
-                            Ok(None) | Err(_) => break,
+            let mut waited_for_writer = None;
+            loop {
+                // What has queued.
+                let mut closed = false;
+                while batch.len() < batch_max {
+                    match queue.try_recv() {
+                        Ok(job) => add(job, &mut batch, &mut deferred),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
                         }
                     }
+                }
+                if closed || batch.len() >= batch_max {
+                    break;
+                }
+                if Instant::now() < deadline {
+                    match tokio::time::timeout_at(deadline, queue.recv()).await {
+                        Ok(Some(job)) => add(job, &mut batch, &mut deferred),
+                        Ok(None) => break,
+                        Err(_) => {}
+                    }
+                    continue;
+                }
+                let waited_enough = waited_for_writer.is_some_and(|t| Instant::now() >= t);
+                if waited_enough || *others_writing.borrow_and_update() == 0 {
+                    break;
+                }
+                let until =
+                    *waited_for_writer.get_or_insert_with(|| Instant::now() + limits.writer_wait);
+                // Not woken by each report that queues meanwhile: a wake-up
+                // per report costs more than the batching saves.
+                tokio::select! {
+                    _ = others_writing.wait_for(|n| *n == 0) => {}
+                    () = full.notified() => {}
+                    () = tokio::time::sleep_until(until) => {}
                 }
             }
         }
@@ -177,7 +248,24 @@ async fn write_batches(
         stats
             .reports
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let _writing = Writing::start(&writing);
         write_batch(&pool, batch, limits.deadline).await;
+    }
+}
+
+/// Counts a batch as being written until dropped, whatever ends its write.
+struct Writing<'a>(&'a watch::Sender<usize>);
+
+impl<'a> Writing<'a> {
+    fn start(writing: &'a watch::Sender<usize>) -> Self {
+        writing.send_modify(|n| *n += 1);
+        Writing(writing)
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
     }
 }
 

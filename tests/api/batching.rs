@@ -19,8 +19,12 @@ async fn batching_app(adjust: impl FnOnce(&mut koostatus::config::Config)) -> Te
     app
 }
 
-/// Sends all bodies at once; returns their status codes in order.
-async fn send_together(app: &TestApp, bodies: Vec<serde_json::Value>) -> Vec<u16> {
+/// Sends all bodies at once, now; the future gives their status codes in
+/// order.
+fn send_together(
+    app: &TestApp,
+    bodies: Vec<serde_json::Value>,
+) -> impl std::future::Future<Output = Vec<u16>> + Send + 'static {
     let tasks: Vec<_> = bodies
         .into_iter()
         .map(|body| {
@@ -38,11 +42,34 @@ async fn send_together(app: &TestApp, bodies: Vec<serde_json::Value>) -> Vec<u16
             })
         })
         .collect();
-    let mut codes = Vec::new();
-    for t in tasks {
-        codes.push(t.await.unwrap());
+    async move {
+        let mut codes = Vec::new();
+        for t in tasks {
+            codes.push(t.await.unwrap());
+        }
+        codes
     }
-    codes
+}
+
+/// Stores a `delivered` message and locks its row until the transaction
+/// returned ends: a batch with a report for it waits.
+async fn lock_a_message(
+    app: &TestApp,
+    message_id: &str,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    assert_eq!(
+        app.post_report(CH, PASSWORD, &report(message_id, "delivered"))
+            .await
+            .status(),
+        200
+    );
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("select 1 from messages where message_id = $1 for update")
+        .bind(message_id)
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    blocker
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,18 +162,8 @@ async fn a_conflict_in_a_batch_fails_only_its_own_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_batch_answers_503_to_every_request_in_it_and_stores_none() {
     let app = batching_app(|c| c.database.statement_timeout = Duration::from_millis(500)).await;
-    assert_eq!(
-        app.post_report(CH, PASSWORD, &report("locked", "delivered"))
-            .await
-            .status(),
-        200
-    );
     // The batch holding a report for this message cannot finish in time.
-    let mut blocker = app.pool.begin().await.unwrap();
-    sqlx::query("select 1 from messages where message_id = 'locked' for update")
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
+    let blocker = lock_a_message(&app, "locked").await;
     let mut bodies = vec![report("locked", "read")];
     bodies.extend((0..5).map(|i| report(&format!("bystander-{i}"), "read")));
     let codes = send_together(&app, bodies).await;
@@ -177,4 +194,66 @@ async fn a_burst_with_a_new_password_pays_argon2_once() {
     .await;
     assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
     assert_eq!(app.verifications(), 1);
+}
+
+/// A batch that forms while another is being written waits for that write
+/// (up to `ingest.writer_wait`), gathering what arrives meanwhile into one
+/// batch; a write held up longer does not hold the next batch for longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_forming_while_another_is_written_gathers_reports_for_a_bounded_time() {
+    let app = spawn_app_with(|c| {
+        c.ingest.writers = std::num::NonZeroUsize::new(2).unwrap();
+        c.ingest.batch_wait = Duration::ZERO;
+        c.ingest.writer_wait = Duration::from_secs(2);
+        // The held batch must outlast the test's waits.
+        c.database.statement_timeout = Duration::from_secs(30);
+    })
+    .await;
+    app.add_channel(CH, PASSWORD).await;
+    // One writer's batch waits for this row's lock, for longer than
+    // `writer_wait`.
+    let blocker = lock_a_message(&app, "locked").await;
+    let held = tokio::spawn(send_together(&app, vec![report("locked", "read")]));
+    crate::helpers::wait_until(
+        "the locked report's batch is written",
+        Duration::from_secs(10),
+        || async { app.app.writer.stats().1 >= 2 },
+    )
+    .await;
+    let (batches_before, reports_before) = app.app.writer.stats();
+
+    // Two waves 300 ms apart, while that batch is held: the other writer
+    // takes both into one batch, and writes it once `writer_wait` has passed.
+    let first = send_together(
+        &app,
+        (0..5)
+            .map(|i| report(&format!("first-{i}"), "read"))
+            .collect(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = send_together(
+        &app,
+        (0..5)
+            .map(|i| report(&format!("second-{i}"), "read"))
+            .collect(),
+    )
+    .await;
+    assert_eq!(second, [200; 5]);
+    assert_eq!(first.await, [200; 5]);
+    let (batches_after, reports_after) = app.app.writer.stats();
+    assert_eq!(reports_after - reports_before, 10);
+    assert_eq!(
+        batches_after - batches_before,
+        1,
+        "the two waves shared one batch"
+    );
+    assert!(
+        !held.is_finished(),
+        "answered while the first batch is still held"
+    );
+
+    blocker.rollback().await.unwrap();
+    assert_eq!(held.await.unwrap(), [200]);
+    assert_eq!(app.status(CH, "locked").await.as_deref(), Some("read"));
+    assert_eq!(app.count("messages").await, 11);
 }

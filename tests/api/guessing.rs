@@ -239,11 +239,12 @@ async fn a_flood_of_wrong_passwords_gets_only_401_or_429_and_little_argon2() {
         "the flood got something other than 401 or 429"
     );
     // The rate itself depends on how busy this debug build's machine is
-    // (6,000 paced, 1,567 seen under a full CI run); the release benchmark
-    // holds 1,000/s. The floor only has to dwarf the argon2 allowance below,
-    // so that the budget, not the number of guesses, is what bounds argon2.
+    // (6,000 paced; 1,567 seen under a full CI run, 911 on a slower day);
+    // the release benchmark holds 1,000/s. The floor only has to dwarf the
+    // argon2 allowance below (151), so that the budget, not the number of
+    // guesses, is what bounds argon2.
     let flood_total = flood_sent.load(Ordering::Relaxed);
-    assert!(flood_total >= 1_000, "the flood sent only {flood_total}");
+    assert!(flood_total >= 500, "the flood sent only {flood_total}");
     // Every guess spends the channel's budget too (burst 100, 10/s):
     // far fewer argon2 checks than the thousands of guesses.
     assert!(
