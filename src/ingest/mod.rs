@@ -3,6 +3,8 @@
 //! each) and answers each callback once its batch is committed. The HTTP
 //! side of the webhook is `api::webhook`.
 
+mod batch;
 mod writer;
 
-pub use writer::{WriteError, Writer};
+pub use batch::WriteError;
+pub use writer::Writer;
