@@ -202,8 +202,12 @@ async fn listen(pool: sqlx::PgPool, hub: std::sync::Weak<Inner>) {
                     None => return,
                 }
                 loop {
+                    // Pinned where it is made: `select!` would otherwise move
+                    // sqlx's future (about 15 KB) into place at every
+                    // notification.
+                    let next = std::pin::pin!(listener.try_recv());
                     let received = tokio::select! {
-                        received = listener.try_recv() => received,
+                        received = next => received,
                         () = shutdown.cancelled() => return,
                     };
                     let Some(inner) = hub.upgrade() else { return };
