@@ -145,10 +145,7 @@ fn record_metrics<B>(
         Method::HEAD => "HEAD",
         _ => "other",
     };
-    metrics::counter!("koostatus_http_requests_total", "route" => route.to_owned(), "method" => method, "code" => status.to_string())
-        .increment(1);
-    metrics::histogram!("koostatus_http_request_duration_seconds", "route" => route.to_owned())
-        .record(elapsed.as_secs_f64());
+    crate::metrics::record_request(route, method, status, elapsed.as_secs_f64());
 }
 
 /// Set on a response by a handler to say what became of a report

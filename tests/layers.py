@@ -17,8 +17,8 @@ LAYERS = [
     "domain",      # statuses, reports, the merge rule: no I/O
     "config",      # settings, checked at load
     "tls",         # certificates for the listener and PostgreSQL
+    "metrics",     # the Prometheus recorder and the per-request handles
     "telemetry",   # logging, request ids
-    "metrics",     # the Prometheus recorder
     "cli",         # the command line's grammar
     "db",          # every SQL statement
     "auth",        # webhook passwords, read-API tokens, the limiter

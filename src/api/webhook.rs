@@ -201,9 +201,7 @@ async fn handle(
         (true, false) => "late",
     };
     // By channel: the failed-rate alert is per channel (channels are few).
-    metrics::counter!("koostatus_reports_total", "channel" => reported_channel.to_string(),
-        "status" => status, "outcome" => outcome)
-    .increment(1);
+    crate::metrics::count_report(reported_channel.as_str(), status, outcome);
     state.last_reports.record(&reported_channel);
     let mut response = HttpResponse::Ok().finish();
     response.extensions_mut().insert(Outcome(outcome));

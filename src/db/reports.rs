@@ -74,8 +74,9 @@ pub async fn record_reports(
             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[],
                                  $5::text[], $8::message_status[], $6::timestamptz[],
                                  $7::jsonb[])
+                with ordinality
                 as t(channel_id, message_id, sender, user_number, word, status, received_at,
-                     extra)
+                     extra, n)
         ),
         message as (
             insert into messages as m
@@ -245,9 +246,12 @@ pub async fn record_reports(
             on conflict (channel_id, tag, hours, start, bin, shard) do update
                 set n = r.n + excluded.n
         )
-        select channel_id as "channel_id!", message_id as "message_id!",
-               first_of_status as "first_of_status!", advanced as "advanced!"
-        from history
+        -- Each answer by its report's place in the batch (RETURNING cannot
+        -- name the input), so that the service matches them without
+        -- hashing ids.
+        select i.n as "n!", h.first_of_status as "first_of_status!", h.advanced as "advanced!"
+        from history h
+        join input i on i.channel_id = h.channel_id and i.message_id = h.message_id
         "#,
         &channel_ids as &[&str],
         &message_ids as &[&str],
@@ -260,18 +264,14 @@ pub async fn record_reports(
     )
     .fetch_all(db)
     .await?;
-    let mut done: std::collections::HashMap<(String, String), Recorded> = rows
-        .into_iter()
-        .map(|r| {
-            let recorded = Recorded {
-                first_of_status: r.first_of_status,
-                advanced: r.advanced,
-            };
-            ((r.channel_id, r.message_id), recorded)
-        })
-        .collect();
-    Ok(batch
-        .iter()
-        .map(|i| done.remove(&(i.channel.as_str().to_owned(), i.report.message_id.clone())))
-        .collect())
+    let mut done = vec![None; batch.len()];
+    for r in rows {
+        // `with ordinality` counts from 1.
+        let place = usize::try_from(r.n - 1).expect("a place in this batch");
+        done[place] = Some(Recorded {
+            first_of_status: r.first_of_status,
+            advanced: r.advanced,
+        });
+    }
+    Ok(done)
 }
