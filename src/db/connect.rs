@@ -150,10 +150,27 @@ pub fn pool(cfg: &DatabaseConfig, opts: PgConnectOptions) -> PgPool {
         .acquire_timeout(cfg.acquire_timeout)
         .idle_timeout(Duration::from_secs(300))
         .max_lifetime(cfg.max_lifetime)
-        // After a failover, connections to the old host are not reused.
-        .before_acquire(|_, meta| Box::pin(async move { Ok(!opened_before_last_move(meta.age)) }))
+        // sqlx's own test pings every connection it hands out: a round trip
+        // before each batch of reports and each read-API query. A connection
+        // used within the last second is taken as it is (a fault then fails
+        // that one statement, as it would a moment later); one idle for
+        // longer is pinged first, and dropped if it does not answer.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                // After a failover, connections to the old host are not reused.
+                if opened_before_last_move(meta.age) {
+                    return Ok(false);
+                }
+                Ok(meta.idle_for < PING_WHEN_IDLE_FOR || conn.ping().await.is_ok())
+            })
+        })
         .connect_lazy_with(opts)
 }
+
+/// How long a pooled connection may have been idle and still be handed out
+/// without a ping.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 pub async fn check_reachable(opts: &PgConnectOptions, timeout: Duration) -> anyhow::Result<()> {
     let attempt = async {

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+
 use crate::helpers::certs;
 use crate::helpers::receiver::{CLI_ENV, Receiver};
 use crate::helpers::*;
@@ -234,7 +236,28 @@ async fn configure(cluster: &Cluster, sql: &'static str) {
     let url = format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port);
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
     conn.execute(sql).await.unwrap();
+    let load_time = "select pg_conf_load_time()";
+    let before: DateTime<Utc> = sqlx::query_scalar(load_time)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     conn.execute("select pg_reload_conf()").await.unwrap();
+    // pg_reload_conf only signals the server; the service's sessions take
+    // the setting at their next statement once the server has read the file
+    // and signalled them, which a new session's load time shows.
+    wait_until(
+        "the server read its settings again",
+        Duration::from_secs(10),
+        || async {
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            let now: DateTime<Utc> = sqlx::query_scalar(load_time)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            now > before
+        },
+    )
+    .await;
 }
 
 /// The host `/readyz` says the service writes to.
