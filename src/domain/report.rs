@@ -57,19 +57,25 @@ impl ReportError {
 
 impl Report {
     pub fn from_json(body: &[u8]) -> Result<Report, ReportError> {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| ReportError::NotJson(e.to_string()))?;
-        let Value::Object(mut fields) = value else {
-            return Err(ReportError::NotObject);
-        };
-        let message_id = take_string(&mut fields, "message_id")?;
-        let sender = take_string(&mut fields, "sender")?;
-        let user_number = take_string(&mut fields, "user_number")?;
-        let status = take_string(&mut fields, "status")?;
+        let Fields {
+            message_id,
+            sender,
+            user_number,
+            status,
+            extra,
+        } = serde_json::from_slice(body).map_err(|e| match e.classify() {
+            // The only typed value read is the top-level map itself.
+            serde_json::error::Category::Data => ReportError::NotObject,
+            _ => ReportError::NotJson(e.to_string()),
+        })?;
+        let message_id = string(message_id, "message_id")?;
+        let sender = string(sender, "sender")?;
+        let user_number = string(user_number, "user_number")?;
+        let status = string(status, "status")?;
         let status = Reported::parse(&status).ok_or(ReportError::BadStatus)?;
         // PostgreSQL text and jsonb cannot hold U+0000; refuse it here rather
         // than fail at the database.
-        if fields.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
+        if extra.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
             return Err(ReportError::NulInExtra);
         }
         Ok(Report {
@@ -77,13 +83,62 @@ impl Report {
             sender,
             user_number,
             status,
-            extra: fields,
+            extra,
         })
     }
 }
 
-fn take_string(fields: &mut Map<String, Value>, name: &'static str) -> Result<String, ReportError> {
-    match fields.remove(name) {
+/// A report's object as sent: the four fields of the seed apart, the rest
+/// as they are. Read field by field rather than as one `Value`, whose map
+/// would hash and then give up the four fields again (1.6 % of a
+/// callback's instructions under callgrind). A repeated field keeps its
+/// last value, as a `Value` would.
+#[derive(Default)]
+struct Fields {
+    message_id: Option<Value>,
+    sender: Option<Value>,
+    user_number: Option<Value>,
+    status: Option<Value>,
+    extra: Map<String, Value>,
+}
+
+impl<'de> serde::Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+    type Value = Fields;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        let mut fields = Fields::default();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value::<Value>()?;
+            let slot = match key.as_str() {
+                "message_id" => &mut fields.message_id,
+                "sender" => &mut fields.sender,
+                "user_number" => &mut fields.user_number,
+                "status" => &mut fields.status,
+                _ => {
+                    fields.extra.insert(key, value);
+                    continue;
+                }
+            };
+            *slot = Some(value);
+        }
+        Ok(fields)
+    }
+}
+
+fn string(value: Option<Value>, name: &'static str) -> Result<String, ReportError> {
+    match value {
         None => Err(ReportError::Missing(name)),
         Some(Value::String(s)) if s.is_empty() => Err(ReportError::Empty(name)),
         Some(Value::String(s)) if s.chars().count() > MAX_FIELD_CHARS => {
@@ -126,12 +181,32 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_field_keeps_its_last_value() {
+        let r = parse(
+            r#"{"message_id":"m1","sender":"s","user_number":"u","status":"read",
+               "message_id":"m2","x":1,"x":2}"#,
+        )
+        .unwrap();
+        assert_eq!(r.message_id, "m2");
+        assert_eq!(r.extra["x"], 2);
+        assert_eq!(
+            parse(
+                r#"{"message_id":"m","sender":"s","user_number":"u","status":"read","status":7}"#
+            ),
+            Err(ReportError::NotString("status"))
+        );
+    }
+
+    #[test]
     fn every_rejection_has_its_own_error() {
         let ok = |f: &str| {
             format!(r#"{{"message_id":"m","sender":"s","user_number":"u","status":"read"{f}}}"#)
         };
         assert!(matches!(parse("{"), Err(ReportError::NotJson(_))));
+        assert!(matches!(parse(&ok("} 1")), Err(ReportError::NotJson(_))));
         assert_eq!(parse("[1]"), Err(ReportError::NotObject));
+        assert_eq!(parse(r#""m""#), Err(ReportError::NotObject));
+        assert_eq!(parse("null"), Err(ReportError::NotObject));
         assert_eq!(
             parse(r#"{"sender":"s","user_number":"u","status":"read"}"#),
             Err(ReportError::Missing("message_id"))
