@@ -56,8 +56,9 @@ pub fn handle() -> &'static PrometheusHandle {
 
 /// Handles of the labelled metrics recorded at every callback, per thread:
 /// `counter!` with labels allocates its key and looks it up in the registry
-/// at each call (about 4 % of a callback's instructions, callgrind). Their
-/// label values are few (route patterns, channels), and so are the handles.
+/// at each call (a few per cent of a callback's instructions under
+/// callgrind). Their label values are few (route patterns, channels), and
+/// so are the handles.
 #[derive(Default)]
 struct Handles {
     /// By route pattern: its durations, and a count per method and status.
