@@ -150,11 +150,13 @@ pub fn pool(cfg: &DatabaseConfig, opts: PgConnectOptions) -> PgPool {
         .acquire_timeout(cfg.acquire_timeout)
         .idle_timeout(Duration::from_secs(300))
         .max_lifetime(cfg.max_lifetime)
-        // sqlx's own test pings every connection it hands out: a round trip
-        // before each batch of reports and each read-API query. A connection
-        // used within the last second is taken as it is (a fault then fails
-        // that one statement, as it would a moment later); one idle for
-        // longer is pinged first, and dropped if it does not answer.
+        // sqlx pings every connection when it comes back to the pool, and
+        // its own test pings it again when handed out: two round trips
+        // around each batch of reports and each read-API query. A connection
+        // returned within the last second is taken as it is (a fault since
+        // then fails that one statement, as it would a moment later); one
+        // idle for longer is pinged first, and dropped if it does not
+        // answer.
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {

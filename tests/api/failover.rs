@@ -258,6 +258,10 @@ async fn configure(cluster: &Cluster, sql: &'static str) {
         },
     )
     .await;
+    // Whether commits wait for a synchronous standby is not the sessions'
+    // setting alone: the checkpointer publishes it to them once it has read
+    // the file again itself, a moment later and with no sign to wait for.
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// The host `/readyz` says the service writes to.

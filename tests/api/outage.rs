@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::helpers::{PASSWORD, assert_error, migrated_database, report, spawn_app_on};
+use crate::helpers::{PASSWORD, assert_error, migrated_database, report, spawn_app, spawn_app_on};
 
 struct Proxy {
     port: u16,
@@ -150,4 +150,34 @@ async fn during_an_outage_callbacks_get_503_quickly_and_the_service_recovers_by_
         "outage: {answers} callbacks answered 503, recovered in {:?}",
         recovering.elapsed()
     );
+}
+
+/// The server ends every session of the service while they are idle (a
+/// restart, an operator's `pg_terminate_backend`): the next callback is
+/// answered 200 on a new connection, not 503, because a pooled connection
+/// idle for over a second is pinged before it is handed out (db::connect).
+#[tokio::test]
+async fn sessions_the_server_ended_while_idle_are_replaced_before_use() {
+    let app = spawn_app().await;
+    app.add_channel("ch", PASSWORD).await;
+    let before = app
+        .post_report("ch", PASSWORD, &report("before", "read"))
+        .await;
+    assert_eq!(before.status(), 200);
+
+    let ended: i64 = sqlx::query_scalar(
+        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+                               where datname = $1 and pid <> pg_backend_pid()) as t",
+    )
+    .bind(&app.db.name)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(ended > 0, "the service had sessions to end");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let after = app
+        .post_report("ch", PASSWORD, &report("after", "read"))
+        .await;
+    assert_eq!(after.status(), 200);
 }
