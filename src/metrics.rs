@@ -84,15 +84,10 @@ thread_local! {
 /// create series), method, status and duration.
 pub fn record_request(route: &str, method: &'static str, status: u16, seconds: f64) {
     HANDLES.with_borrow_mut(|h| {
-        if !h.routes.contains_key(route) {
-            handle();
-            let durations =
-                histogram!("koostatus_http_request_duration_seconds", "route" => route.to_owned());
-            let counts = Vec::new();
-            h.routes
-                .insert(route.to_owned(), Route { durations, counts });
-        }
-        let r = h.routes.get_mut(route).expect("inserted above");
+        let r = by_name(&mut h.routes, route, || Route {
+            durations: histogram!("koostatus_http_request_duration_seconds", "route" => route.to_owned()),
+            counts: Vec::new(),
+        });
         r.durations.record(seconds);
         kept(&mut r.counts, (method, status), || {
             counter!("koostatus_http_requests_total", "route" => route.to_owned(),
@@ -106,16 +101,27 @@ pub fn record_request(route: &str, method: &'static str, status: u16, seconds: f
 /// outcome.
 pub fn count_report(channel: &str, status: &'static str, outcome: &'static str) {
     HANDLES.with_borrow_mut(|h| {
-        if !h.reports.contains_key(channel) {
-            h.reports.insert(channel.to_owned(), Vec::new());
-        }
-        let counts = h.reports.get_mut(channel).expect("inserted above");
+        let counts = by_name(&mut h.reports, channel, Vec::new);
         kept(counts, (status, outcome), || {
             counter!("koostatus_reports_total", "channel" => channel.to_owned(),
                 "status" => status, "outcome" => outcome)
         })
         .increment(1);
     });
+}
+
+/// What is kept under `name`, made (after the recorder) the first time.
+/// Looked up by `&str`, so that a request allocates nothing once it is kept.
+fn by_name<'a, V>(
+    kept: &'a mut HashMap<String, V>,
+    name: &str,
+    make: impl FnOnce() -> V,
+) -> &'a mut V {
+    if !kept.contains_key(name) {
+        handle();
+        kept.insert(name.to_owned(), make());
+    }
+    kept.get_mut(name).expect("inserted above")
 }
 
 /// The counter kept for `key`, made (after the recorder) the first time.
