@@ -168,7 +168,16 @@ macro_rules! list_page {
                 list_where!(
                     $row,
                     $columns,
-                    "and user_number = $8",
+                    // Under each day the channel has messages for (V17):
+                    // the index holds a customer's messages by day.
+                    "and koostatus_day(first_seen_at) = any(array(
+                         select generate_series(
+                             (select min(koostatus_day(first_seen_at))
+                              from messages where channel_id = $1),
+                             (select max(koostatus_day(first_seen_at))
+                              from messages where channel_id = $1),
+                             interval '1 day')))
+                     and user_number = $8",
                     $channel_id,
                     before_time,
                     before_id,

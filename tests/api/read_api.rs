@@ -379,6 +379,54 @@ async fn listing_filters_by_status_user_number_and_update_time() {
     assert_eq!(second, [first[0].clone()]);
 }
 
+/// The user-number index holds a customer's messages by the day they were
+/// first seen (V17): a listing by user number finds them under every day,
+/// the oldest and the newest included, and pages through them.
+#[tokio::test]
+async fn a_listing_by_user_number_finds_the_customers_messages_of_every_day() {
+    let app = app_with_channel().await;
+    let token = app.create_token("desk", &[]).await;
+    // Days (and an hour) ago each message was first seen, last changed a
+    // minute later: across UTC midnights. `other` is another customer's.
+    let days = [("old", 40), ("week", 7), ("yesterday", 1), ("today", 0)];
+    for (id, _) in days {
+        let mut r = report(id, "delivered");
+        r["user_number"] = json!("user-days");
+        send(&app, r).await;
+    }
+    send(&app, report("other", "delivered")).await;
+    for (id, ago) in days {
+        sqlx::query(
+            "update messages
+             set first_seen_at = now() - make_interval(days => $2, hours => 1),
+                 updated_at = now() - make_interval(days => $2, hours => 1) + interval '1 minute'
+             where channel_id = $1 and message_id = $3",
+        )
+        .bind(CH)
+        .bind(ago)
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+
+    let (all, next) = page(&app, &token, "user_number=user-days").await;
+    assert_eq!(all, ["today", "yesterday", "week", "old"]);
+    assert_eq!(next, None);
+    let (first, next) = page(&app, &token, "user_number=user-days&limit=3").await;
+    assert_eq!(first, ["today", "yesterday", "week"]);
+    let (rest, next) = page(
+        &app,
+        &token,
+        &format!("user_number=user-days&limit=3&cursor={}", next.unwrap()),
+    )
+    .await;
+    assert_eq!(rest, ["old"]);
+    assert_eq!(next, None);
+    let (nobody, _) = page(&app, &token, "user_number=nobody").await;
+    assert!(nobody.is_empty());
+}
+
 #[tokio::test]
 async fn bad_listing_parameters_get_400() {
     let app = app_with_channel().await;
