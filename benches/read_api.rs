@@ -174,7 +174,7 @@ async fn run(url: &str) -> anyhow::Result<()> {
         ),
         (
             "listing by user_number",
-            "prepare q4(text, timestamptz, text, timestamptz, message_status, int8, text) as select * from messages where channel_id = $1 and koostatus_day(first_seen_at) = any(array(select generate_series((select min(koostatus_day(first_seen_at)) from messages where channel_id = $1), (select max(koostatus_day(first_seen_at)) from messages where channel_id = $1), interval '1 day'))) and user_number = $7 and (updated_at, message_id) < (coalesce($2, 'infinity'::timestamptz), $3) and updated_at > coalesce($4, '-infinity'::timestamptz) and ($5::message_status is null or status = $5) order by updated_at desc, message_id desc limit $6",
+            "prepare q4(text, timestamptz, text, timestamptz, message_status, int8, text) as select * from messages where channel_id = $1 and koostatus_day(first_seen_at) = any(array(with recursive days(day) as (select min(koostatus_day(first_seen_at)) from messages where channel_id = $1 union all select (select min(koostatus_day(m.first_seen_at)) from messages m where m.channel_id = $1 and koostatus_day(m.first_seen_at) > days.day) from days where days.day is not null) select day from days where day is not null)) and user_number = $7 and (updated_at, message_id) < (coalesce($2, 'infinity'::timestamptz), $3) and updated_at > coalesce($4, '-infinity'::timestamptz) and ($5::message_status is null or status = $5) order by updated_at desc, message_id desc limit $6",
             "execute q4('bench', null, '', null, null, 101, 'user-7')",
         ),
     ];

@@ -168,15 +168,23 @@ macro_rules! list_page {
                 list_where!(
                     $row,
                     $columns,
-                    // Under each day the channel has messages for (V17):
-                    // the index holds a customer's messages by day.
+                    // Under each day the channel has messages of (V17):
+                    // the index holds a customer's messages by day. The
+                    // days are found by skipping from one to the next in
+                    // the same index (one descent each), not by counting
+                    // every day from the oldest: a registration may date a
+                    // message decades back.
                     "and koostatus_day(first_seen_at) = any(array(
-                         select generate_series(
-                             (select min(koostatus_day(first_seen_at))
-                              from messages where channel_id = $1),
-                             (select max(koostatus_day(first_seen_at))
-                              from messages where channel_id = $1),
-                             interval '1 day')))
+                         with recursive days(day) as (
+                             select min(koostatus_day(first_seen_at))
+                             from messages where channel_id = $1
+                             union all
+                             select (select min(koostatus_day(m.first_seen_at))
+                                     from messages m
+                                     where m.channel_id = $1
+                                       and koostatus_day(m.first_seen_at) > days.day)
+                             from days where days.day is not null)
+                         select day from days where day is not null))
                      and user_number = $8",
                     $channel_id,
                     before_time,

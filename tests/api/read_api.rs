@@ -380,8 +380,9 @@ async fn listing_filters_by_status_user_number_and_update_time() {
 }
 
 /// The user-number index holds a customer's messages by the day they were
-/// first seen (V17): a listing by user number finds them under every day,
-/// the oldest and the newest included, and pages through them.
+/// first seen (V17): a listing by user number finds them under every day
+/// the channel has messages of, the oldest and the newest included, and
+/// pages through them.
 #[tokio::test]
 async fn a_listing_by_user_number_finds_the_customers_messages_of_every_day() {
     let app = app_with_channel().await;
@@ -395,6 +396,17 @@ async fn a_listing_by_user_number_finds_the_customers_messages_of_every_day() {
         send(&app, r).await;
     }
     send(&app, report("other", "delivered")).await;
+    // A registration may date a message decades back (`sent_at`), and that
+    // day is one of the channel's days too.
+    let register = app.create_register_token("crm", &[]).await;
+    let old_send = json!({"messages": [{"message_id": "1970", "sender": "86173xxxx4526",
+        "user_number": "user-days", "sent_at": "1970-01-01T00:00:00Z"}]});
+    assert!(
+        app.register(CH, &register, &old_send)
+            .await
+            .status()
+            .is_success()
+    );
     for (id, ago) in days {
         sqlx::query(
             "update messages
@@ -411,17 +423,18 @@ async fn a_listing_by_user_number_finds_the_customers_messages_of_every_day() {
     }
 
     let (all, next) = page(&app, &token, "user_number=user-days").await;
-    assert_eq!(all, ["today", "yesterday", "week", "old"]);
+    // Newest change first: the registration is the latest change.
+    assert_eq!(all, ["1970", "today", "yesterday", "week", "old"]);
     assert_eq!(next, None);
     let (first, next) = page(&app, &token, "user_number=user-days&limit=3").await;
-    assert_eq!(first, ["today", "yesterday", "week"]);
+    assert_eq!(first, ["1970", "today", "yesterday"]);
     let (rest, next) = page(
         &app,
         &token,
         &format!("user_number=user-days&limit=3&cursor={}", next.unwrap()),
     )
     .await;
-    assert_eq!(rest, ["old"]);
+    assert_eq!(rest, ["week", "old"]);
     assert_eq!(next, None);
     let (nobody, _) = page(&app, &token, "user_number=nobody").await;
     assert!(nobody.is_empty());
