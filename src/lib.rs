@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod console;
+pub mod courier;
 pub mod db;
 pub mod domain;
 pub mod error;

@@ -18,6 +18,7 @@ LAYERS = [
     "config",      # settings, checked at load
     "tls",         # certificates for the listener and PostgreSQL
     "metrics",     # the Prometheus recorder and the per-request handles
+    "courier",     # waking many tasks of another runtime at once
     "telemetry",   # logging, request ids
     "cli",         # the command line's grammar
     "db",          # every SQL statement

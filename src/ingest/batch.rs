@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::reply::{Reply, send_all};
 use crate::db;
-use crate::db::reports::{Incoming, Recorded};
+use crate::db::reports::Incoming;
 
 /// Why a report was not written.
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +20,6 @@ pub enum WriteError {
     #[error("writing the report failed")]
     Failed(#[source] sqlx::Error),
 }
-
-pub(super) type Reply = oneshot::Sender<Result<Option<Recorded>, WriteError>>;
 
 pub(super) struct Job {
     pub(super) incoming: Incoming,
@@ -61,9 +59,12 @@ pub(super) async fn write_batch(pool: &PgPool, batch: Vec<Job>, deadline: Durati
         // Whatever keeps the pool from giving a connection (none free in
         // time, the server unreachable or refusing) is the database's state.
         Err(e) => {
-            for (reply, _) in replies {
-                let _ = reply.send(Err(WriteError::Unavailable(e.to_string())));
-            }
+            let e = e.to_string();
+            send_all(
+                replies
+                    .into_iter()
+                    .map(|(r, _)| (r, Err(WriteError::Unavailable(e.clone())))),
+            );
             return;
         }
     };
@@ -80,14 +81,20 @@ pub(super) async fn write_batch(pool: &PgPool, batch: Vec<Job>, deadline: Durati
     }
     match recorded {
         Ok(results) => {
-            for ((reply, _), result) in replies.into_iter().zip(results) {
-                let _ = reply.send(Ok(result));
-            }
+            send_all(
+                replies
+                    .into_iter()
+                    .zip(results)
+                    .map(|((r, _), result)| (r, Ok(result))),
+            );
         }
         Err(e) if db::is_unavailable(&e) => {
-            for (reply, _) in replies {
-                let _ = reply.send(Err(WriteError::Unavailable(e.to_string())));
-            }
+            let e = e.to_string();
+            send_all(
+                replies
+                    .into_iter()
+                    .map(|(r, _)| (r, Err(WriteError::Unavailable(e.clone())))),
+            );
         }
         // Not the database's state but something in the batch: write each
         // report alone so that one bad report fails only its own request.
@@ -110,12 +117,12 @@ pub(super) async fn write_batch(pool: &PgPool, batch: Vec<Job>, deadline: Durati
                     Err(e) if db::is_unavailable(&e) => Err(WriteError::Unavailable(e.to_string())),
                     Err(e) => Err(WriteError::Failed(e)),
                 };
-                let _ = reply.send(result);
+                reply.send(result);
             }
         }
         Err(e) => {
             if let Some((reply, _)) = replies.into_iter().next() {
-                let _ = reply.send(Err(WriteError::Failed(e)));
+                reply.send(Err(WriteError::Failed(e)));
             }
         }
     }
@@ -130,12 +137,11 @@ fn give_up(
 ) {
     drop(conn.detach());
     let mut size = 0;
-    for (reply, _) in replies {
+    send_all(replies.into_iter().map(|(reply, _)| {
         size += 1;
-        let _ = reply.send(Err(WriteError::Unavailable(
-            "the database did not confirm the commit in time".into(),
-        )));
-    }
+        let late = "the database did not confirm the commit in time";
+        (reply, Err(WriteError::Unavailable(late.into())))
+    }));
     tracing::warn!(
         size,
         "reports were not confirmed within the deadline; answering 503"

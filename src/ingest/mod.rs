@@ -4,6 +4,7 @@
 //! side of the webhook is `api::webhook`.
 
 mod batch;
+mod reply;
 mod writer;
 
 pub use batch::WriteError;

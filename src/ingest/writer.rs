@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
+use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tokio::time::Instant;
 
 use super::batch::{Job, WriteError, write_batch};
+use super::reply::Reply;
 use crate::config::IngestConfig;
 use crate::db::reports::{Incoming, Recorded};
 
@@ -85,7 +86,7 @@ impl Writer {
     /// Queues a report and waits until it is committed (`Some`) or refused
     /// as a conflict (`None`).
     pub async fn write(&self, incoming: Incoming) -> Result<Option<Recorded>, WriteError> {
-        let (reply, answer) = oneshot::channel();
+        let (reply, answer) = Reply::new();
         let stopped = || WriteError::Unavailable("the writer has stopped".into());
         self.queue
             .send(Job {

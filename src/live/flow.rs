@@ -271,6 +271,7 @@ impl From<Change> for ChangeEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::live::postman;
 
     fn event(n: i64) -> (Event, String) {
         let position = Position { xid: n, seq: 1 };
@@ -292,7 +293,7 @@ mod tests {
             let mut state = State::default();
             state.add(Subscriber {
                 deliveries,
-                postman: Postman::here(),
+                postman: postman::here(),
                 shared: Arc::default(),
                 user_numbers: Some(Arc::from(vec!["u1".to_owned()])),
                 token: crate::auth::tokens::hash("t"),

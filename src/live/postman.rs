@@ -1,19 +1,14 @@
-//! Hands a read's deliveries to the streams from the streams' own thread.
-//!
-//! A stream is polled by the actix worker that accepted its connection, a
-//! single-threaded runtime; the reader runs on the main runtime. Waking a
-//! task of another runtime takes a lock and a system call (an eventfd
-//! write that brings the worker out of epoll) per wake-up: per stream and
-//! read, ten thousand a second with a thousand busy desktops. So the reader
-//! sends each worker one bag per read, and that worker's postman hands the
-//! deliveries out where waking a stream is a push onto a local queue.
+//! Hands a read's deliveries to the streams from the streams' own thread,
+//! through the thread's courier (`crate::courier`): with a thousand busy
+//! desktops, a wake-up per stream and read would be ten thousand system
+//! calls a second.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
 use super::Delivery;
+use crate::courier::{self, Courier};
 
 /// Streams woken at a time. The worker runs woken tasks in order, and a
 /// webhook request whose bytes arrive while a read is being handed out
@@ -39,81 +34,40 @@ const SPREAD: std::time::Duration = std::time::Duration::from_millis(40);
 /// One delivery for one stream.
 pub(super) type Letter = (mpsc::UnboundedSender<Delivery>, Delivery);
 
-#[derive(Clone)]
-pub(super) struct Postman {
-    id: u64,
-    bags: mpsc::UnboundedSender<Vec<Letter>>,
-}
+/// The courier of a streams' thread.
+pub(super) type Postman = Courier<Letter>;
+
+/// One read's deliveries, sorted by postman.
+pub(super) type Round = courier::Round<Letter>;
 
 thread_local! {
     static HERE: RefCell<Option<Postman>> = const { RefCell::new(None) };
 }
 
-impl Postman {
-    /// The postman of the calling thread, started on its runtime on first
-    /// use, and again when that runtime has ended (tests run many).
-    pub(super) fn here() -> Postman {
-        HERE.with_borrow_mut(|here| {
-            if let Some(postman) = here.as_ref().filter(|p| !p.bags.is_closed()) {
-                return postman.clone();
-            }
-            static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-            let (bags, mut incoming) = mpsc::unbounded_channel::<Vec<Letter>>();
-            // On a worker's single-threaded runtime this task runs on the
-            // worker's thread, beside the streams it serves.
-            tokio::spawn(async move {
-                while let Some(bag) = incoming.recv().await {
-                    let start = tokio::time::Instant::now();
-                    let gap = SPREAD / bag.len().div_ceil(SLICE).max(1) as u32;
-                    for (i, (stream, delivery)) in bag.into_iter().enumerate() {
-                        if i > 0 && i % SLICE == 0 {
-                            // Behind the I/O that came in meanwhile, and
-                            // paced, unless the next bag waits already (a
-                            // reader catching up): what is handed over
-                            // counts against each stream's buffer until
-                            // the stream takes it.
-                            if incoming.is_empty() {
-                                let slice = (i / SLICE) as u32;
-                                tokio::time::sleep_until(start + gap * slice).await;
-                            } else {
-                                tokio::task::yield_now().await;
-                            }
-                        }
-                        // A stream that ended meanwhile needs nothing.
-                        let _ = stream.send(delivery);
+/// The postman of the calling thread.
+pub(super) fn here() -> Postman {
+    Courier::here(&HERE, |mut incoming| async move {
+        while let Some(bag) = incoming.recv().await {
+            let start = tokio::time::Instant::now();
+            let gap = SPREAD / bag.len().div_ceil(SLICE).max(1) as u32;
+            for (i, (stream, delivery)) in bag.into_iter().enumerate() {
+                if i > 0 && i % SLICE == 0 {
+                    // Behind the I/O that came in meanwhile, and paced,
+                    // unless the next bag waits already (a reader catching
+                    // up): what is handed over counts against each
+                    // stream's buffer until the stream takes it.
+                    if incoming.is_empty() {
+                        let slice = (i / SLICE) as u32;
+                        tokio::time::sleep_until(start + gap * slice).await;
+                    } else {
+                        tokio::task::yield_now().await;
                     }
                 }
-            });
-            let postman = Postman {
-                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                bags,
-            };
-            *here = Some(postman.clone());
-            postman
-        })
-    }
-}
-
-/// One read's deliveries, sorted by postman.
-#[derive(Default)]
-pub(super) struct Round(Vec<(Postman, Vec<Letter>)>);
-
-impl Round {
-    pub(super) fn add(&mut self, postman: &Postman, letter: Letter) {
-        // A handful of workers: a list beats a map.
-        match self.0.iter_mut().find(|(p, _)| p.id == postman.id) {
-            Some((_, bag)) => bag.push(letter),
-            None => self.0.push((postman.clone(), vec![letter])),
+                // A stream that ended meanwhile needs nothing.
+                let _ = stream.send(delivery);
+            }
         }
-    }
-
-    /// One wake-up per worker. A postman whose runtime has ended took its
-    /// streams with it.
-    pub(super) fn send(self) {
-        for (postman, bag) in self.0 {
-            let _ = postman.bags.send(bag);
-        }
-    }
+    })
 }
 
 #[cfg(test)]
@@ -121,6 +75,7 @@ mod tests {
     use super::*;
     use crate::live::Event;
     use actix_web::web::Bytes;
+    use std::sync::atomic::Ordering;
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -144,14 +99,14 @@ mod tests {
     /// gets a postman of its own.
     #[test]
     fn a_round_reaches_streams_in_order_from_another_thread() {
-        let first = runtime().block_on(async { Postman::here() });
+        let first = runtime().block_on(async { here() });
         let rt = runtime();
         let (postman, (a, mut ra), (b, mut rb)) = rt.block_on(async {
-            let again = Postman::here();
-            assert_eq!(again.id, Postman::here().id, "one postman per runtime");
+            let again = here();
+            assert_eq!(again.id(), here().id(), "one postman per runtime");
             (again, mpsc::unbounded_channel(), mpsc::unbounded_channel())
         });
-        assert_ne!(first.id, postman.id, "the first runtime has ended");
+        assert_ne!(first.id(), postman.id(), "the first runtime has ended");
         std::thread::spawn(move || {
             for n in 0..3 {
                 let mut round = Round::default();
@@ -177,7 +132,7 @@ mod tests {
     fn a_big_bag_is_spread_unless_the_next_one_waits() {
         let rt = runtime();
         rt.block_on(async {
-            let postman = Postman::here();
+            let postman = here();
             let slices = 10;
             let (tx, mut rx) = mpsc::unbounded_channel();
             let mut round = Round::default();
@@ -223,7 +178,7 @@ mod tests {
         use std::sync::atomic::AtomicUsize;
         const STREAMS: usize = 1000;
         let seen = runtime().block_on(async {
-            let postman = Postman::here();
+            let postman = here();
             let (handed, parked) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
             let (first, woken) = tokio::sync::oneshot::channel::<()>();
             let (report, seen) = tokio::sync::oneshot::channel();

@@ -10,7 +10,7 @@ use tokio::sync::{Notify, OnceCell, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::flow::{Shared, State, Subscriber, frame};
-use super::postman::Postman;
+use super::postman;
 use super::{Delivery, Inner};
 use crate::auth::tokens::TokenHash;
 use crate::db;
@@ -153,7 +153,7 @@ impl ChannelFeed {
         let joined_at = *state.position.get_or_insert(head);
         let id = state.add(Subscriber {
             deliveries,
-            postman: Postman::here(),
+            postman: postman::here(),
             shared: shared.clone(),
             user_numbers,
             token,
