@@ -58,15 +58,7 @@ pub(super) async fn write_batch(pool: &PgPool, batch: Vec<Job>, deadline: Durati
         Ok(conn) => conn,
         // Whatever keeps the pool from giving a connection (none free in
         // time, the server unreachable or refusing) is the database's state.
-        Err(e) => {
-            let e = e.to_string();
-            send_all(
-                replies
-                    .into_iter()
-                    .map(|(r, _)| (r, Err(WriteError::Unavailable(e.clone())))),
-            );
-            return;
-        }
+        Err(e) => return unavailable(replies, &e.to_string()),
     };
     let started = Instant::now();
     let recorded =
@@ -88,14 +80,7 @@ pub(super) async fn write_batch(pool: &PgPool, batch: Vec<Job>, deadline: Durati
                     .map(|((r, _), result)| (r, Ok(result))),
             );
         }
-        Err(e) if db::is_unavailable(&e) => {
-            let e = e.to_string();
-            send_all(
-                replies
-                    .into_iter()
-                    .map(|(r, _)| (r, Err(WriteError::Unavailable(e.clone())))),
-            );
-        }
+        Err(e) if db::is_unavailable(&e) => unavailable(replies, &e.to_string()),
         // Not the database's state but something in the batch: write each
         // report alone so that one bad report fails only its own request.
         Err(e) if incoming.len() > 1 => {
@@ -136,14 +121,20 @@ fn give_up(
     replies: impl IntoIterator<Item = (Reply, tracing::Span)>,
 ) {
     drop(conn.detach());
-    let mut size = 0;
-    send_all(replies.into_iter().map(|(reply, _)| {
-        size += 1;
-        let late = "the database did not confirm the commit in time";
-        (reply, Err(WriteError::Unavailable(late.into())))
-    }));
+    let replies: Vec<_> = replies.into_iter().collect();
+    let size = replies.len();
+    unavailable(replies, "the database did not confirm the commit in time");
     tracing::warn!(
         size,
         "reports were not confirmed within the deadline; answering 503"
+    );
+}
+
+/// 503 to every request of the batch, for the same reason.
+fn unavailable(replies: impl IntoIterator<Item = (Reply, tracing::Span)>, why: &str) {
+    send_all(
+        replies
+            .into_iter()
+            .map(|(reply, _)| (reply, Err(WriteError::Unavailable(why.to_owned())))),
     );
 }
