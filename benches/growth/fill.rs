@@ -76,3 +76,60 @@ insert into message_changes (channel_id, message_id, status, changed_at, user_nu
 select $1, message_id, status, seen + interval '5 seconds', user_number
 from numbered
 order by seen";
+
+/// `n` more messages of the channel registered as `sent` (SPEC §13), as
+/// the registration statement writes them (the message, its `sent`
+/// history entry and its feed entry; ids seed-shaped, in random order),
+/// then `VACUUM ANALYZE`: their ids and user numbers, in registration order.
+pub async fn register(
+    db: &mut PgConnection,
+    channel: &str,
+    n: u64,
+) -> anyhow::Result<super::support::Known> {
+    let started = Instant::now();
+    sqlx::query(REGISTER)
+        .bind(channel)
+        .bind(n as i64)
+        .execute(&mut *db)
+        .await?;
+    sqlx::query("vacuum analyze").execute(&mut *db).await?;
+    let known: Vec<(String, String)> = sqlx::query_as(
+        "select message_id, user_number from messages
+         where channel_id = $1 and status = 'sent' order by message_key",
+    )
+    .bind(channel)
+    .fetch_all(&mut *db)
+    .await?;
+    println!(
+        "  registered {} messages as sent in {:.0} s",
+        known.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(known.into())
+}
+
+/// `$2` messages of channel `$1` registered now (ids from md5 of "known"
+/// and the number: none is one of `FILL`'s).
+const REGISTER: &str = "
+with numbered as (
+    select i,
+           md5('known' || i) || left(md5('known' || -i), 1) as message_id,
+           '86' || lpad(((hashint8(i) & 2147483647) % 1000000)::text, 11, '0') as user_number
+    from generate_series(1, $2::int8) i
+), messages_in as (
+    insert into messages (channel_id, message_id, sender, user_number, status, first_seen_at,
+                          updated_at, changed_xid, sent_at)
+    select $1, message_id, '86173xxxx4526', user_number, 'sent', now(), now(),
+           pg_current_xact_id(), now()
+    from numbered
+    order by i
+    returning message_key, message_id, user_number
+), history_in as (
+    insert into message_history (message_key, channel_id, message_id, status,
+                                 first_received_at, last_received_at, receipt_count, advanced)
+    select message_key, $1, message_id, 'sent', now(), now(), 1, true
+    from messages_in
+)
+insert into message_changes (channel_id, message_id, user_number, status, changed_at)
+select $1, message_id, user_number, 'sent', now()
+from messages_in";

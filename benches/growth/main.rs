@@ -9,7 +9,11 @@
 //! change first: each size runs each binary in turn, BENCH_ROUNDS (1)
 //! times, so that builds alternate in one session; default: this build),
 //! BENCH_CALLGRIND (seconds of callbacks counted under callgrind per
-//! binary on the first size, `callgrind.rs`; 0, the default, skips it).
+//! binary on the first size, `callgrind.rs`; 0, the default, skips it),
+//! BENCH_KNOWN (0: with N, each run first registers N more messages as
+//! `sent` in SQL, as registration writes them, and the load reports on
+//! those instead of new messages: `delivered`, then `read` once all are
+//! delivered; the traffic of a sender that registers what it sends).
 //!
 //! Per size, once: a database migrated by the first binary, a channel
 //! filled in SQL (`fill.rs`: 33-character random hex message ids like the
@@ -32,7 +36,9 @@
 use std::time::Duration;
 
 use sqlx::{Connection, PgConnection};
-use support::{SERVER, Service, callbacks, cli_of, cpu, env, pct, wait_ready, with_service_on};
+use support::{
+    SERVER, Service, callbacks, cli_of, cpu, env, known_callbacks, pct, wait_ready, with_service_on,
+};
 
 mod callgrind;
 mod fill;
@@ -85,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
     let seconds: u64 = env("BENCH_SECONDS", 60);
     let connections: usize = env("BENCH_CONNECTIONS", 64);
     let rounds: usize = env("BENCH_ROUNDS", 1);
+    let known: u64 = env("BENCH_KNOWN", 0);
     println!("{connections} connections, {seconds} s per run, sizes {sizes:?}, binaries:");
     for (i, bin) in bins.iter().enumerate() {
         println!("  [{i}] {bin}");
@@ -114,7 +121,8 @@ async fn main() -> anyhow::Result<()> {
                     println!("run: binary [{i}], {size} messages stored");
                     let duration = Duration::from_secs(seconds);
                     let rate = with_service_on(DB, Some(&template), bin, &[], |service| {
-                        one_run(service, size, connections, duration, templates.len() as u64)
+                        let seed = templates.len() as u64;
+                        one_run(service, size, known, connections, duration, seed)
                     })
                     .await?;
                     let first = *baseline[i].get_or_insert(rate);
@@ -218,17 +226,22 @@ async fn migrate_copy(from: &str, copy: &str, bin: &str) -> anyhow::Result<()> {
 async fn one_run(
     service: Service,
     size: u64,
+    known: u64,
     connections: usize,
     duration: Duration,
     seed: u64,
 ) -> anyhow::Result<f64> {
     let (url, port, server) = (service.url.as_str(), service.port, service.pid);
     wait_ready(port).await?;
+    let mut db = PgConnection::connect(url).await?;
+    let registered = match known {
+        0 => None,
+        n => Some(fill::register(&mut db, CHANNEL, n).await?),
+    };
     // Unmeasured: the first callbacks of each connection pay argon2 and
     // the service's caches fill.
     let warm_up = Duration::from_secs(3);
     let (_, warm) = callbacks(port, CHANNEL, PASSWORD, connections, warm_up, seed + 1000).await?;
-    let mut db = PgConnection::connect(url).await?;
     sqlx::query("checkpoint").execute(&mut db).await?;
 
     // The WAL of 5 s near the end of the load, for pg_waldump.
@@ -254,8 +267,12 @@ async fn one_run(
     };
     let before = counters(&mut db, server).await?;
     let started = std::time::Instant::now();
-    let (rate, latencies) =
-        callbacks(port, CHANNEL, PASSWORD, connections, duration, seed + 1).await?;
+    let (rate, latencies) = match registered {
+        None => callbacks(port, CHANNEL, PASSWORD, connections, duration, seed + 1).await?,
+        Some(known) => {
+            known_callbacks(port, CHANNEL, PASSWORD, connections, duration, known).await?
+        }
+    };
     let elapsed = started.elapsed().as_secs_f64();
     let after = counters(&mut db, server).await?;
     let reports = rate * elapsed;
@@ -277,16 +294,29 @@ async fn one_run(
     let (start, end) = window.await??;
     let window_reports = rate * 5.0;
     wal::print_by_relation(&mut db, &start, &end, window_reports).await?;
-    // Every message of the load is new (random 132-bit ids): every answer
-    // must have been a 200 for a message now stored.
-    let stored: i64 = sqlx::query_scalar("select count(*) from messages")
-        .fetch_one(&mut db)
-        .await?;
+    // Every message of the warm-up (and of the load, unless it reports on
+    // known ones) is new (random 132-bit ids), and each answer 200 is one
+    // receipt in the history (the fill's messages have one each, the
+    // registered ones only a `sent` entry): none may be missing.
+    let (stored, receipts): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from messages),
+                (select coalesce(sum(receipt_count), 0)::int8 from message_history
+                 where status <> 'sent')",
+    )
+    .fetch_one(&mut db)
+    .await?;
     let answered = (latencies.len() + warm.len()) as i64;
+    let new = warm.len() as i64
+        + if known == 0 {
+            latencies.len() as i64
+        } else {
+            0
+        };
     anyhow::ensure!(
-        stored - size as i64 == answered,
-        "{answered} callbacks answered, {} messages stored",
-        stored - size as i64
+        stored - (size + known) as i64 == new && receipts - size as i64 == answered,
+        "{answered} callbacks answered ({new} of new messages), {} messages stored, {} receipts",
+        stored - (size + known) as i64,
+        receipts - size as i64
     );
     Ok(rate)
 }

@@ -113,3 +113,61 @@ pub async fn post_reports<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
     }
     Ok((ok, latencies))
 }
+
+/// Messages the service already knows (registered as `sent`): their ids
+/// and user numbers, for reports on them.
+pub type Known = std::sync::Arc<[(String, String)]>;
+
+/// Callbacks on known messages on `connections` keep-alive connections for
+/// `duration`: connection `c` reports on messages `c`, `c + connections`,
+/// ... in turn, `delivered` the first time round, `read` after (a repeat of
+/// `read` once every message has been read). The rate answered 200 and
+/// every latency, sorted.
+pub async fn known_callbacks(
+    port: u16,
+    channel: &'static str,
+    password: &'static str,
+    connections: usize,
+    duration: Duration,
+    known: Known,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            let known = known.clone();
+            tokio::spawn(async move {
+                let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+                stream.set_nodelay(true)?;
+                let mut stream = BufReader::new(stream);
+                let (mut ok, mut latencies) = (0, Vec::new());
+                let mut i = c;
+                while Instant::now() < deadline {
+                    let (message_id, user_number) = &known[i % known.len()];
+                    let status = if i < known.len() { "delivered" } else { "read" };
+                    let body = format!(
+                        r#"{{"message_id":"{message_id}","sender":"86173xxxx4526","user_number":"{user_number}","status":"{status}"}}"#
+                    );
+                    let sent = Instant::now();
+                    stream
+                        .get_mut()
+                        .write_all(report_request(channel, password, &body).as_bytes())
+                        .await?;
+                    let code = read_answer(&mut stream).await?;
+                    latencies.push(sent.elapsed());
+                    ok += u64::from(code == 200);
+                    i += connections;
+                }
+                anyhow::Ok((ok, latencies))
+            })
+        })
+        .collect();
+    let (mut ok, mut latencies) = (0, Vec::new());
+    for t in tasks {
+        let (n, l) = t.await??;
+        ok += n;
+        latencies.extend(l);
+    }
+    latencies.sort();
+    Ok((ok as f64 / started.elapsed().as_secs_f64(), latencies))
+}

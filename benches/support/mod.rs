@@ -10,7 +10,7 @@ pub mod machine;
 
 // Not every benchmark uses all of these (as for the rest of this module).
 #[allow(unused_imports)]
-pub use load::{Rng, callback_client, callbacks, post_reports};
+pub use load::{Known, Rng, callback_client, callbacks, known_callbacks, post_reports};
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
