@@ -115,16 +115,22 @@ pub async fn record_reports(
                       m.changed_xid, m.first_seen_at, m.updated_at, m.previous_status,
                       m.delivered_at, m.tags, m.unreported_at
         ),
-        -- Each report's history entry. A message this statement inserted
-        -- (no previous status) has no history yet, its key being new: its
-        -- entry is a plain insert, which PostgreSQL writes as one WAL record
-        -- instead of the two of a speculative insertion (the insert and its
-        -- confirmation). Only a known message's entry may exist and take a
-        -- receipt.
+        -- Each report's history entry. Its entry cannot exist yet when the
+        -- message is new (this statement inserted it: no previous status)
+        -- or when the report moved the status up: a message has only held
+        -- statuses up to its current one, and its history is only written
+        -- under its row's lock, held here. Such an entry is a plain insert,
+        -- which PostgreSQL writes as one WAL record instead of the two of a
+        -- speculative insertion (the insert and its confirmation). Only the
+        -- others (a repeat, a late lower status, an unranked word) may find
+        -- their entry and take a receipt.
         entry as (
             select message.message_key, i.channel_id, i.message_id, i.word, i.received_at,
                    coalesce(message.status = i.status, false) as advanced, i.extra,
-                   message.previous_status is null as message_is_new
+                   coalesce(message.previous_status is null
+                            or (message.status = i.status
+                                and message.previous_status < message.status),
+                            false) as entry_is_new
             from input i
             join message on message.channel_id = i.channel_id and message.message_id = i.message_id
         ),
@@ -135,7 +141,7 @@ pub async fn record_reports(
             select message_key, channel_id, message_id, word, received_at, received_at, 1,
                    advanced, extra
             from entry
-            where message_is_new
+            where entry_is_new
             order by message_key
             returning channel_id, message_id, status, first_received_at,
                       true as first_of_status, advanced
@@ -147,7 +153,7 @@ pub async fn record_reports(
             select message_key, channel_id, message_id, word, received_at, received_at, 1,
                    advanced, extra
             from entry
-            where not message_is_new
+            where not entry_is_new
             order by message_key
             on conflict (message_key, status) do update
                 set receipt_count = h.receipt_count + 1,
