@@ -229,10 +229,9 @@ async fn fill(service: &Service, n: i64) -> anyhow::Result<()> {
     .execute(&mut conn)
     .await?;
     sqlx::query(
-        "insert into message_history (message_key, channel_id, message_id, status,
-                                      first_received_at, last_received_at, receipt_count,
-                                      advanced)
-         select message_key, channel_id, message_id, h.status, h.at, h.at, 1, true
+        "insert into message_history (message_key, channel_id, status, first_received_at,
+                                      last_received_at, receipt_count, advanced)
+         select message_key, channel_id, h.status, h.at, h.at, 1, true
          from messages
          cross join lateral (values
              ('sent', first_seen_at, status in ('sent', 'unreported') or sent_at is not null),

@@ -45,8 +45,8 @@ async fn run(url: &str) -> anyhow::Result<()> {
     )))
     .await?;
     conn.execute(
-        "insert into message_history (message_key, channel_id, message_id, status, first_received_at, last_received_at, receipt_count, advanced)
-         select message_key, channel_id, message_id, status, updated_at, updated_at, 1, true from messages",
+        "insert into message_history (message_key, channel_id, status, first_received_at, last_received_at, receipt_count, advanced)
+         select message_key, channel_id, status, updated_at, updated_at, 1, true from messages",
     )
     .await?;
     conn.execute("vacuum analyze").await?;

@@ -328,10 +328,9 @@ async fn fill_sent(service: &Service, channel: &str, n: i64) -> anyhow::Result<(
     .execute(&mut conn)
     .await?;
     sqlx::query(
-        "insert into message_history (message_key, channel_id, message_id, status,
-                                      first_received_at, last_received_at, receipt_count,
-                                      advanced)
-         select message_key, channel_id, message_id, 'sent', updated_at, updated_at, 1, true
+        "insert into message_history (message_key, channel_id, status, first_received_at,
+                                      last_received_at, receipt_count, advanced)
+         select message_key, channel_id, 'sent', updated_at, updated_at, 1, true
          from messages where channel_id = $1 and status = 'sent'
          on conflict do nothing",
     )

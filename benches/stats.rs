@@ -255,7 +255,8 @@ async fn without_statistics(pool: &PgPool, batch: &[Incoming]) -> sqlx::Result<(
     Ok(())
 }
 
-/// db::reports::record_reports as it was before the statistics (c73a0d1).
+/// db::reports::record_reports as it was before the statistics (c73a0d1),
+/// on the history of V18 (without the message's id).
 const WITHOUT_STATISTICS: &str = r#"
         with input as (
             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[],
@@ -284,17 +285,17 @@ const WITHOUT_STATISTICS: &str = r#"
         ),
         history as (
             insert into message_history as h
-                (message_key, channel_id, message_id, status, first_received_at,
-                 last_received_at, receipt_count, advanced, extra)
-            select message.message_key, i.channel_id, i.message_id, i.status, i.received_at,
-                   i.received_at, 1, message.status = i.status, i.extra
+                (message_key, channel_id, status, first_received_at, last_received_at,
+                 receipt_count, advanced, extra)
+            select message.message_key, i.channel_id, i.status, i.received_at, i.received_at, 1,
+                   message.status = i.status, i.extra
             from input i
             join message on message.channel_id = i.channel_id and message.message_id = i.message_id
             order by message.message_key
             on conflict (message_key, status) do update
                 set receipt_count = h.receipt_count + 1,
                     last_received_at = greatest(h.last_received_at, excluded.last_received_at)
-            returning h.channel_id, h.message_id, h.status, h.first_received_at,
+            returning h.message_key, h.status, h.first_received_at,
                       h.receipt_count = 1 as first_of_status, h.advanced
         ),
         -- The current status changed exactly when its history entry is new
@@ -303,16 +304,17 @@ const WITHOUT_STATISTICS: &str = r#"
         change as (
             insert into message_changes
                 (channel_id, message_id, user_number, status, changed_at, xid)
-            select h.channel_id, h.message_id, message.user_number, h.status, h.first_received_at,
-                   message.changed_xid
+            select message.channel_id, message.message_id, message.user_number, h.status,
+                   h.first_received_at, message.changed_xid
             from history h
-            join message on message.channel_id = h.channel_id and message.message_id = h.message_id
+            join message on message.message_key = h.message_key
             where h.first_of_status and h.advanced
-            order by h.channel_id, h.message_id
+            order by message.channel_id, message.message_id
         )
-        select channel_id as channel_id, message_id as message_id,
-               first_of_status as first_of_status, advanced as advanced
-        from history
+        select message.channel_id as channel_id, message.message_id as message_id,
+               h.first_of_status as first_of_status, h.advanced as advanced
+        from history h
+        join message on message.message_key = h.message_key
 "#;
 
 /// Callbacks/s of `connections` keep-alive connections posting new

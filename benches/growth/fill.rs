@@ -17,14 +17,10 @@ pub async fn fill(db: &mut PgConnection, channel: &str, messages: u64) -> anyhow
     }
     let started = Instant::now();
     // The template may be filled under a build from before V13 (the
-    // history's message key), when that build is the first of BENCH_BINS.
-    let keyed: bool = sqlx::query_scalar(
-        "select exists (select from information_schema.columns
-                        where table_name = 'message_history' and column_name = 'message_key')",
-    )
-    .fetch_one(&mut *db)
-    .await?;
-    let fill = FILL.replace("{key}", if keyed { "message_key, " } else { "" });
+    // history's message key) or V18 (the history without the text ids),
+    // when that build is the first of BENCH_BINS.
+    let columns = history_columns(db).await?;
+    let fill = FILL.replace("{columns}", &columns);
     let mut from = 1;
     while from <= messages {
         let to = (from + BATCH - 1).min(messages);
@@ -67,9 +63,9 @@ with numbered as (
     from numbered
     returning *
 ), history_in as (
-    insert into message_history ({key}channel_id, message_id, status,
+    insert into message_history ({columns}status,
                                  first_received_at, last_received_at, receipt_count, advanced)
-    select {key}channel_id, message_id, status::text, updated_at, updated_at, 1, true
+    select {columns}status::text, updated_at, updated_at, 1, true
     from messages_in
 )
 insert into message_changes (channel_id, message_id, status, changed_at, user_number)
@@ -87,7 +83,8 @@ pub async fn register(
     n: u64,
 ) -> anyhow::Result<super::support::Known> {
     let started = Instant::now();
-    sqlx::query(REGISTER)
+    let register = REGISTER.replace("{columns}", &history_columns(db).await?);
+    sqlx::query(sqlx::AssertSqlSafe(register))
         .bind(channel)
         .bind(n as i64)
         .execute(&mut *db)
@@ -123,13 +120,30 @@ with numbered as (
            pg_current_xact_id(), now()
     from numbered
     order by i
-    returning message_key, message_id, user_number
+    returning message_key, channel_id, message_id, user_number
 ), history_in as (
-    insert into message_history (message_key, channel_id, message_id, status,
+    insert into message_history ({columns}status,
                                  first_received_at, last_received_at, receipt_count, advanced)
-    select message_key, $1, message_id, 'sent', now(), now(), 1, true
+    select {columns}'sent', now(), now(), 1, true
     from messages_in
 )
 insert into message_changes (channel_id, message_id, user_number, status, changed_at)
 select $1, message_id, user_number, 'sent', now()
 from messages_in";
+
+/// The identifying columns of `message_history` under the database's
+/// schema, for an insert that takes them from a message's row by name:
+/// the text ids before V13, the key and the ids from V13, the key alone
+/// from V18.
+async fn history_columns(db: &mut PgConnection) -> anyhow::Result<String> {
+    let present: Vec<String> = sqlx::query_scalar(
+        "select column_name::text from information_schema.columns
+         where table_name = 'message_history'
+           and column_name in ('message_key', 'channel_id', 'message_id')
+         order by array_position(array['message_key', 'channel_id', 'message_id'],
+                                 column_name::text)",
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    Ok(present.iter().map(|c| format!("{c}, ")).collect())
+}

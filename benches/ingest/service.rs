@@ -143,7 +143,7 @@ pub async fn stop(server: &mut Child, port: u16) -> anyhow::Result<ServerStats> 
 pub async fn missing(url: &str, acked: &[(String, Status)]) -> anyhow::Result<usize> {
     let mut conn = PgConnection::connect(url).await?;
     let rows: Vec<(String, String)> =
-        sqlx::query_as("select message_id, status::text from message_history")
+        sqlx::query_as("select message_id, status::text from message_entries")
             .fetch_all(&mut conn)
             .await?;
     let stored: HashSet<(String, String)> = rows.into_iter().collect();

@@ -78,9 +78,9 @@ pub async fn register(
         ),
         history as (
             insert into message_history
-                (message_key, channel_id, message_id, status, first_received_at,
-                 last_received_at, receipt_count, advanced, extra)
-            select message_key, $1, message_id, 'sent', $7, $7, 1, true, '{}'
+                (message_key, channel_id, status, first_received_at, last_received_at,
+                 receipt_count, advanced, extra)
+            select message_key, $1, 'sent', $7, $7, 1, true, '{}'
             from message
             where inserted
             order by message_key

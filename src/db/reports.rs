@@ -125,7 +125,7 @@ pub async fn record_reports(
         -- others (a repeat, a late lower status, an unranked word) may find
         -- their entry and take a receipt.
         entry as (
-            select message.message_key, i.channel_id, i.message_id, i.word, i.received_at,
+            select message.message_key, i.n, i.channel_id, i.word, i.received_at,
                    coalesce(message.status = i.status, false) as advanced, i.extra,
                    coalesce(message.previous_status is null
                             or (message.status = i.status
@@ -136,29 +136,26 @@ pub async fn record_reports(
         ),
         history_of_new as (
             insert into message_history
-                (message_key, channel_id, message_id, status, first_received_at,
-                 last_received_at, receipt_count, advanced, extra)
-            select message_key, channel_id, message_id, word, received_at, received_at, 1,
-                   advanced, extra
+                (message_key, channel_id, status, first_received_at, last_received_at,
+                 receipt_count, advanced, extra)
+            select message_key, channel_id, word, received_at, received_at, 1, advanced, extra
             from entry
             where entry_is_new
             order by message_key
-            returning channel_id, message_id, status, first_received_at,
-                      true as first_of_status, advanced
+            returning message_key, status, first_received_at, true as first_of_status, advanced
         ),
         history_of_known as (
             insert into message_history as h
-                (message_key, channel_id, message_id, status, first_received_at,
-                 last_received_at, receipt_count, advanced, extra)
-            select message_key, channel_id, message_id, word, received_at, received_at, 1,
-                   advanced, extra
+                (message_key, channel_id, status, first_received_at, last_received_at,
+                 receipt_count, advanced, extra)
+            select message_key, channel_id, word, received_at, received_at, 1, advanced, extra
             from entry
             where not entry_is_new
             order by message_key
             on conflict (message_key, status) do update
                 set receipt_count = h.receipt_count + 1,
                     last_received_at = greatest(h.last_received_at, excluded.last_received_at)
-            returning h.channel_id, h.message_id, h.status, h.first_received_at,
+            returning h.message_key, h.status, h.first_received_at,
                       h.receipt_count = 1 as first_of_status, h.advanced
         ),
         history as (
@@ -174,13 +171,13 @@ pub async fn record_reports(
         change as (
             insert into message_changes
                 (channel_id, message_id, user_number, status, changed_at, xid)
-            select h.channel_id, h.message_id, message.user_number, message.status,
+            select message.channel_id, message.message_id, message.user_number, message.status,
                    h.first_received_at, message.changed_xid
             from history h
-            join message on message.channel_id = h.channel_id and message.message_id = h.message_id
+            join message on message.message_key = h.message_key
             where h.first_of_status and h.advanced
               and not (h.status = 'unreported' and message.unreported_at is not null)
-            order by h.channel_id, h.message_id
+            order by message.channel_id, message.message_id
         ),
         -- The statistics (V6, V10): what each message that is new or
         -- changed status adds to its hour's counters, under the channel
@@ -253,11 +250,12 @@ pub async fn record_reports(
                 set n = r.n + excluded.n
         )
         -- Each answer by its report's place in the batch (RETURNING cannot
-        -- name the input), so that the service matches them without
-        -- hashing ids.
-        select i.n as "n!", h.first_of_status as "first_of_status!", h.advanced as "advanced!"
+        -- name the input; the batch holds one report per message, so the
+        -- key finds it), so that the service matches them without hashing
+        -- ids.
+        select e.n as "n!", h.first_of_status as "first_of_status!", h.advanced as "advanced!"
         from history h
-        join input i on i.channel_id = h.channel_id and i.message_id = h.message_id
+        join entry e on e.message_key = h.message_key
         "#,
         &channel_ids as &[&str],
         &message_ids as &[&str],

@@ -86,7 +86,7 @@ async fn load(
 /// Every acknowledged (message, status) has its history entry.
 async fn assert_all_stored(db: &TestDatabase, acked: &[(String, String)]) {
     let rows: Vec<(String, String)> =
-        sqlx::query_as("select message_id, status::text from message_history")
+        sqlx::query_as("select message_id, status::text from message_entries")
             .fetch_all(&db.pool().await)
             .await
             .unwrap();

@@ -118,7 +118,7 @@ async fn direct(app: &TestApp, channel: &str, unit: &str, tag: Option<&str>) -> 
                 percentile_disc(array[0.5, 0.9, 0.99]) within group
                     (order by extract(epoch from (
                         select min(h.first_received_at) from message_history h
-                        where h.channel_id = m.channel_id and h.message_id = m.message_id
+                        where h.message_key = m.message_key
                           and h.status in ('delivered', 'read')) - first_seen_at)::float8)
                     filter (where status >= 'delivered')
          from messages m where channel_id = $1 and ($3::text is null or $3 = any(tags))

@@ -48,7 +48,7 @@ async fn report_times_off_history(app: &TestApp) -> i64 {
                     min(first_received_at) filter (where status = 'delivered') as delivered,
                     min(first_received_at) filter (where status = 'read') as read
              from message_history h
-             where h.channel_id = m.channel_id and h.message_id = m.message_id) h
+             where h.message_key = m.message_key) h
          where (m.first_failed_at, m.first_delivered_at, m.first_read_at)
                is distinct from (h.failed, h.delivered, h.read)",
     )
@@ -109,7 +109,7 @@ async fn duplicates_count_receipts_and_keep_the_first_reports_extra_fields() {
         chrono::DateTime<chrono::Utc>,
     ) = sqlx::query_as(
         "select h.first_received_at, h.last_received_at, m.updated_at
-             from message_history h join messages m using (channel_id, message_id)",
+             from message_history h join messages m using (message_key)",
     )
     .fetch_one(&app.pool)
     .await
@@ -228,9 +228,9 @@ async fn concurrent_reports_for_one_message_serialise() {
             bool,
         ) = sqlx::query_as(
             "select h.first_received_at, m.updated_at,
-                        exists (select 1 from message_history f where f.message_id = m.message_id
+                        exists (select 1 from message_history f where f.message_key = m.message_key
                                 and f.advanced and f.first_received_at = m.first_seen_at)
-                 from messages m join message_history h using (channel_id, message_id)
+                 from messages m join message_history h using (message_key)
                  where m.message_id = $1 and h.status = 'read'",
         )
         .bind(&id)

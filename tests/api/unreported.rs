@@ -122,7 +122,7 @@ async fn registering_again_changes_nothing_and_conflicts_are_listed_and_not_writ
     );
     let before: Vec<(String, String, i64)> = sqlx::query_as(
         "select message_id, status::text, (select count(*) from message_history h
-                where h.channel_id = m.channel_id and h.message_id = m.message_id)
+                where h.message_key = m.message_key)
          from messages m order by 1",
     )
     .fetch_all(&app.pool)
@@ -149,7 +149,7 @@ async fn registering_again_changes_nothing_and_conflicts_are_listed_and_not_writ
 
     let after: Vec<(String, String, i64)> = sqlx::query_as(
         "select message_id, status::text, (select count(*) from message_history h
-                where h.channel_id = m.channel_id and h.message_id = m.message_id)
+                where h.message_key = m.message_key)
          from messages m where message_id <> 'm3' order by 1",
     )
     .fetch_all(&app.pool)
@@ -785,7 +785,12 @@ async fn data_stored_before_the_migration_keeps_its_meaning() {
                 "select concat_ws('|', m.message_id, m.status, m.first_seen_at, m.updated_at,
                         (select string_agg(concat_ws(',', h.status, h.receipt_count, h.advanced,
                                                      h.first_received_at), ';' order by h.status::text)
-                         from message_history h where h.message_id = m.message_id))
+                         from message_history h
+                         -- By the ids before V18 (V8 has no key), by
+                         -- the key after (V18 drops the id from history).
+                         where coalesce(to_jsonb(h) ->> 'message_id' = m.message_id,
+                                        to_jsonb(h) ->> 'message_key'
+                                            = to_jsonb(m) ->> 'message_key')))
                  from messages m order by m.message_id",
             )
             .fetch_all(&pool)
