@@ -45,17 +45,27 @@ pub async fn callbacks(
 ) -> anyhow::Result<(f64, Vec<Duration>)> {
     let started = Instant::now();
     let deadline = started + duration;
-    let tasks: Vec<_> = (0..connections)
-        .map(|c| {
-            tokio::spawn(callback_client(
-                port,
-                channel,
-                password,
-                seed * 1000 + c as u64 + 1,
-                move || Instant::now() < deadline,
-            ))
-        })
-        .collect();
+    let tasks = (0..connections).map(|c| {
+        tokio::spawn(callback_client(
+            port,
+            channel,
+            password,
+            seed * 1000 + c as u64 + 1,
+            move || Instant::now() < deadline,
+        ))
+    });
+    gather(started, tasks.collect()).await
+}
+
+/// One connection's answers: how many were 200, and every latency.
+type Answers = anyhow::Result<(u64, Vec<Duration>)>;
+
+/// The connections' answers together: the rate answered 200 since
+/// `started` and every latency, sorted.
+async fn gather(
+    started: Instant,
+    tasks: Vec<tokio::task::JoinHandle<Answers>>,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
     let (mut ok, mut latencies) = (0, Vec::new());
     for t in tasks {
         let (n, l) = t.await??;
@@ -90,16 +100,35 @@ pub async fn post_reports<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
     seed: u64,
     go_on: impl Fn() -> bool,
 ) -> anyhow::Result<(u64, Vec<Duration>)> {
-    let mut stream = BufReader::new(stream);
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let next = || {
+        let status = ["delivered", "read", "failed"][(rng.next() % 3) as usize];
+        report_body(&rng.message_id(), &rng.user_number(), status)
+    };
+    post_bodies(stream, channel, password, next, go_on).await
+}
+
+/// A report of the seed's shape.
+fn report_body(message_id: &str, user_number: &str, status: &str) -> String {
+    format!(
+        r#"{{"message_id":"{message_id}","sender":"86173xxxx4526","user_number":"{user_number}","status":"{status}"}}"#
+    )
+}
+
+/// The reports `next` gives, posted one after another on one open
+/// keep-alive connection while `go_on`: how many were answered 200, and
+/// every latency.
+async fn post_bodies<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: S,
+    channel: &str,
+    password: &str,
+    mut next: impl FnMut() -> String,
+    go_on: impl Fn() -> bool,
+) -> anyhow::Result<(u64, Vec<Duration>)> {
+    let mut stream = BufReader::new(stream);
     let (mut ok, mut latencies) = (0, Vec::new());
     while go_on() {
-        let status = ["delivered", "read", "failed"][(rng.next() % 3) as usize];
-        let body = format!(
-            r#"{{"message_id":"{}","sender":"86173xxxx4526","user_number":"{}","status":"{status}"}}"#,
-            rng.message_id(),
-            rng.user_number()
-        );
+        let body = next();
         let sent = Instant::now();
         stream
             .get_mut()
@@ -133,41 +162,23 @@ pub async fn known_callbacks(
 ) -> anyhow::Result<(f64, Vec<Duration>)> {
     let started = Instant::now();
     let deadline = started + duration;
-    let tasks: Vec<_> = (0..connections)
-        .map(|c| {
-            let known = known.clone();
-            tokio::spawn(async move {
-                let stream = TcpStream::connect(("127.0.0.1", port)).await?;
-                stream.set_nodelay(true)?;
-                let mut stream = BufReader::new(stream);
-                let (mut ok, mut latencies) = (0, Vec::new());
-                let mut i = c;
-                while Instant::now() < deadline {
-                    let (message_id, user_number) = &known[i % known.len()];
-                    let status = if i < known.len() { "delivered" } else { "read" };
-                    let body = format!(
-                        r#"{{"message_id":"{message_id}","sender":"86173xxxx4526","user_number":"{user_number}","status":"{status}"}}"#
-                    );
-                    let sent = Instant::now();
-                    stream
-                        .get_mut()
-                        .write_all(report_request(channel, password, &body).as_bytes())
-                        .await?;
-                    let code = read_answer(&mut stream).await?;
-                    latencies.push(sent.elapsed());
-                    ok += u64::from(code == 200);
-                    i += connections;
-                }
-                anyhow::Ok((ok, latencies))
+    let tasks = (0..connections).map(|c| {
+        let known = known.clone();
+        tokio::spawn(async move {
+            let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+            stream.set_nodelay(true)?;
+            let mut i = c;
+            let next = || {
+                let (message_id, user_number) = &known[i % known.len()];
+                let status = if i < known.len() { "delivered" } else { "read" };
+                i += connections;
+                report_body(message_id, user_number, status)
+            };
+            post_bodies(stream, channel, password, next, move || {
+                Instant::now() < deadline
             })
+            .await
         })
-        .collect();
-    let (mut ok, mut latencies) = (0, Vec::new());
-    for t in tasks {
-        let (n, l) = t.await??;
-        ok += n;
-        latencies.extend(l);
-    }
-    latencies.sort();
-    Ok((ok as f64 / started.elapsed().as_secs_f64(), latencies))
+    });
+    gather(started, tasks.collect()).await
 }

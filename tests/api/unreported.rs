@@ -62,15 +62,14 @@ async fn a_registered_message_is_known_as_sent_and_reports_move_it_on() {
     // The registration is in the feed, and a report moves the message on.
     // The feed shows a change once every older transaction of the server
     // has ended: a test running beside this one may hold that back a
-    // moment, so the read is repeated for up to 10 s.
-    let mut sent = Vec::new();
-    for _ in 0..100 {
+    // moment.
+    let feed = || async {
         let changes = json_of(
             app.get(&format!("/api/v1/channels/{CH}/changes"), &read)
                 .await,
         )
         .await;
-        sent = changes["changes"]
+        changes["changes"]
             .as_array()
             .unwrap()
             .iter()
@@ -80,12 +79,15 @@ async fn a_registered_message_is_known_as_sent_and_reports_move_it_on() {
                     c["status"].as_str().unwrap().to_owned(),
                 )
             })
-            .collect::<Vec<_>>();
-        if sent.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .collect::<Vec<_>>()
+    };
+    wait_until(
+        "the registrations in the feed",
+        Duration::from_secs(10),
+        || async { feed().await.len() >= 2 },
+    )
+    .await;
+    let sent = feed().await;
     let sent: Vec<(&str, &str)> = sent.iter().map(|(m, s)| (m.as_str(), s.as_str())).collect();
     assert_eq!(sent, vec![("m1", "sent"), ("m2", "sent")]);
     assert_eq!(
