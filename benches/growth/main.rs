@@ -297,12 +297,24 @@ async fn one_run(
     // Every message of the warm-up (and of the load, unless it reports on
     // known ones) is new (random 132-bit ids), and each answer 200 is one
     // receipt in the history (the fill's messages have one each, the
-    // registered ones only a `sent` entry): none may be missing.
-    let (stored, receipts): (i64, i64) = sqlx::query_as(
+    // registered ones only a `sent` entry): none may be missing. From V19
+    // a new message's first receipt is on its row (`first_status`).
+    let first_on_row: bool = sqlx::query_scalar(
+        "select exists (select 1 from information_schema.columns
+                        where table_name = 'messages' and column_name = 'first_status')",
+    )
+    .fetch_one(&mut db)
+    .await?;
+    let on_rows = if first_on_row {
+        "select count(first_status) from messages"
+    } else {
+        "select 0::int8"
+    };
+    let (stored, receipts): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select (select count(*) from messages),
                 (select coalesce(sum(receipt_count), 0)::int8 from message_history
-                 where status <> 'sent')",
-    )
+                 where status <> 'sent') + ({on_rows})"
+    )))
     .fetch_one(&mut db)
     .await?;
     let answered = (latencies.len() + warm.len()) as i64;

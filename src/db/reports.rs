@@ -81,16 +81,19 @@ pub async fn record_reports(
         message as (
             insert into messages as m
                 (channel_id, message_id, sender, user_number, status, first_seen_at, updated_at,
-                 changed_xid, delivered_at, first_failed_at, first_delivered_at, first_read_at)
+                 changed_xid, delivered_at, first_failed_at, first_delivered_at, first_read_at,
+                 first_status, first_extra)
             -- An unranked word never moves the status; a message first
             -- known from one is `sent` (KooMessage reports only on what
-            -- it sent).
+            -- it sent). A ranked first report's history entry is kept on
+            -- the row (V19).
             select channel_id, message_id, sender, user_number, coalesce(status, 'sent'),
                    received_at, received_at, pg_current_xact_id(),
                    case when status >= 'delivered' then received_at end,
                    case when status = 'failed' then received_at end,
                    case when status = 'delivered' then received_at end,
-                   case when status = 'read' then received_at end
+                   case when status = 'read' then received_at end,
+                   status, case when status is not null and extra <> '{}' then extra end
             from input
             order by channel_id, message_id
             on conflict (channel_id, message_id) do update
@@ -113,24 +116,30 @@ pub async fn record_reports(
                 where m.sender = excluded.sender and m.user_number = excluded.user_number
             returning m.message_key, m.channel_id, m.message_id, m.user_number, m.status,
                       m.changed_xid, m.first_seen_at, m.updated_at, m.previous_status,
-                      m.delivered_at, m.tags, m.unreported_at
+                      m.delivered_at, m.tags, m.unreported_at, m.first_status
         ),
-        -- Each report's history entry. Its entry cannot exist yet when the
-        -- message is new (this statement inserted it: no previous status)
-        -- or when the report moved the status up: a message has only held
-        -- statuses up to its current one, and its history is only written
-        -- under its row's lock, held here. Such an entry is a plain insert,
-        -- which PostgreSQL writes as one WAL record instead of the two of a
-        -- speculative insertion (the insert and its confirmation). Only the
-        -- others (a repeat, a late lower status, an unranked word) may find
-        -- their entry and take a receipt.
+        -- Each report's history entry. A new message's first report of a
+        -- ranked status has its entry on the message's row, written above
+        -- (V19): no previous status, as this statement inserted the row.
+        -- Otherwise the entry cannot exist yet when the message is new (an
+        -- unranked word) or when the report moved the status up: a message
+        -- has only held statuses up to its current one, and its history is
+        -- only written under its row's lock, held here. Such an entry is a
+        -- plain insert, which PostgreSQL writes as one WAL record instead of
+        -- the two of a speculative insertion (the insert and its
+        -- confirmation). Only the others (a repeat, a late lower status, an
+        -- unranked word) may find their entry and take a receipt; a repeat
+        -- of the entry on the row adds a row of receipts that the history's
+        -- view merges with it.
         entry as (
             select message.message_key, i.n, i.channel_id, i.word, i.received_at,
                    coalesce(message.status = i.status, false) as advanced, i.extra,
+                   message.previous_status is null and i.status is not null as entry_on_row,
                    coalesce(message.previous_status is null
                             or (message.status = i.status
                                 and message.previous_status < message.status),
-                            false) as entry_is_new
+                            false) as entry_is_new,
+                   coalesce(message.first_status = i.status, false) as repeats_row_entry
             from input i
             join message on message.channel_id = i.channel_id and message.message_id = i.message_id
         ),
@@ -140,7 +149,7 @@ pub async fn record_reports(
                  receipt_count, advanced, extra)
             select message_key, channel_id, word, received_at, received_at, 1, advanced, extra
             from entry
-            where entry_is_new
+            where entry_is_new and not entry_on_row
             order by message_key
             returning message_key, status, first_received_at, true as first_of_status, advanced
         ),
@@ -148,7 +157,8 @@ pub async fn record_reports(
             insert into message_history as h
                 (message_key, channel_id, status, first_received_at, last_received_at,
                  receipt_count, advanced, extra)
-            select message_key, channel_id, word, received_at, received_at, 1, advanced, extra
+            select message_key, channel_id, word, received_at, received_at, 1,
+                   advanced and not repeats_row_entry, extra
             from entry
             where not entry_is_new
             order by message_key
@@ -159,9 +169,19 @@ pub async fn record_reports(
                       h.receipt_count = 1 as first_of_status, h.advanced
         ),
         history as (
+            select message_key, word as status, received_at as first_received_at,
+                   true as first_of_status, true as advanced
+            from entry
+            where entry_on_row
+            union all
             select * from history_of_new
             union all
-            select * from history_of_known
+            -- A repeat of the entry on the row is its first history row,
+            -- not its status's first report.
+            select k.message_key, k.status, k.first_received_at,
+                   k.first_of_status and not e.repeats_row_entry, k.advanced
+            from history_of_known k
+            join entry e on e.message_key = k.message_key
         ),
         -- The current status changed exactly when its history entry is new
         -- and is the current status: had the message held that status

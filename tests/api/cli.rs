@@ -19,12 +19,12 @@ async fn migrate_applies_then_is_a_no_op() {
     assert!(first.status.success(), "{first:?}");
     assert_eq!(
         text(&first.stdout),
-        "Applied migration V1__init.\nApplied migration V2__read_api.\nApplied migration V3__changes_feed.\nApplied migration V4__change_order.\nApplied migration V5__live_desktops.\nApplied migration V6__statistics.\nApplied migration V7__forwarding.\nApplied migration V8__feed_horizon_plan_once.\nApplied migration V9__sent_statuses.\nApplied migration V10__registration_and_unreported.\nApplied migration V11__report_times.\nApplied migration V12__history_without_foreign_key.\nApplied migration V13__narrow_keys.\nApplied migration V14__sweep_index.\nApplied migration V15__unreported_at.\nApplied migration V16__messages_without_channel_foreign_key.\nApplied migration V17__user_numbers_by_day.\nApplied migration V18__history_without_message_id.\n"
+        "Applied migration V1__init.\nApplied migration V2__read_api.\nApplied migration V3__changes_feed.\nApplied migration V4__change_order.\nApplied migration V5__live_desktops.\nApplied migration V6__statistics.\nApplied migration V7__forwarding.\nApplied migration V8__feed_horizon_plan_once.\nApplied migration V9__sent_statuses.\nApplied migration V10__registration_and_unreported.\nApplied migration V11__report_times.\nApplied migration V12__history_without_foreign_key.\nApplied migration V13__narrow_keys.\nApplied migration V14__sweep_index.\nApplied migration V15__unreported_at.\nApplied migration V16__messages_without_channel_foreign_key.\nApplied migration V17__user_numbers_by_day.\nApplied migration V18__history_without_message_id.\nApplied migration V19__first_entry_in_message.\n"
     );
     let second = run_cli(&db.url(), &["migrate"], "");
     assert!(second.status.success());
     assert!(
-        text(&second.stdout).starts_with("No pending migrations; the schema is at version 18.")
+        text(&second.stdout).starts_with("No pending migrations; the schema is at version 19.")
     );
 }
 
@@ -321,16 +321,21 @@ async fn serve_creates_the_database_and_stops_cleanly_on_sigterm() {
 async fn prune_deletes_old_messages_and_their_history_in_batches() {
     let app = crate::helpers::spawn_app().await;
     app.add_channel("ch", PASSWORD).await;
+    // Two reports each: the first report's entry is on the message's row
+    // (V19), the second one's a history row.
     for i in 0..25 {
-        let r = app
-            .post_report(
-                "ch",
-                PASSWORD,
-                &crate::helpers::report(&format!("m{i}"), "read"),
-            )
-            .await;
-        assert_eq!(r.status(), 200);
+        for status in ["delivered", "read"] {
+            let r = app
+                .post_report(
+                    "ch",
+                    PASSWORD,
+                    &crate::helpers::report(&format!("m{i}"), status),
+                )
+                .await;
+            assert_eq!(r.status(), 200);
+        }
     }
+    assert_eq!(app.count("message_history").await, 25);
     // Age 20 of them: their last change was 100 days ago.
     sqlx::query(
         "update messages set updated_at = now() - interval '100 days' where message_id <> all($1)",
@@ -363,6 +368,7 @@ async fn prune_deletes_old_messages_and_their_history_in_batches() {
         5,
         "the history went with its messages"
     );
+    assert_eq!(app.count("message_entries").await, 10);
     assert_eq!(
         run_cli(&url, &["prune", "--older-than", "soon"], "")
             .status

@@ -117,7 +117,7 @@ async fn direct(app: &TestApp, channel: &str, unit: &str, tag: Option<&str>) -> 
                     filter (where status = 'read'),
                 percentile_disc(array[0.5, 0.9, 0.99]) within group
                     (order by extract(epoch from (
-                        select min(h.first_received_at) from message_history h
+                        select min(h.first_received_at) from message_entries h
                         where h.message_key = m.message_key
                           and h.status in ('delivered', 'read')) - first_seen_at)::float8)
                     filter (where status >= 'delivered')

@@ -47,7 +47,7 @@ async fn report_times_off_history(app: &TestApp) -> i64 {
              select min(first_received_at) filter (where status = 'failed') as failed,
                     min(first_received_at) filter (where status = 'delivered') as delivered,
                     min(first_received_at) filter (where status = 'read') as read
-             from message_history h
+             from message_entries h
              where h.message_key = m.message_key) h
          where (m.first_failed_at, m.first_delivered_at, m.first_read_at)
                is distinct from (h.failed, h.delivered, h.read)",
@@ -109,7 +109,7 @@ async fn duplicates_count_receipts_and_keep_the_first_reports_extra_fields() {
         chrono::DateTime<chrono::Utc>,
     ) = sqlx::query_as(
         "select h.first_received_at, h.last_received_at, m.updated_at
-             from message_history h join messages m using (message_key)",
+             from message_entries h join messages m using (message_key)",
     )
     .fetch_one(&app.pool)
     .await
@@ -117,6 +117,29 @@ async fn duplicates_count_receipts_and_keep_the_first_reports_extra_fields() {
     assert!(last > first);
     // A duplicate is not a change of status.
     assert_eq!(updated, first);
+}
+
+/// A new message's first report keeps its history entry on the message's
+/// row (V19): no history row of its own; a repeat of it is a receipt of
+/// that entry, not a change, and the history reads as the rule says.
+#[tokio::test]
+async fn a_first_reports_entry_on_the_message_row_takes_its_repeats() {
+    use Status::{Delivered, Read};
+    let app = spawn_app().await;
+    app.add_channel(CH, PASSWORD).await;
+    send_all(&app, "m", &[Delivered]).await;
+    assert_eq!(app.count("message_history").await, 0);
+    assert_eq!(app.history(CH, "m").await, model(&[Delivered]).1);
+    send_all(&app, "m", &[Delivered, Read, Delivered]).await;
+    let history = app.history(CH, "m").await;
+    assert_eq!(history, model(&[Delivered, Delivered, Read, Delivered]).1);
+    assert_eq!(history[0].receipt_count, 3);
+    assert_eq!(
+        app.count("message_changes").await,
+        2,
+        "one change to delivered, one to read"
+    );
+    assert_eq!(report_times_off_history(&app).await, 0);
 }
 
 fn statuses() -> impl Strategy<Value = Vec<Status>> {
@@ -228,9 +251,9 @@ async fn concurrent_reports_for_one_message_serialise() {
             bool,
         ) = sqlx::query_as(
             "select h.first_received_at, m.updated_at,
-                        exists (select 1 from message_history f where f.message_key = m.message_key
+                        exists (select 1 from message_entries f where f.message_key = m.message_key
                                 and f.advanced and f.first_received_at = m.first_seen_at)
-                 from messages m join message_history h using (message_key)
+                 from messages m join message_entries h using (message_key)
                  where m.message_id = $1 and h.status = 'read'",
         )
         .bind(&id)

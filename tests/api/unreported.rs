@@ -134,7 +134,7 @@ async fn registering_again_changes_nothing_and_conflicts_are_listed_and_not_writ
         json!({"registered": 2, "already_known": 1, "conflicts": []})
     );
     let before: Vec<(String, String, i64)> = sqlx::query_as(
-        "select message_id, status::text, (select count(*) from message_history h
+        "select message_id, status::text, (select count(*) from message_entries h
                 where h.message_key = m.message_key)
          from messages m order by 1",
     )
@@ -161,7 +161,7 @@ async fn registering_again_changes_nothing_and_conflicts_are_listed_and_not_writ
     );
 
     let after: Vec<(String, String, i64)> = sqlx::query_as(
-        "select message_id, status::text, (select count(*) from message_history h
+        "select message_id, status::text, (select count(*) from message_entries h
                 where h.message_key = m.message_key)
          from messages m where message_id <> 'm3' order by 1",
     )
