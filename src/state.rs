@@ -63,6 +63,7 @@ impl AppState {
         let tokens = Arc::new(Tokens::new(db.clone(), config.auth.credential_ttl));
         let writer = ingest::Writer::start(
             db.pool().clone(),
+            db.announcer().clone(),
             &config.ingest,
             config.database.commit_deadline(),
         );
@@ -75,14 +76,15 @@ impl AppState {
         );
         crate::forward::start(&db, &config.forward, &hub, shutdown.clone());
         let last_reports = Arc::new(LastReports::default());
-        let (reports, stop, seeded) = (
+        let (reports, stop, seeded, announcer) = (
             config.reports.clone(),
             shutdown.clone(),
             last_reports.clone(),
+            db.announcer().clone(),
         );
         db.spawn(move |pool| async move {
             seeded.seed(&pool).await;
-            crate::unreported::sweep_every(pool, reports, seeded, stop).await
+            crate::unreported::sweep_every(pool, announcer, reports, seeded, stop).await
         });
         if config.database.url.hosts().len() > 1 {
             let (pool, cfg, stop) = (db.pool().clone(), config.database.clone(), shutdown.clone());

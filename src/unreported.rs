@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ReportsConfig;
 use crate::db;
+use crate::db::announcer::Announcer;
 use crate::domain::ChannelId;
 
 /// Messages changed per statement and part: the rows it locks are held for
@@ -35,6 +36,7 @@ const CALLBACKS_RECENT: Duration = Duration::from_secs(1);
 /// message becomes `unreported` once whatever the number of instances.
 pub async fn sweep_every(
     pool: PgPool,
+    announcer: Announcer,
     config: ReportsConfig,
     reports: Arc<LastReports>,
     shutdown: CancellationToken,
@@ -46,7 +48,15 @@ pub async fn sweep_every(
             _ = every.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        if let Err(e) = sweep_once(&pool, config.unreported_after, &reports, &shutdown).await {
+        if let Err(e) = sweep_once(
+            &pool,
+            &announcer,
+            config.unreported_after,
+            &reports,
+            &shutdown,
+        )
+        .await
+        {
             // The database's state (an outage, a failover): the next tick
             // tries again; nothing is lost, the messages are still `sent`.
             tracing::warn!(error = %e, "the sweep for unreported messages failed; retrying");
@@ -63,6 +73,7 @@ pub async fn sweep_every(
 /// pass, if still `sent`).
 pub async fn sweep_once(
     pool: &PgPool,
+    announcer: &Announcer,
     unreported_after: Duration,
     reports: &LastReports,
     shutdown: &CancellationToken,
@@ -70,8 +81,8 @@ pub async fn sweep_once(
     let mut changed = 0;
     for (channel, own) in db::unreported::channel_deadlines(pool).await? {
         let after = TimeDelta::from_std(own.unwrap_or(unreported_after)).unwrap_or(TimeDelta::MAX);
-        let parts =
-            (0..SWEEP_PARTS).map(|part| sweep_part(pool, &channel, after, part, reports, shutdown));
+        let parts = (0..SWEEP_PARTS)
+            .map(|part| sweep_part(pool, announcer, &channel, after, part, reports, shutdown));
         changed += futures_util::future::try_join_all(parts)
             .await?
             .iter()
@@ -83,6 +94,7 @@ pub async fn sweep_once(
 /// Sweeps one part of a channel until nothing more is due in it.
 async fn sweep_part(
     pool: &PgPool,
+    announcer: &Announcer,
     channel: &str,
     after: TimeDelta,
     part: i32,
@@ -106,6 +118,7 @@ async fn sweep_part(
         let swept = db::unreported::sweep(pool, &range, now, SWEEP_BATCH).await?;
         changed += swept.changed;
         if swept.changed > 0 {
+            announcer.mark(channel);
             metrics::counter!("koostatus_messages_became_unreported_total", "channel" => channel.to_owned())
                 .increment(swept.changed as u64);
         }

@@ -23,6 +23,7 @@ pub async fn direct_run(connections: usize, duration: Duration) -> anyhow::Resul
     println!("running: direct batched SQL");
     let writer = Arc::new(koostatus::ingest::Writer::start(
         pool.clone(),
+        koostatus::db::announcer::Announcer::start(pool.clone()),
         &config.ingest,
         config.database.commit_deadline(),
     ));

@@ -170,3 +170,16 @@ pub async fn listener(pool: &sqlx::PgPool) -> sqlx::Result<PgListener> {
     listener.listen("koostatus_changes").await?;
     Ok(listener)
 }
+
+/// Notifies every listener (see [`listener`]) that these channels' feeds
+/// have news, in one statement (db/announcer.rs decides when).
+pub async fn notify(db: impl PgExecutor<'_>, channels: &[String]) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"select count(pg_notify('koostatus_changes', c)::text) as "n!"
+           from unnest($1::text[]) as c"#,
+        channels
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(())
+}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPool;
 
+use super::announcer::Announcer;
 use super::changes::{Change, Position};
 use super::messages::{HistoryRow, ListFilter, MessageRow};
 use super::stats::Times;
@@ -38,6 +39,8 @@ pub struct Db {
     /// Whether `read` is a pool of its own (`database.read_url`).
     replica: bool,
     runtime: tokio::runtime::Handle,
+    /// Tells every instance of the changes written here.
+    announcer: Announcer,
 }
 
 impl Db {
@@ -46,9 +49,16 @@ impl Db {
         Db {
             replica: read.is_some(),
             read: read.unwrap_or_else(|| pool.clone()),
+            announcer: Announcer::start(pool.clone()),
             pool,
             runtime: tokio::runtime::Handle::current(),
         }
+    }
+
+    /// For the writers of the feed: they mark each channel they changed,
+    /// after the commit.
+    pub fn announcer(&self) -> &Announcer {
+        &self.announcer
     }
 
     /// For code that already runs on the main runtime (writers, commands).
@@ -235,9 +245,15 @@ impl Db {
         batch: Vec<super::registrations::Registration>,
         received_at: DateTime<Utc>,
     ) -> sqlx::Result<super::registrations::Registered> {
+        let announcer = self.announcer.clone();
         self.run(|pool| async move {
             let mut conn = pool.acquire().await?;
-            super::registrations::register(&mut conn, &channel, &batch, received_at).await
+            let registered =
+                super::registrations::register(&mut conn, &channel, &batch, received_at).await?;
+            if registered.registered > 0 {
+                announcer.mark(&channel);
+            }
+            Ok(registered)
         })
         .await
     }

@@ -1,6 +1,7 @@
 //! Everything that talks SQL: connection set-up, migrations, and one file of
 //! queries per table group. Handlers and commands call these functions.
 
+pub mod announcer;
 pub mod changes;
 pub mod channels;
 mod connect;

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::reply::{Reply, send_all};
 use crate::db;
+use crate::db::announcer::Announcer;
 use crate::db::reports::Incoming;
 
 /// Why a report was not written.
@@ -49,20 +50,46 @@ impl Job {
 /// pool, so a commit stuck on a failing primary holds neither the writer
 /// nor a connection. A connection that finds its server read-only (a
 /// demoted primary) is closed too: the pool reconnects to the primary.
-pub(super) async fn write_batch(pool: &PgPool, batch: Vec<Job>, deadline: Duration) {
+///
+/// Once the write has ended, whatever its outcome (a batch given up may
+/// have committed), its channels are marked for announcement: a needless
+/// mark costs at most a notification.
+pub(super) async fn write_batch(
+    pool: &PgPool,
+    announcer: &Announcer,
+    batch: Vec<Job>,
+    deadline: Duration,
+) {
     let (incoming, replies): (Vec<Incoming>, Vec<(Reply, tracing::Span)>) = batch
         .into_iter()
         .map(|j| (j.incoming, (j.reply, j.span)))
         .unzip();
-    let mut conn = match pool.acquire().await {
+    let conn = match pool.acquire().await {
         Ok(conn) => conn,
         // Whatever keeps the pool from giving a connection (none free in
         // time, the server unreachable or refusing) is the database's state.
         Err(e) => return unavailable(replies, &e.to_string()),
     };
+    write_on(conn, &incoming, replies, deadline).await;
+    let mut last = None;
+    for i in &incoming {
+        // A batch is nearly always of one channel.
+        if last != Some(i.channel.as_str()) {
+            announcer.mark(i.channel.as_str());
+            last = Some(i.channel.as_str());
+        }
+    }
+}
+
+async fn write_on(
+    mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    incoming: &[Incoming],
+    replies: Vec<(Reply, tracing::Span)>,
+    deadline: Duration,
+) {
     let started = Instant::now();
     let recorded =
-        tokio::time::timeout(deadline, db::reports::record_reports(&mut *conn, &incoming)).await;
+        tokio::time::timeout(deadline, db::reports::record_reports(&mut *conn, incoming)).await;
     metrics::histogram!("koostatus_batch_size").record(incoming.len() as f64);
     metrics::histogram!("koostatus_batch_commit_seconds").record(started.elapsed().as_secs_f64());
     let Ok(recorded) = recorded else {
@@ -91,7 +118,7 @@ pub(super) async fn write_batch(pool: &PgPool, batch: Vec<Job>, deadline: Durati
                     break;
                 };
                 tracing::warn!(parent: &span, error = %e, size, "the batch holding this report failed; writing its reports one by one");
-                let single = db::reports::record_reports(&mut *conn, std::slice::from_ref(&one));
+                let single = db::reports::record_reports(&mut *conn, std::slice::from_ref(one));
                 // The same deadline as the batch's: one commit stuck on a
                 // failing primary must not hold the writer either.
                 let Ok(recorded) = tokio::time::timeout(deadline, single).await else {

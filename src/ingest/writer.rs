@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::batch::{Job, WriteError, write_batch};
 use super::reply::Reply;
 use crate::config::IngestConfig;
+use crate::db::announcer::Announcer;
 use crate::db::reports::{Incoming, Recorded};
 
 #[derive(Clone)]
@@ -39,7 +40,12 @@ impl Writer {
     /// last `Writer` is dropped, after writing what was queued. A batch whose
     /// statement and commit have not answered within `deadline` is given up
     /// (see [`write_batch`]).
-    pub fn start(pool: PgPool, cfg: &IngestConfig, deadline: Duration) -> Writer {
+    pub fn start(
+        pool: PgPool,
+        announcer: Announcer,
+        cfg: &IngestConfig,
+        deadline: Duration,
+    ) -> Writer {
         let (queue, receiver) = mpsc::channel(cfg.queue_capacity.get());
         let receiver = Arc::new(Mutex::new(receiver));
         let stats = Arc::new(Stats::default());
@@ -51,6 +57,7 @@ impl Writer {
                 writing: writing.clone(),
                 full: full.clone(),
                 stats: stats.clone(),
+                announcer: announcer.clone(),
             };
             let limits = Limits {
                 batch_max: cfg.batch_max.get(),
@@ -119,6 +126,8 @@ struct Shared {
     /// Told when a whole batch has queued.
     full: Arc<Notify>,
     stats: Arc<Stats>,
+    /// Told of each batch's channels after its write.
+    announcer: Announcer,
 }
 
 /// One writer: forms a batch while holding the queue, then writes it while
@@ -140,6 +149,7 @@ async fn write_batches(shared: Shared, pool: PgPool, limits: Limits) {
         writing,
         full,
         stats,
+        announcer,
     } = shared;
     let mut others_writing = writing.subscribe();
     let batch_max = limits.batch_max;
@@ -221,7 +231,7 @@ async fn write_batches(shared: Shared, pool: PgPool, limits: Limits) {
             .reports
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let _writing = Writing::start(&writing);
-        write_batch(&pool, batch, limits.deadline).await;
+        write_batch(&pool, &announcer, batch, limits.deadline).await;
     }
 }
 

@@ -19,12 +19,12 @@ async fn migrate_applies_then_is_a_no_op() {
     assert!(first.status.success(), "{first:?}");
     assert_eq!(
         text(&first.stdout),
-        "Applied migration V1__init.\nApplied migration V2__read_api.\nApplied migration V3__changes_feed.\nApplied migration V4__change_order.\nApplied migration V5__live_desktops.\nApplied migration V6__statistics.\nApplied migration V7__forwarding.\nApplied migration V8__feed_horizon_plan_once.\nApplied migration V9__sent_statuses.\nApplied migration V10__registration_and_unreported.\nApplied migration V11__report_times.\nApplied migration V12__history_without_foreign_key.\nApplied migration V13__narrow_keys.\nApplied migration V14__sweep_index.\nApplied migration V15__unreported_at.\nApplied migration V16__messages_without_channel_foreign_key.\nApplied migration V17__user_numbers_by_day.\nApplied migration V18__history_without_message_id.\nApplied migration V19__first_entry_in_message.\n"
+        "Applied migration V1__init.\nApplied migration V2__read_api.\nApplied migration V3__changes_feed.\nApplied migration V4__change_order.\nApplied migration V5__live_desktops.\nApplied migration V6__statistics.\nApplied migration V7__forwarding.\nApplied migration V8__feed_horizon_plan_once.\nApplied migration V9__sent_statuses.\nApplied migration V10__registration_and_unreported.\nApplied migration V11__report_times.\nApplied migration V12__history_without_foreign_key.\nApplied migration V13__narrow_keys.\nApplied migration V14__sweep_index.\nApplied migration V15__unreported_at.\nApplied migration V16__messages_without_channel_foreign_key.\nApplied migration V17__user_numbers_by_day.\nApplied migration V18__history_without_message_id.\nApplied migration V19__first_entry_in_message.\nApplied migration V20__changes_announced_by_the_service.\n"
     );
     let second = run_cli(&db.url(), &["migrate"], "");
     assert!(second.status.success());
     assert!(
-        text(&second.stdout).starts_with("No pending migrations; the schema is at version 19.")
+        text(&second.stdout).starts_with("No pending migrations; the schema is at version 20.")
     );
 }
 

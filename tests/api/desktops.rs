@@ -256,6 +256,10 @@ async fn a_stream_that_stops_reading_is_closed_and_slows_nobody() {
         koostatus::db::reports::record_reports(&app.pool, &reports)
             .await
             .unwrap();
+        // As the service's writers announce what they commit (V20).
+        koostatus::db::changes::notify(&app.pool, &[A.to_owned()])
+            .await
+            .unwrap();
         let committed = Instant::now();
         // The fast stream keeps up: the whole wave arrives soon after commit.
         for _ in 0..1000 {

@@ -34,6 +34,29 @@ async fn json_of(response: reqwest::Response) -> Value {
     response.json().await.unwrap()
 }
 
+/// A registration's `sent` changes reach a desktop following the channel
+/// on another instance with nothing else written after them: the
+/// registering instance announces them (V20; the feed's trigger did
+/// before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_reaches_a_stream_on_another_instance() {
+    let (app, register, read) = app_with_tokens().await;
+    let second = spawn_instance(&app, |_| {}).await;
+    let mut stream = Sse::open(&second, CH, &read, None).await;
+    let body = json!({"messages": [message("m1"), message("m2")]});
+    json_of(app.register(CH, &register, &body).await).await;
+    let mut sent = Vec::new();
+    while sent.len() < 2 {
+        let (_, change) = stream
+            .next(Duration::from_secs(5))
+            .await
+            .expect("the registration's changes arrive without another write");
+        assert_eq!(change["status"], "sent", "{change}");
+        sent.push(change["message_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(sent, ["m1", "m2"]);
+}
+
 #[tokio::test]
 async fn a_registered_message_is_known_as_sent_and_reports_move_it_on() {
     let (app, register, read) = app_with_tokens().await;

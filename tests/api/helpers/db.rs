@@ -205,6 +205,12 @@ impl HeldBack {
         .execute(&mut *early)
         .await
         .unwrap();
+        // As the service's writers announce what they commit (V20).
+        sqlx::query("select pg_notify('koostatus_changes', $1)")
+            .bind(channel)
+            .execute(&mut *early)
+            .await
+            .unwrap();
         early.commit().await.unwrap();
         Holder(holder)
     }
