@@ -206,9 +206,7 @@ impl HeldBack {
         .await
         .unwrap();
         // As the service's writers announce what they commit (V20).
-        sqlx::query("select pg_notify('koostatus_changes', $1)")
-            .bind(channel)
-            .execute(&mut *early)
+        koostatus::db::changes::notify(&mut *early, &[channel.to_owned()])
             .await
             .unwrap();
         early.commit().await.unwrap();
